@@ -1,0 +1,57 @@
+"""FL scale benchmark: 1,000,000 devices, 50 jobs, 7 simulated days under Venn.
+
+Prints wall time, peak memory (max RSS) and check-ins handled per wall-clock second; the last
+line is one JSON object. Target: under 120 s and under 4 GiB on a 2-core machine.
+Usage: python benchmarks/fl_scale.py [--devices N] [--jobs N] [--days D] [--policy venn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--devices", type=int, default=1_000_000)
+    ap.add_argument("--jobs", type=int, default=50)
+    ap.add_argument("--days", type=float, default=7.0)
+    ap.add_argument("--policy", default="venn")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from sim.fl import FLScenario, run_fl
+
+    scn = FLScenario.from_dict({
+        "policy": args.policy, "seed": args.seed, "horizon_s": args.days * 86400.0,
+        "population": {"n_devices": args.devices},
+        # arrivals spread over the week, so the simulation really covers all of it
+        "jobs": {"n_jobs": args.jobs, "mean_interarrival_s": args.days * 86400.0 / args.jobs},
+    })
+    t0 = time.perf_counter()
+    res = run_fl(scn)
+    wall = time.perf_counter() - t0
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30  # Linux: KiB
+    m = res.metrics
+    print(f"devices={args.devices} jobs={args.jobs} days={args.days} policy={args.policy}")
+    print(f"wall {wall:.1f} s, peak memory {peak_gib:.2f} GiB, check-ins {m['checkins']:.0f} "
+          f"({m['checkins'] / wall:.0f}/s), assignments {m['assignments']:.0f}, "
+          f"jobs completed {m['jobs_completed']:.0f}/{args.jobs}, mean JCT {m['jct_mean_s'] / 3600:.1f} h, "
+          f"simulated {m['makespan_s'] / 86400:.2f} days")
+    out = {
+        "benchmark": "fl_scale", "devices": args.devices, "jobs": args.jobs, "days": args.days,
+        "wall_s": round(wall, 2), "peak_mem_gib": round(peak_gib, 3),
+        "checkins": int(m["checkins"]), "checkins_per_s": round(m["checkins"] / wall),
+        "target_wall_s": 120, "target_mem_gib": 4.0,
+        "met": bool(wall < 120 and peak_gib < 4.0),
+    }
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+    sys.exit(0)

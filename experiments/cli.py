@@ -1,0 +1,404 @@
+"""The `orrery` command.
+
+Subcommands are a small table: adding one is one function decorated with `@command(...)`
+(its name, help and arguments). Exit status: 0 success, 2 bad input (one-paragraph message,
+no traceback unless `--debug`), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+
+
+def arg(*names: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """One argparse argument, as `command(...)` takes it."""
+    return names, kwargs
+
+
+COMMANDS: dict[str, tuple[str, list, Callable[[argparse.Namespace], int | None]]] = {}
+
+
+def command(name: str, help: str, *args: tuple) -> Callable:  # noqa: A002
+    """Register a subcommand: `@command("validate", "check a study", arg("study"))`."""
+
+    def deco(fn: Callable[[argparse.Namespace], int | None]) -> Callable:
+        COMMANDS[name] = (help, list(args), fn)
+        return fn
+
+    return deco
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 160)
+
+
+# ----------------------------------------------------------------------------- run / validate
+
+RUN_ARGS = (
+    arg("--out", metavar="DIR", help="results folder (default: results/<study name>/)"),
+    arg("--scale", metavar="NAME", help="apply the study's [scales.NAME] overrides"),
+    arg("--jobs", type=int, metavar="N", help="parallel runs (default: number of cores; 1: in-process)"),
+    arg("--dask", metavar="ADDR", help="run on Dask: a scheduler address tcp://host:port, or 'local'"),
+    arg("--seeds", type=int, metavar="N", help="override the study's seeds with 0..N-1"),
+)
+
+
+class RichProgress:
+    """A rich progress bar with ETA (on stderr)."""
+
+    def __init__(self, study_name: str):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.name = study_name
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[last]}"),
+            console=_console(stderr=True),
+            transient=False,
+        )
+        self.task = None
+
+    def start(self, total: int, resumed: int) -> None:
+        if resumed:
+            self.bar.console.print(f"resuming: {resumed} finished run(s) kept")
+        self.bar.start()
+        self.task = self.bar.add_task(self.name, total=total, last="")
+
+    def advance(self, label: str) -> None:
+        self.bar.update(self.task, advance=1, last=label[:40])
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def print_summary(result: Any) -> None:
+    from rich.table import Table
+
+    con = _console()
+    summary = result.summary
+    study = result.study
+    keys = [k for k in ["policy", *study.variables, "case"] if k in summary.columns]
+    keys = list(dict.fromkeys(keys))
+    table = Table(title=f"{study.name}: mean ± 95% CI half-width over seeds (* control)")
+    for k in keys:
+        table.add_column(k.rsplit(".", 1)[-1])
+    for col, just in (("metric", "left"), ("mean ± CI", "right"), ("n", "right"),
+                      ("vs ctrl", "right"), ("verdict", "left")):  # fmt: skip
+        table.add_column(col, justify=just)
+    for _, row in summary.iterrows():
+        half = (row["ci95_high"] - row["ci95_low"]) / 2
+        mean = f"{row['mean']:.4g}" + ("" if half != half else f" ± {half:.2g}")
+        ratio, verdict = row.get("ratio"), row.get("verdict")
+        verdict = verdict if isinstance(verdict, str) else ""
+        style = {"supported": "green", "not supported": "red"}.get(verdict, "")
+        cells = [str(row[k]) for k in keys]
+        if row["role"] == "control":
+            cells[0] += "*"
+        table.add_row(
+            *cells,
+            row["metric"],
+            mean,
+            str(row["n"]),
+            "" if ratio is None or ratio != ratio else f"x{ratio:.3g}",
+            f"[{style}]{verdict}[/]" if style else verdict,
+        )
+    con.print(table)
+    m = result.manifest
+    repro = m["reproducibility"]
+    con.print(
+        f"runs: {m['counts']['total']} ({result.executed} executed, {result.resumed} resumed); "
+        f"reproducibility: {'OK' if repro['ok'] else 'FAILED'}; results in {result.out}"
+    )
+
+
+def _run(args: argparse.Namespace, study_ref: str) -> int:
+    from experiments.runner import load_plugins, plugin_modules, run_study
+    from experiments.study import load_study
+
+    load_plugins(plugin_modules(args.plugin or []))
+    study = load_study(study_ref, scale=args.scale, seeds=args.seeds)
+    progress = RichProgress(study.name)
+    result = run_study(
+        study, args.out, jobs=args.jobs, dask=args.dask, plugins=args.plugin or [], progress=progress
+    )
+    print_summary(result)
+    _note_skipped(_console(), study)
+    return EXIT_OK
+
+
+@command("run", "run a study (path or shipped study name)", arg("study"), *RUN_ARGS)
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(args, args.study)
+
+
+@command("validate", "check a study's spec and setup without running it", arg("study"),
+         arg("--scale", metavar="NAME"), arg("--seeds", type=int, metavar="N"))  # fmt: skip
+def cmd_validate(args: argparse.Namespace) -> int:
+    from experiments.runner import load_plugins, plugin_modules
+    from experiments.study import load_study, validate_setup
+
+    load_plugins(plugin_modules(args.plugin or []))
+    study = load_study(args.study, scale=args.scale, seeds=args.seeds)
+    report = validate_setup(study)
+    con = _console()
+    n_groups = len(study.groups)
+    con.print(
+        f"study {study.name} ({study.source}): {n_groups} groups "
+        f"({sum(g.role == 'control' for g in study.groups)} control), {len(study.seeds)} seeds, "
+        f"{len(study.runs())} runs"
+    )
+    for line in report.lines():
+        con.print(line)
+    _note_skipped(con, study)
+    return EXIT_OK
+
+
+def _note_skipped(con, study) -> None:
+    for case, missing in study.skipped_cases.items():
+        con.print(f"note: optional case {case!r} skipped: data file {missing!r} not found")
+
+
+@command("report", "write DIR/report.md (and summary, plots) from a results folder", arg("dir"))
+def cmd_report(args: argparse.Namespace) -> int:
+    from experiments.report import report_dir
+
+    path = report_dir(args.dir, plugins=args.plugin or [])
+    print(path)
+    return EXIT_OK
+
+
+@command("demo", "run the shipped quick serving study and print its summary",
+         arg("--out", metavar="DIR"), arg("--jobs", type=int, metavar="N"))  # fmt: skip
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.scale = args.dask = args.seeds = None
+    return _run(args, "serving_quick")
+
+
+# ----------------------------------------------------------------------------- list / fit
+
+
+def catalog() -> dict[str, Any]:
+    """Registered policies by domain, simulator domains, GPUs and LLM models."""
+    from policies import registry
+
+    out: dict[str, Any] = {"policies": {}, "domains": {}, "gpus": {}, "models": {}, "unavailable": {}}
+    try:
+        out["policies"] = registry.list_policies()
+    except Exception:  # noqa: BLE001 - a domain under construction must not break `list`
+        for d in registry.DOMAIN_PACKAGES:
+            try:
+                registry.load_domain(d)
+            except Exception as err:  # noqa: BLE001
+                out["unavailable"][f"policies.{d}"] = str(err)
+        out["policies"] = {d: sorted(n) for d, n in sorted(registry._POLICIES.items())}
+    from sim import domains as sd
+
+    for name, module in sd.DOMAIN_MODULES.items():
+        try:
+            sd.get_domain(name)
+        except Exception as err:  # noqa: BLE001
+            out["unavailable"][module] = str(err)
+    for name, d in sorted(sd.registered_domains().items()):  # incl. plugin domains
+        out["domains"][name] = {"description": d.description, "metrics": dict(d.metrics)}
+    try:
+        from hwmodels.gpus import GPUS
+
+        out["gpus"] = {
+            k: {"arch": g.arch, "mem_bytes": g.mem_bytes, "tdp_w": g.tdp_w} for k, g in GPUS.items()
+        }
+    except ImportError as err:
+        out["unavailable"]["hwmodels.gpus"] = str(err)
+    try:
+        from hwmodels.llm import MODELS  # being written by the serving engineer
+
+        out["models"] = {k: _model_info(m) for k, m in MODELS.items()}
+    except ImportError as err:
+        out["unavailable"]["hwmodels.llm"] = str(err)
+    return out
+
+
+def _model_info(m: Any) -> dict[str, Any]:
+    fields = ("n_layers", "hidden_size", "n_heads", "n_kv_heads", "n_params", "params")
+    return {f: getattr(m, f) for f in fields if hasattr(m, f)}
+
+
+@command("list", "registered policies by domain, GPUs and LLM models",
+         arg("--json", action="store_true", help="machine-readable output"))  # fmt: skip
+def cmd_list(args: argparse.Namespace) -> int:
+    from experiments.runner import load_plugins, plugin_modules
+
+    load_plugins(plugin_modules(args.plugin or []))
+    cat = catalog()
+    if args.json:
+        print(json.dumps(cat, indent=2, default=str))
+        return EXIT_OK
+    con = _console()
+    con.print("[bold]policies[/]")
+    for d, names in cat["policies"].items():
+        con.print(f"  {d}: {', '.join(names) or '(none)'}")
+    con.print("[bold]domains[/]")
+    for d, info in cat["domains"].items():
+        con.print(f"  {d}: metrics {', '.join(f'{m} ({v})' for m, v in info['metrics'].items())}")
+    con.print(f"[bold]gpus[/]: {', '.join(cat['gpus'])}")
+    con.print(f"[bold]models[/]: {', '.join(cat['models']) or '(none)'}")
+    for what, why in cat["unavailable"].items():
+        con.print(f"[dim]not available: {what}: {why}[/]")
+    return EXIT_OK
+
+
+@command("fit", "refit a hardware model from its data (e.g. `orrery fit llm`)",
+         arg("target", choices=["llm"]), arg("rest", nargs=argparse.REMAINDER))  # fmt: skip
+def cmd_fit(args: argparse.Namespace) -> int:
+    try:
+        from hwmodels import fit_llm
+    except ImportError as err:
+        raise RuntimeError(f"hwmodels.fit_llm is not available: {err}") from err
+    rc = fit_llm.main(list(args.rest))
+    return int(rc or 0)
+
+
+# ----------------------------------------------------------------------------- real backend
+
+REAL_ENGINE_ARGS = (
+    arg("--device", default="auto", help="auto (CUDA if torch sees a GPU), cpu or cuda[:N]"),
+    arg("--kv-tokens", type=int, metavar="N", help="KV-cache capacity of the real engine in tokens"),
+    arg("--threads", type=int, metavar="N", help="CPU intra-op threads (default 1)"),
+)
+
+
+@command("calibrate", "profile the real engine and fit its latency (and power) model",
+         arg("--backend", choices=["real"], default="real", help="what to calibrate (the real torch engine)"),
+         arg("--out", metavar="FILE", help="parameter JSON (default results/calibration/real-<device>.json)"),
+         arg("--quick", action="store_true", help="a smaller profiling grid (seconds)"),
+         *REAL_ENGINE_ARGS)  # fmt: skip
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from realbackend.cli import calibrate_command
+
+    return calibrate_command(args)
+
+
+@command("validate-real", "run a serving study on the real engine and in the simulator; print the errors",
+         arg("study", nargs="?", help="serving study or scenario TOML (default: the shipped CPU validation)"),
+         arg("--params", metavar="FILE", help="calibration JSON (default: calibrate now, on this machine)"),
+         arg("--time-scale", type=float, metavar="X", help="real seconds per workload second (default: auto)"),
+         arg("--n-requests", type=int, metavar="N", help="override workload.n_requests"),
+         arg("--policies", metavar="A,B", help="only these policies"),
+         arg("--out", metavar="FILE", help="also write the error table as CSV"),
+         *REAL_ENGINE_ARGS)  # fmt: skip
+def cmd_validate_real(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from experiments.study import load_study
+    from realbackend.cli import scenario_from_toml, validate_real_command
+    from realbackend.validate import SHIPPED_STUDY, scenarios_from_study
+
+    path = args.study or str(SHIPPED_STUDY)
+    try:
+        is_study = os.path.isfile(path) and "study" in tomllib.loads(open(path, encoding="utf-8").read())
+    except tomllib.TOMLDecodeError:
+        is_study = False
+    if is_study or not os.path.isfile(path):  # a study file or a shipped study's name
+        scenarios = scenarios_from_study(load_study(path))
+    else:
+        scenarios = [(os.path.basename(path), scenario_from_toml(path))]
+    return validate_real_command(args, scenarios)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")  # fmt: skip
+    common.add_argument("--plugin", action="append", metavar="MODULE", default=argparse.SUPPRESS,
+                        help="import MODULE first (registers extra domains or policies); repeatable")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="orrery", description="Discrete-event simulation of ML-systems resource management",
+        parents=[common],
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, args, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        for names, kwargs in args:
+            p.add_argument(*names, **kwargs)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def _input_error_types() -> tuple[type[BaseException], ...]:
+    from pydantic import ValidationError
+
+    from policies.registry import PolicyInputError
+    from sim.errors import OrreryInputError
+
+    return (OrreryInputError, PolicyInputError, ValidationError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.debug = getattr(args, "debug", False) or bool(os.environ.get("ORRERY_DEBUG"))
+    args.plugin = getattr(args, "plugin", None) or []
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INPUT
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except KeyboardInterrupt:
+        print("interrupted; finished runs are kept (re-run the same command to resume)", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - turned into an exit status
+        if isinstance(err, _input_error_types()):
+            if args.debug:
+                traceback.print_exc()
+            print(f"orrery: error: {_one_paragraph(err)}", file=sys.stderr)
+            return EXIT_INPUT
+        if args.debug:
+            traceback.print_exc()
+            detail = getattr(err, "detail", "")
+            if detail:
+                print(detail, file=sys.stderr)
+        print(
+            f"orrery: internal error: {type(err).__name__}: {err}"
+            + ("" if args.debug else " (run with --debug for the traceback)"),
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _one_paragraph(err: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        from sim.scenario import describe_validation_error
+
+        return describe_validation_error(err, err.title)
+    return " ".join(str(err).split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

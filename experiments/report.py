@@ -1,0 +1,146 @@
+"""Study outputs: `summary.csv`, `plots/*.png` and the Markdown report (`report.md`).
+
+`orrery report DIR` rebuilds all three from `DIR/manifest.json` and `DIR/runs/*.parquet`
+alone, so a results folder copied to another machine can still be reported on.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from experiments import plots, stats
+from experiments.store import ResultsStore, RunRecord
+from sim.errors import OrreryInputError
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "–"
+        if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+            return f"{x:.3g}"
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def render_report(
+    study: dict[str, Any],
+    manifest: dict[str, Any],
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    plot_paths: list[Path],
+    root: Path,
+) -> str:
+    s = study
+    out = [f"# Study `{s['name']}`", ""]
+    if s.get("description"):
+        out += [s["description"], ""]
+    out += ["## Hypothesis", "", f"> {s['hypothesis']}", ""]
+    out += ["## Setup", ""]
+    out.append(f"- Domain: `{s['domain']}`; source: `{s.get('source')}`" + (f"; scale `{s['scale']}`" if s.get("scale") else ""))
+    out.append(f"- Independent variables: {', '.join(f'`{v}`' for v in s['variables'])}")
+    out.append(f"- Control: {', '.join(f'`{k}` = {v!r}' for k, v in s['control'].items())}")
+    treatments = [g["label"] for g in s["groups"] if g["role"] == "treatment"]
+    out.append(f"- Treatment groups: {len(treatments)}; control groups: {sum(g['role'] == 'control' for g in s['groups'])}")
+    if s.get("cases"):
+        out.append(f"- Cases: {', '.join(s['cases'])}")
+    out.append(f"- Dependent metrics: {', '.join(f'`{m}` ({d} is better)' for m, d in s['metrics'].items())}")
+    out.append(f"- Seeds: {s['seeds']} ({len(s['seeds'])} per group); test: {s.get('test', 'welch')} at 95%")
+    counts = manifest.get("counts", {})
+    out.append(
+        f"- Runs: {counts.get('total', '?')} ({counts.get('executed', '?')} executed, "
+        f"{counts.get('resumed', '?')} resumed, {counts.get('failed', 0)} failed)"
+    )
+    repro = manifest.get("reproducibility", {})
+    n_ok = sum(1 for c in repro.get("checks", []) if c.get("identical"))
+    out.append(
+        f"- Reproducibility: {'OK' if repro.get('ok') else 'FAILED'} — {n_ok}/{len(repro.get('checks', []))} "
+        "groups re-ran one seed bit-identically"
+    )
+    code = manifest.get("code", {})
+    out.append(
+        f"- Code: {code.get('git_commit') or code.get('package_version')}"
+        + (" (with local changes)" if code.get("dirty") else "")
+        + f"; started {manifest.get('started_at')}, finished {manifest.get('finished_at')}"
+    )
+    out.append("")
+
+    if not comparisons.empty:
+        out += ["## Verdicts (treatment vs control, 95%)", ""]
+        table = comparisons[["group", "control_group", "metric", "ratio", "diff", "p_value", "verdict"]]
+        out += [_md_table(table), ""]
+        tally = comparisons.groupby("metric")["verdict"].value_counts().unstack(fill_value=0)
+        out.append("Per metric: " + "; ".join(
+            f"`{m}`: " + ", ".join(f"{int(n)} {v}" for v, n in row.items() if n) for m, row in tally.iterrows()
+        ))
+        out.append("")
+
+    out += ["## Results (mean and 95% CI over seeds)", ""]
+    base_cols = ["group", "role", "mean", "std", "ci95_low", "ci95_high", "n"]
+    for metric, df in summary.groupby("metric", sort=False):
+        out += [f"### `{metric}` ({df['direction'].iloc[0]} is better)", "", _md_table(df[base_cols]), ""]
+
+    if plot_paths:
+        out += ["## Plots", ""]
+        for p in plot_paths:
+            rel = p.relative_to(root) if p.is_relative_to(root) else p
+            out += [f"![{p.stem}]({rel.as_posix()})", ""]
+    return "\n".join(out)
+
+
+def write_outputs(
+    store: ResultsStore,
+    study: dict[str, Any],
+    manifest: dict[str, Any],
+    records: list[RunRecord],
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    domain: Any = None,
+) -> list[Path]:
+    """summary.csv, plots/*.png and report.md; returns the plot paths."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(store.summary_path, index=False)
+    paths = plots.generic_plots(store.plots_dir, summary, study)
+    if domain is not None:
+        paths += plots.domain_plots(domain, store.plots_dir, summary, records)
+    store.report_path.write_text(render_report(study, manifest, summary, comparisons, paths, store.root))
+    return paths
+
+
+def report_dir(root: str | Path, plugins: list[str] | None = None) -> Path:
+    """Rebuild summary, plots and report.md of a results folder from its manifest and runs."""
+    store = ResultsStore(root)
+    manifest = store.load_manifest()
+    if not manifest or "study" not in manifest:
+        raise OrreryInputError(f"{store.root}: no study results here (missing or unreadable manifest.json)")
+    study = manifest["study"]
+    wanted = set(manifest.get("runs", {}))
+    records = [r for r in store.records() if r.run_id in wanted]
+    if not records:
+        raise OrreryInputError(f"{store.root}: no finished runs in {store.runs_dir}")
+    summary, comparisons = stats.summarize(study, records)
+    domain = None
+    try:
+        from experiments.runner import load_plugins, plugin_modules
+        from sim.domains import get_domain
+
+        load_plugins(plugin_modules(plugins or []))
+        domain = get_domain(study["domain"])
+    except Exception:  # noqa: BLE001 - a report still works without the domain's own plots
+        domain = None
+    write_outputs(store, study, manifest, records, summary, comparisons, domain)
+    return store.report_path

@@ -1,0 +1,509 @@
+"""Study runner: control first, then treatments, every group over its seeds, on any backend.
+
+One code path for every backend: the runner submits `execute(task)` (a plain, picklable
+function of a dict holding the scenario and the domain name) and gets back the run's Parquet
+bytes and a result digest; only the driver writes files, so remote Dask workers need no shared
+filesystem. Backends: in-process (`--jobs 1`), a local process pool (default) and Dask (a
+scheduler address, or `local` for a `distributed.LocalCluster`).
+
+Reproducibility: the first seed of every group runs a second time and its result digest must
+equal the first run's; a mismatch is reported in the manifest and fails the study.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import as_completed as cf_as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from experiments.store import (
+    ResultsStore,
+    RunRecord,
+    code_version,
+    encode_run,
+    host_info,
+    package_versions,
+    read_run,
+    result_digest,
+)
+from experiments.study import Study, validate_setup
+from sim.errors import OrreryInputError
+
+PLUGINS_ENV = "ORRERY_PLUGINS"
+MANIFEST_EVERY_S = 2.0
+
+
+class StudyFailed(RuntimeError):
+    """Runs failed or did not reproduce (an internal error: exit status 1)."""
+
+
+class RunInputError(OrreryInputError):
+    """A run rejected its scenario as bad input."""
+
+
+# ----------------------------------------------------------------------------- plugins
+
+
+def plugin_modules(extra: Iterable[str] = ()) -> list[str]:
+    """Modules to import before running: `--plugin` options plus $ORRERY_PLUGINS (comma list)."""
+    env = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    out: list[str] = []
+    for m in [*env, *extra]:
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def load_plugins(modules: Iterable[str]) -> None:
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError as err:
+            if err.name and m.startswith(err.name):
+                raise OrreryInputError(f"plugin module {m!r} not importable: {err}") from None
+            raise
+
+
+# ----------------------------------------------------------------------------- the worker side
+
+
+def execute(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one scenario (in whatever process or worker this lands on) and encode its result.
+
+    task: run_id, group, group_label, seed, scenario (JSON dict), scenario_hash, domain,
+    metrics (names that must be produced), plugins, mode ("store": return the Parquet bytes;
+    "digest": the reproducibility re-run, return only the digest).
+    """
+    t0 = time.perf_counter()
+    try:
+        load_plugins(task.get("plugins", ()))
+        from sim.domains import get_domain
+
+        domain = get_domain(task["domain"])
+        sc = domain.scenario_type.from_dict(task["scenario"], source=f"run {task['run_id']}")
+        if sc.stable_hash() != task["scenario_hash"]:
+            raise RuntimeError(
+                f"scenario of run {task['run_id']} changed on its way to the worker "
+                f"({task['scenario_hash']} -> {sc.stable_hash()}): it does not round-trip through JSON"
+            )
+        res = domain.run(sc)
+        missing = [m for m in task.get("metrics", ()) if m not in res.metrics]
+        if missing:
+            raise RuntimeError(f"domain {task['domain']!r} did not produce metrics {missing}")
+        metrics = {k: float(v) for k, v in res.metrics.items()}
+        digest = result_digest(metrics, res.table, res.series)
+        payload = None
+        if task.get("mode", "store") == "store":
+            payload = encode_run(
+                run_id=task["run_id"],
+                group=task["group"],
+                group_label=task["group_label"],
+                seed=task["seed"],
+                scenario=task["scenario"],
+                scenario_hash=task["scenario_hash"],
+                domain=task["domain"],
+                metrics=metrics,
+                table=res.table,
+                series=res.series,
+                digest=digest,
+            )
+        return {
+            "run_id": task["run_id"],
+            "mode": task.get("mode", "store"),
+            "ok": True,
+            "payload": payload,
+            "digest": digest,
+            "wall_s": time.perf_counter() - t0,
+        }
+    except Exception as err:  # noqa: BLE001 - shipped back to the driver as data
+        from policies.registry import PolicyInputError
+
+        return {
+            "run_id": task["run_id"],
+            "mode": task.get("mode", "store"),
+            "ok": False,
+            "error": f"{type(err).__name__}: {err}",
+            "input_error": isinstance(err, OrreryInputError | PolicyInputError),
+            "traceback": traceback.format_exc(),
+            "wall_s": time.perf_counter() - t0,
+        }
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+class Backend(Protocol):
+    name: str
+
+    def map_unordered(self, fn: Callable, items: list) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class InProcessBackend:
+    """`--jobs 1`: run everything here, in order (easiest to debug)."""
+
+    name = "inprocess"
+
+    def map_unordered(self, fn: Callable, items: list) -> Iterator[Any]:
+        for it in items:
+            yield fn(it)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.name, "jobs": 1}
+
+
+class LocalPoolBackend:
+    """A local process pool (fork where available: workers inherit registered plugins)."""
+
+    name = "local"
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+        # start the workers now, before any progress-bar thread exists (fork + threads)
+        self.pool.submit(int, 0).result()
+
+    def map_unordered(self, fn: Callable, items: list) -> Iterator[Any]:
+        futures: list[Future] = [self.pool.submit(fn, it) for it in items]
+        try:
+            for f in cf_as_completed(futures):
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.name, "jobs": self.jobs}
+
+
+class DaskBackend:
+    """A Dask cluster: `tcp://host:port`, or `local` for a `LocalCluster` started here."""
+
+    name = "dask"
+
+    def __init__(self, address: str, jobs: int | None = None, **local_kwargs: Any):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise OrreryInputError(
+                "--dask needs dask.distributed: pip install 'orrery[dask]'"
+            ) from None
+        self.address = address
+        self.cluster = None
+        if address == "local":
+            kw = {
+                "n_workers": jobs or os.cpu_count() or 1,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+            kw.update(local_kwargs)
+            self.cluster = LocalCluster(**kw)
+            self.client = Client(self.cluster)
+        else:
+            try:
+                self.client = Client(address, timeout="10s")
+            except (OSError, TimeoutError) as err:
+                raise OrreryInputError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+
+    def map_unordered(self, fn: Callable, items: list) -> Iterator[Any]:
+        from distributed import as_completed
+
+        futures = [self.client.submit(fn, it, pure=False) for it in items]
+        try:
+            for _, result in as_completed(futures, with_results=True):
+                yield result
+        finally:
+            for f in futures:
+                f.release()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def describe(self) -> dict[str, Any]:
+        info = self.client.scheduler_info() if self.client else {}
+        return {
+            "kind": self.name,
+            "address": self.address,
+            "workers": len(info.get("workers", {})),
+        }
+
+
+def make_backend(jobs: int | None = None, dask: str | None = None, **dask_local_kwargs: Any) -> Backend:
+    if dask:
+        return DaskBackend(dask, jobs, **dask_local_kwargs)
+    jobs = jobs or os.cpu_count() or 1
+    if jobs < 1:
+        raise OrreryInputError(f"--jobs must be >= 1, got {jobs}")
+    if jobs == 1:
+        return InProcessBackend()
+    return LocalPoolBackend(jobs)
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+class Progress(Protocol):
+    def start(self, total: int, resumed: int) -> None: ...
+
+    def advance(self, label: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int, resumed: int) -> None:
+        pass
+
+    def advance(self, label: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass
+class StudyResult:
+    study: Study
+    out: Path
+    records: list[RunRecord]
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    manifest: dict[str, Any]
+    executed: int = 0
+    resumed: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def default_out(study: Study) -> Path:
+    return Path("results") / study.name
+
+
+def run_study(
+    study: Study,
+    out: str | Path | None = None,
+    *,
+    jobs: int | None = None,
+    dask: str | None = None,
+    plugins: Iterable[str] = (),
+    progress: Progress | None = None,
+    dask_local_kwargs: dict[str, Any] | None = None,
+    write_outputs: bool = True,
+) -> StudyResult:
+    """Validate, run (resuming), check reproducibility, write manifest/summary/plots/report."""
+    setup = validate_setup(study)
+    out_dir = Path(out) if out is not None else default_out(study)
+    store = ResultsStore(out_dir)
+    store.prepare()
+    progress = progress or _NoProgress()
+    plugins = plugin_modules(plugins)
+    # workers that did not inherit this process (spawn, Dask) import the domain's module too
+    home = getattr(study.domain.run, "__module__", None)
+    if home and home != "__main__" and home not in plugins:
+        plugins.append(home)
+
+    old = store.load_manifest()
+    old_runs = old.get("runs", {}) if old.get("study", {}).get("name") == study.name else {}
+    old_repro = {
+        c["run_id"]: c for c in old.get("reproducibility", {}).get("checks", []) if c.get("identical")
+    }
+
+    started = _now()
+    manifest: dict[str, Any] = {
+        "study": study.describe(),
+        "name": study.name,
+        "hypothesis": study.spec.study.hypothesis,
+        "status": "running",
+        "command": sys.argv,
+        "started_at": started,
+        "finished_at": None,
+        "host": host_info(),
+        "code": code_version(),
+        "packages": package_versions(),
+        "data_files": setup.data_files,
+        "setup_checks": setup.checks,
+        "backend": None,
+        "runs": {},
+        "counts": {},
+        "reproducibility": {"ok": None, "checks": []},
+        "attempts": old.get("attempts", []) if old_runs else [],
+    }
+
+    # what is already done (resume)
+    records: dict[str, RunRecord] = {}
+    for r in study.runs():
+        rec = store.finished(r.run_id, r.scenario_hash)
+        if rec is not None:
+            records[r.run_id] = rec
+    resumed = len(records)
+    for r in study.runs():
+        prev = old_runs.get(r.run_id, {})
+        manifest["runs"][r.run_id] = {
+            "group": r.group,
+            "seed": r.seed,
+            "scenario_hash": r.scenario_hash,
+            "status": "resumed" if r.run_id in records else "pending",
+            "wall_s": prev.get("wall_s") if r.run_id in records else None,
+            "digest": records[r.run_id].digest if r.run_id in records else None,
+        }
+    store.save_manifest(manifest)
+
+    def task(r, mode: str) -> dict[str, Any]:
+        return {
+            "run_id": r.run_id,
+            "group": r.values,
+            "group_label": r.group,
+            "seed": r.seed,
+            "scenario": r.scenario_dict,
+            "scenario_hash": r.scenario_hash,
+            "domain": study.domain.name,
+            "metrics": list(study.spec.study.metrics),
+            "plugins": plugins,
+            "mode": mode,
+        }
+
+    repro_run = {g.label: g.runs[0] for g in study.groups}
+    phases = [
+        [g for g in study.groups if g.role == "control"],
+        [g for g in study.groups if g.role != "control"],
+    ]
+    todo_total = sum(1 for r in study.runs() if r.run_id not in records) + sum(
+        1 for r in repro_run.values() if r.run_id not in old_repro
+    )
+    failures: list[dict[str, Any]] = []
+    repro_second: dict[str, dict[str, Any]] = {}
+    executed = 0
+    backend = make_backend(jobs, dask, **(dask_local_kwargs or {}))
+    manifest["backend"] = backend.describe()
+    t_start = last_save = time.perf_counter()
+    try:
+        progress.start(todo_total, resumed)
+        for phase in phases:
+            tasks = []
+            for g in phase:
+                for r in g.runs:
+                    if r.run_id not in records:
+                        tasks.append(task(r, "store"))
+                rr = repro_run[g.label]
+                if rr.run_id not in old_repro:
+                    tasks.append(task(rr, "digest"))
+            for res in backend.map_unordered(execute, tasks):
+                rid = res["run_id"]
+                entry = manifest["runs"][rid]
+                if not res["ok"]:
+                    failures.append(res)
+                    if res["mode"] == "store":
+                        entry["status"] = "failed"
+                        entry["error"] = res["error"]
+                elif res["mode"] == "store":
+                    store.write(rid, res["payload"])
+                    executed += 1
+                    entry.update(status="done", wall_s=round(res["wall_s"], 6), digest=res["digest"])
+                else:
+                    repro_second[rid] = res
+                progress.advance(entry["group"])
+                if time.perf_counter() - last_save > MANIFEST_EVERY_S:
+                    store.save_manifest(manifest)  # so a killed study keeps its wall times
+                    last_save = time.perf_counter()
+            if failures:
+                break  # a failing control group stops the study before the treatments
+    finally:
+        progress.stop()
+        backend.close()
+
+    # reproducibility
+    checks = []
+    for g in study.groups:
+        rr = repro_run[g.label]
+        first = manifest["runs"][rr.run_id].get("digest")
+        if rr.run_id in old_repro and old_repro[rr.run_id].get("first") == first:
+            checks.append({**old_repro[rr.run_id], "group": g.label})
+            continue
+        second = repro_second.get(rr.run_id, {}).get("digest")
+        if first is None or second is None:
+            continue
+        checks.append(
+            {"group": g.label, "run_id": rr.run_id, "first": first, "second": second, "identical": first == second}
+        )
+    repro_ok = bool(checks) and all(c["identical"] for c in checks) and len(checks) == len(study.groups)
+    manifest["reproducibility"] = {"ok": repro_ok, "checks": checks}
+
+    # collect what is stored (reading the files back: what the user will analyse)
+    for r in study.runs():
+        if r.run_id not in records and manifest["runs"][r.run_id]["status"] == "done":
+            records[r.run_id] = read_run(store.run_path(r.run_id))
+    finished = _now()
+    manifest["finished_at"] = finished
+    manifest["wall_s"] = round(time.perf_counter() - t_start, 3)
+    manifest["counts"] = {
+        "total": len(study.runs()),
+        "executed": executed,
+        "resumed": resumed,
+        "failed": sum(1 for f in failures if f["mode"] == "store"),
+        "repro_failed": sum(1 for f in failures if f["mode"] == "digest"),
+    }
+    manifest["attempts"] = [
+        *manifest["attempts"],
+        {"started_at": started, "finished_at": finished, "executed": executed, "resumed": resumed},
+    ]
+    mismatched = [c for c in checks if not c["identical"]]
+    manifest["status"] = "complete" if not failures and not mismatched and repro_ok else "failed"
+    store.save_manifest(manifest)
+
+    ordered = [records[r.run_id] for r in study.runs() if r.run_id in records]
+    from experiments import stats
+
+    summary, comparisons = stats.summarize(study.describe(), ordered)
+    result = StudyResult(study, out_dir, ordered, summary, comparisons, manifest, executed, resumed, failures)
+    if write_outputs and ordered:
+        from experiments.report import write_outputs as write_all
+
+        write_all(store, study.describe(), manifest, ordered, summary, comparisons, study.domain)
+
+    if failures:
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more; see {store.manifest_path})" if len(failures) > 1 else ""
+        msg = f"run {first['run_id']} failed: {first['error']}{more}"
+        if all(f.get("input_error") for f in failures):
+            raise RunInputError(msg)
+        err = StudyFailed(msg)
+        err.detail = first.get("traceback", "")  # type: ignore[attr-defined]
+        raise err
+    if mismatched:
+        c = mismatched[0]
+        raise StudyFailed(
+            f"reproducibility check failed: run {c['run_id']} (group {c['group']}) gave different "
+            f"results when run twice (digest {c['first'][:12]} vs {c['second'][:12]}); the domain's "
+            "run is not a pure function of its scenario"
+        )
+    return result
+

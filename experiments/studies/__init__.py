@@ -1,0 +1,1 @@
+"""Shipped studies (`*.toml`, package data): `orrery run <name>` resolves `<name>.toml` here."""

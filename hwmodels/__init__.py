@@ -1,0 +1,1 @@
+"""Calibrated hardware models: GPU catalog, LLM latency/power, training energy, edge devices."""

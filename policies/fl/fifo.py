@@ -1,0 +1,12 @@
+"""FIFO: devices go to the earliest-arrived eligible job that still needs devices."""
+
+from __future__ import annotations
+
+from policies.fl.base import FLDecision, FLPolicy, FLView, order_by_key
+from policies.registry import register
+
+
+@register("fl", "fifo")
+class FIFO(FLPolicy):
+    def schedule(self, view: FLView) -> FLDecision:
+        return order_by_key(view, lambda j: j.arrival_s)

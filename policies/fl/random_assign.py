@@ -1,0 +1,15 @@
+"""Random assignment: each checking-in device goes to a uniformly random eligible job that
+still needs devices (the state of the art Venn compares against, as in FedScale)."""
+
+from __future__ import annotations
+
+from policies.fl.base import FLDecision, FLPolicy, FLView, demanding
+from policies.registry import register
+
+
+@register("fl", "random")
+class RandomAssign(FLPolicy):
+    def schedule(self, view: FLView) -> FLDecision:
+        jobs = sorted(demanding(view), key=lambda j: j.job_id)
+        order = {a.mask: tuple(j.job_id for j in jobs if a.eligible_for(j.requirement)) for a in view.atoms}
+        return FLDecision(order=order, split="random")

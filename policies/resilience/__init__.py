@@ -1,0 +1,1 @@
+"""Fault-tolerant pipeline training policies: Varuna, Bamboo, Oobleck."""

@@ -1,0 +1,25 @@
+"""vLLM's default scheduler: first come, first served, prefill-first, preempt the newest.
+
+Facts from vLLM (v0.2-era, no chunked prefill): iterations are prefill-only while waiting
+requests fit and nothing is swapped out, otherwise decode-only; when KV blocks run out the
+latest-arrived running request is preempted; single-sequence requests are recomputed (blocks
+freed, back to the head of the waiting queue, which is ordered by arrival).
+"""
+
+from __future__ import annotations
+
+from policies.registry import register
+from policies.serving.base import PreemptMode, ServingDecision, ServingPolicy, ServingView
+from policies.serving.common import vllm_step
+
+
+@register("serving", "vllm_fcfs")
+class VLLMFCFS(ServingPolicy):
+    def __init__(self, preempt_mode: PreemptMode = "recompute"):
+        if preempt_mode not in ("recompute", "swap"):
+            raise ValueError(f"preempt_mode must be 'recompute' or 'swap', got {preempt_mode!r}")
+        self.preempt_mode = preempt_mode
+
+    def schedule(self, view: ServingView) -> ServingDecision:
+        chosen = vllm_step(view)
+        return ServingDecision(view.ids[chosen], self.preempt_mode)

@@ -1,0 +1,229 @@
+"""Calibration: profile the real engine's step time vs batch size and context, fit
+`realbackend.latency.EngineLatencyParams`, and (with NVML) its busy and idle power.
+
+Profiling runs the engine's own `TinyLLM.step` on synthetic sequences: decode over a grid of
+batch sizes × context lengths, prefill over prompt lengths × sequence counts, and host↔device
+KV copies for the swap bandwidth. Each point is the median of a few repeats (robust to a busy
+machine). The fit is a non-negative least squares on relative error (rows divided by the
+measured time), so short and long steps count alike.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, replace
+
+import numpy as np
+from scipy.optimize import nnls
+
+from realbackend.latency import CalibrationFile, EngineLatencyParams
+from realbackend.serving import EngineConfig, build_model
+from realbackend.tiny_llm import SeqWork, TinyLLM
+
+FULL_GRID = {
+    "decode_batch": (1, 2, 4, 8, 16, 32, 48, 64),
+    "decode_ctx": (16, 96, 256, 448),
+    "prefill_tokens": (8, 32, 96, 192, 320, 480),
+    "prefill_seqs": (1, 2, 4),
+    "repeats": 9,
+}
+QUICK_GRID = {
+    "decode_batch": (1, 4, 16, 32),
+    "decode_ctx": (32, 256),
+    "prefill_tokens": (16, 96, 256),
+    "prefill_seqs": (1, 3),
+    "repeats": 3,
+}
+
+
+def _time(model: TinyLLM, work: list[SeqWork], repeats: int) -> float:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.step(work)
+        model.synchronize()
+        out.append(time.perf_counter() - t)
+    return float(np.median(out))
+
+
+def profile(model: TinyLLM, grid: dict, max_ctx: int, seed: int = 0) -> dict[str, list]:
+    """Measured samples: decode (batch, context sum, s), prefill (tokens, seqs, s), swap (bytes, s).
+
+    Every point is measured once per round, the rounds visit the points in a fresh random order
+    and the median over rounds is kept: a burst of load from elsewhere on the machine then
+    spreads over many points instead of spoiling a few. Cache contents do not change the cost
+    of a step (only lengths do), so no cache is filled first.
+    """
+    n_slots = model.n_slots
+    points: list[tuple[str, int, int, list[SeqWork]]] = []
+    for ctx in grid["decode_ctx"]:
+        ctx = min(ctx, max_ctx - 2)
+        for b in grid["decode_batch"]:
+            if b <= n_slots:
+                points.append(("decode", b, b * (ctx + 1), [SeqWork(j, ctx, [3]) for j in range(b)]))
+    for n in grid["prefill_tokens"]:
+        for s in grid["prefill_seqs"]:
+            per = max(1, min(n // s, max_ctx - 1))
+            if s <= n_slots:
+                points.append(("prefill", per * s, s, [SeqWork(j, 0, [1] * per) for j in range(s)]))
+    model.step([SeqWork(0, 0, [1] * 8)])  # warm-up
+    rng = np.random.default_rng(seed)
+    times = np.zeros((grid["repeats"], len(points)))
+    for rep in range(grid["repeats"]):
+        for i in rng.permutation(len(points)):
+            t = time.perf_counter()
+            model.step(points[i][3])
+            model.synchronize()
+            times[rep, i] = time.perf_counter() - t
+    med = np.median(times, axis=0)
+    dec: dict[str, list] = {"batch": [], "context_tokens": [], "time_s": []}
+    pre: dict[str, list] = {"tokens": [], "seqs": [], "time_s": []}
+    for (kind, x, y, _), t in zip(points, med.tolist(), strict=True):
+        if kind == "decode":
+            dec["batch"].append(x)
+            dec["context_tokens"].append(y)
+            dec["time_s"].append(t)
+        else:
+            pre["tokens"].append(x)
+            pre["seqs"].append(y)
+            pre["time_s"].append(t)
+    swp: dict[str, list] = {"bytes": [], "time_s": []}
+    per_tok = model.cfg.kv_bytes_per_token
+    for length in (64, max_ctx // 2):
+        ts = []
+        for _ in range(grid["repeats"]):
+            t = time.perf_counter()
+            kv = model.save_slot(0, length)
+            model.load_slot(0, kv)
+            model.synchronize()
+            ts.append((time.perf_counter() - t) / 2)
+        swp["bytes"].append(length * per_tok)
+        swp["time_s"].append(float(np.median(ts)))
+    return {"decode": dec, "prefill": pre, "swap": swp}
+
+
+def profile_host_overhead(cfg: EngineConfig, params: EngineLatencyParams, batches=(1, 8, 32, 64),
+                          prompt_tokens: int = 24, output_tokens: int = 24) -> dict[str, list]:
+    """Host-side time per engine iteration besides the model step (view building, the policy
+    call under vLLM-FCFS, decision checks, bookkeeping), measured by running the real engine
+    on `b` requests that all arrive at once, for each batch size b."""
+    from realbackend.serving import RealServingEngine
+    from sim.serving import ServingScenario
+    from workloads.serving import Requests
+
+    out: dict[str, list] = {"kind": [], "batch": [], "host_s": []}
+    for b in batches:
+        b = min(b, cfg.max_slots)
+        scn = ServingScenario.from_dict({
+            "policy": "vllm_fcfs", "hardware": {"max_num_seqs": b},
+            "workload": {"arrival": "poisson", "rate_rps": 1.0, "n_requests": b,
+                         "max_total_tokens": min(cfg.model.max_len, 4096)}}, "calibration")
+        reqs = Requests(np.zeros(b), np.full(b, prompt_tokens, np.int64), np.full(b, output_tokens, np.int64))
+        eng = RealServingEngine(scn, replace(cfg, time_scale=1.0), params)
+        it = eng.run(requests=reqs).series["iterations"]
+        for kind in ("decode", "prefill"):
+            rows = it[it.kind == kind]
+            if len(rows):
+                out["kind"].append(kind)
+                out["batch"].append(int(rows.batch.median()))
+                out["host_s"].append(float(rows.host_s.median()))
+    return out
+
+
+def _fit_rel(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict]:
+    w = 1.0 / np.maximum(y, 1e-9)
+    coef, _ = nnls(X * w[:, None], y * w)
+    pred = X @ coef
+    rel = np.abs(pred - y) / y
+    ss = float(((y - pred) ** 2).sum())
+    tot = float(((y - y.mean()) ** 2).sum()) or 1.0
+    return coef, {"mape_pct": float(rel.mean() * 100), "max_rel_err_pct": float(rel.max() * 100),
+                  "r2": 1.0 - ss / tot, "n": int(y.size)}
+
+
+def fit(samples: dict, kv_bytes_per_token: float, kv_capacity_tokens: int,
+        idle_power_w: float = math.nan, busy_power_w: float = math.nan) -> tuple[EngineLatencyParams, dict]:
+    d = samples["decode"]
+    b = np.asarray(d["batch"], float)
+    c = np.asarray(d["context_tokens"], float)
+    y = np.asarray(d["time_s"], float)
+    (da, db, dc), dfit = _fit_rel(np.column_stack([np.ones_like(b), b, c]), y)
+    p = samples["prefill"]
+    n = np.asarray(p["tokens"], float)
+    s = np.asarray(p["seqs"], float)
+    y = np.asarray(p["time_s"], float)
+    (pp, pq, pr, ps), pfit = _fit_rel(np.column_stack([np.ones_like(n), s, n, n * n / s]), y)
+    sw = samples["swap"]
+    bw = float(np.sum(sw["bytes"]) / max(np.sum(sw["time_s"]), 1e-12))
+    params = EngineLatencyParams(
+        decode_a_s=float(da), decode_b_s=float(db), decode_c_s=float(dc), prefill_p_s=float(pp),
+        prefill_q_s=float(pq), prefill_r_s=float(pr), prefill_s_s=float(ps), swap_bw_bytes_per_s=bw,
+        kv_bytes_per_token=float(kv_bytes_per_token), kv_capacity_tokens=int(kv_capacity_tokens),
+        idle_power_w=idle_power_w, busy_power_w=busy_power_w)
+    return params, {"decode": dfit, "prefill": pfit}
+
+
+def add_host_overhead(params: EngineLatencyParams, host: dict) -> tuple[EngineLatencyParams, dict]:
+    """Fold the measured host time per iteration (o + o'·batch) into the step model."""
+    info = {}
+    upd = {}
+    for kind, (a, b) in (("decode", ("decode_a_s", "decode_b_s")), ("prefill", ("prefill_p_s", "prefill_q_s"))):
+        m = np.asarray(host["kind"]) == kind
+        x = np.asarray(host["batch"], float)[m]
+        y = np.asarray(host["host_s"], float)[m]
+        if y.size >= 2:
+            coef, _ = nnls(np.column_stack([np.ones_like(x), x]), y)
+        elif y.size == 1:
+            coef = np.array([y[0], 0.0])
+        else:
+            continue
+        upd[a] = getattr(params, a) + float(coef[0])
+        upd[b] = getattr(params, b) + float(coef[1])
+        info[kind] = {"per_iteration_s": float(coef[0]), "per_sequence_s": float(coef[1])}
+    return replace(params, **upd), info
+
+
+def measure_power(model: TinyLLM, monitor, seconds: float = 2.0) -> tuple[float, float]:
+    """(idle W, busy W) from NVML windows: idle while sleeping, busy while decoding batch 32."""
+    with monitor.window() as idle:
+        time.sleep(seconds / 2)
+    b = min(32, model.n_slots)
+    work = [SeqWork(j, 64, [3]) for j in range(b)]
+    for j in range(b):
+        model.step([SeqWork(j, 0, [1] * 64)])
+    with monitor.window() as busy:
+        t_end = time.perf_counter() + seconds / 2
+        while time.perf_counter() < t_end:
+            model.step(work)
+        model.synchronize()
+    return idle.avg_power_w, busy.avg_power_w
+
+
+def calibrate(cfg: EngineConfig, quick: bool = False, monitor=None, log=None) -> CalibrationFile:
+    """Profile and fit the engine built from `cfg`. `monitor`: a `GPUMonitor` (CUDA runs)."""
+    grid = QUICK_GRID if quick else FULL_GRID
+    n_slots = min(max(grid["decode_batch"]), cfg.max_slots)
+    model = build_model(cfg, n_slots)
+    max_ctx = model.cfg.max_len
+    samples = profile(model, grid, max_ctx)
+    idle_w = busy_w = math.nan
+    source = "none (CPU run: no GPU energy source present)"
+    if monitor is not None:
+        idle_w, busy_w = measure_power(model, monitor)
+        source = monitor.source
+    step_params, fitinfo = fit(samples, model.cfg.kv_bytes_per_token, cfg.kv_capacity_tokens, idle_w, busy_w)
+    host = profile_host_overhead(cfg, step_params, batches=(1, 8, 32) if quick else (1, 4, 16, 32, 64))
+    samples["host"] = host
+    params, hostfit = add_host_overhead(step_params, host)
+    fitinfo["host"] = hostfit
+    if log:
+        log(f"decode fit: MAPE {fitinfo['decode']['mape_pct']:.1f}% over {fitinfo['decode']['n']} points; "
+            f"prefill fit: MAPE {fitinfo['prefill']['mape_pct']:.1f}% over {fitinfo['prefill']['n']} points")
+    device = str(model.device)
+    import torch
+
+    name = torch.cuda.get_device_name(model.device) if device.startswith("cuda") else "CPU"
+    return CalibrationFile(params=params, device=device, device_name=name, model=asdict(model.cfg),
+                           threads=torch.get_num_threads() if device == "cpu" else None, fit=fitinfo,
+                           samples=samples, energy_source=source)

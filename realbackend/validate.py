@@ -1,0 +1,125 @@
+"""Sim-vs-real validation: the same workload through the real engine and through the serving
+simulator running on the engine's calibrated latency model; per policy, the simulated and
+measured TTFT, token latency, throughput and QoE with their relative errors.
+
+Time scale. The tiny engine is far faster per token than the scenario's GPU+model, so a
+scenario's workload (arrivals, expected TTFT, expected token delivery speed) would never load
+it. Everything runs in *workload seconds*; one workload second lasts `time_scale` real
+seconds. `time_scale="auto"` makes the engine's single-stream decode step (one sequence,
+`AUTO_REF_CONTEXT` tokens of context) last as many workload seconds as the scenario's GPU+model
+takes in the simulator's own perf model: one stream then meets or misses the reading speed the
+same way, which is what QoE measures. The simulator side uses the calibrated model divided by
+the same factor, so both sides see identical arrivals and expectations.
+
+The simulator takes the engine model through `simulate_with_perf`: while `sim.serving` has no
+hook for a custom perf model, `build_perf_model` is swapped for the duration of the call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from realbackend.latency import CalibrationFile, EngineLatencyParams, EnginePerfModel
+from realbackend.serving import EngineConfig, RealServingRun, run_real_serving
+from sim.errors import OrreryInputError
+
+AUTO_REF_CONTEXT = 256
+COMPARED = (("ttft_mean_s", "TTFT mean (s)"), ("tpot_mean_s", "token latency (s/tok)"),
+            ("throughput_tok_s", "throughput (tok/s)"), ("qoe_mean", "QoE mean"))
+SHIPPED_STUDY = Path(__file__).resolve().parent / "studies" / "validate_cpu.toml"
+
+
+def auto_time_scale(scn, params: EngineLatencyParams) -> float:
+    """Real seconds per workload second that make the engine's single-stream decode step as
+    long (in workload seconds) as the scenario hardware's, per the simulator's perf model."""
+    from sim.serving import build_perf_model
+
+    ref = float(build_perf_model(scn.hardware).decode_time_s(1, AUTO_REF_CONTEXT))
+    eng = float(params.decode_s(1, AUTO_REF_CONTEXT))
+    return eng / ref
+
+
+def simulate_with_perf(scn, perf):
+    """`sim.serving.run_serving(scn)` with `perf` as the replica's latency/power model."""
+    from sim.serving import run_serving
+
+    return run_serving(scn, perf_model=perf)
+
+
+def rel_err(sim: float, real: float) -> float:
+    if not (math.isfinite(sim) and math.isfinite(real)) or real == 0:
+        return math.nan
+    return abs(sim - real) / abs(real)
+
+
+def validate_scenarios(scenarios: list[tuple[str, object]], cfg: EngineConfig, calib: CalibrationFile,
+                       time_scale: float | None = None,
+                       log: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, list[RealServingRun]]:
+    """Run each (label, ServingScenario) on the real engine and in the simulator.
+
+    Returns a long table (label, policy, metric, sim, real, rel_err) and the real runs."""
+    rows = []
+    runs = []
+    for label, scn in scenarios:
+        if getattr(scn, "domain", None) != "serving":
+            raise OrreryInputError(f"{label}: validate-real compares serving scenarios; this one is "
+                                   f"domain {getattr(scn, 'domain', '?')!r}")
+        ts = time_scale if time_scale is not None else auto_time_scale(scn, calib.params)
+        run_cfg = replace(cfg, time_scale=ts)
+        perf = EnginePerfModel(calib.params, ts)
+        simr = simulate_with_perf(scn, perf)
+        real = run_real_serving(scn, run_cfg, calib.params)
+        runs.append(real)
+        for key, _ in COMPARED:
+            s, m = float(simr.metrics[key]), float(real.metrics[key])
+            rows.append({"label": label, "policy": scn.policy, "time_scale": ts, "metric": key, "sim": s,
+                         "real": m, "rel_err": rel_err(s, m),
+                         "decode_measured_over_model": real.info.get("decode_measured_over_model", math.nan)})
+        if log:
+            log(f"{label}: real {real.info['wall_s']:.1f}s wall on {real.info['device_name']}, "
+                f"{int(real.metrics['n_finished'])}/{int(real.metrics['n_requests'])} finished, decode steps took "
+                f"{real.info.get('decode_measured_over_model', math.nan):.2f}x the calibrated model; "
+                f"energy: {real.info['energy_source']}")
+    return pd.DataFrame(rows), runs
+
+
+def scenarios_from_study(study) -> list[tuple[str, object]]:
+    """One scenario per study group (its first seed)."""
+    out = []
+    for g in study.groups:
+        if g.runs:
+            out.append((g.label, g.runs[0].scenario))
+    if not out:
+        raise OrreryInputError(f"study {study.name} has no runs")
+    return out
+
+
+def wide_table(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per scenario: sim, real and relative error of each compared metric."""
+    rows = []
+    for (label, policy), g in long.groupby(["label", "policy"], sort=False):
+        row = {"label": label, "policy": policy, "time_scale": float(g.time_scale.iloc[0])}
+        for _, r in g.iterrows():
+            row[f"{r.metric}:sim"] = r.sim
+            row[f"{r.metric}:real"] = r.real
+            row[f"{r.metric}:err"] = r.rel_err
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_table(long: pd.DataFrame) -> str:
+    """Plain-text error table (what the CLI and the GPU check print)."""
+    lines = []
+    head = f"{'scenario':<44} {'metric':<22} {'sim':>11} {'real':>11} {'rel.err':>8}"
+    lines.append(head)
+    lines.append("-" * len(head))
+    for _, r in long.iterrows():
+        err = "n/a" if not math.isfinite(r.rel_err) else f"{100 * r.rel_err:.1f}%"
+        name = dict(COMPARED)[r.metric]
+        lines.append(f"{r.label[:44]:<44} {name:<22} {r.sim:>11.4g} {r.real:>11.4g} {err:>8}")
+    return "\n".join(lines)

@@ -1,0 +1,386 @@
+"""Resilience simulator: pipeline-parallel training on nodes that come and go.
+
+A job (a GPT-3 model, a global batch) runs on a node pool driven by a node-availability trace.
+New nodes become usable after a start-up time; nodes can vanish at any moment. On every change
+of the ready set (and at wake-ups a policy asks for) the recovery strategy returns the plan in
+force from then on (`policies/resilience/base.py`); the simulator executes it:
+
+- training pauses for the decision's `pause_s` (restart, reconfiguration, state copy);
+- a loss of a node in use destroys the running iteration (unless the strategy's redundant
+  computation keeps it alive) and, for a restart (`rollback`), all work since the last
+  checkpoint;
+- between changes, training runs at global_batch / iteration time, with the iteration time of
+  the plan from `hwmodels.pipeline` (1F1B fill + steady state + drain, then the data-parallel
+  all-reduce) and the layer profiles of `workloads.gpt`; periodic checkpoints pause training
+  for their cost and commit the work done so far.
+
+Progress between events is computed in closed form (the simpy clock only orders the trace
+events and the policy's wake-ups), so a 90-hour trace costs no more than a 1-hour one. A plan
+that does not fit in GPU memory is never run: if no plan can fit at all, the run is reported as
+infeasible (`feasible` = 0, throughput NaN) rather than given a throughput.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from hwmodels.gpus import get_gpu
+from hwmodels.pipeline import allreduce_s, p2p_s, pipeline_iteration_s
+from policies.registry import make_policy
+from policies.resilience.base import (
+    ClusterView,
+    Decision,
+    LayerSpec,
+    Pipeline,
+    node_groups,
+    validate,
+)
+from sim.domains import Domain, RunResult, register_domain
+from sim.engine import Simulation
+from sim.errors import OrreryInputError, UnknownNameError
+from sim.scenario import Scenario, Strict
+from traces.nodes import NodeTrace, load_node_trace, synthetic_trace
+from workloads.gpt import BYTES_PER_PARAM_GRAD, get_model, layer_profiles
+
+GiB = 1024**3
+
+
+class ModelConfig(Strict):
+    name: str = Field("gpt3-2.7b", description="GPT-3 model: gpt3-350m, gpt3-1.3b, gpt3-2.7b, gpt3-6.7b")
+    global_batch: int = Field(512, ge=1, description="samples per iteration (synchronous SGD)")
+    microbatch_size: int = Field(4, ge=1, description="samples per microbatch")
+    seq_len: int = Field(2048, ge=16, description="tokens per sample")
+    mfu: float = Field(0.45, gt=0, le=1, description="fraction of peak fp16 FLOP/s reached by matmuls")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        try:
+            return get_model(v).name
+        except UnknownNameError as err:
+            raise ValueError(str(err)) from None
+
+    @model_validator(mode="after")
+    def _divisible(self):
+        if self.global_batch % self.microbatch_size:
+            raise ValueError(f"global_batch {self.global_batch} is not a multiple of "
+                             f"microbatch_size {self.microbatch_size}")
+        return self
+
+
+class ClusterConfig(Strict):
+    gpu: str = Field("a40", description="GPU of every node (one GPU per node), catalog name or alias")
+    mem_reserve_bytes: float = Field(2 * GiB, ge=0, description="per-GPU memory kept for CUDA context and workspace")
+    network_bw_bytes_per_s: float = Field(12.5e9, gt=0, description="per-node network bandwidth (100 Gb/s)")
+    storage_bw_bytes_per_s: float = Field(2e9, gt=0, description="per-node checkpoint write bandwidth")
+    node_startup_s: float = Field(60.0, ge=0, description="from a node's arrival to its being usable")
+    max_nodes: int | None = Field(None, ge=1, description="most nodes the job plans for; default: the trace's peak")
+
+    @field_validator("gpu")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        try:
+            get_gpu(v)
+        except UnknownNameError as err:
+            raise ValueError(str(err)) from None
+        return v
+
+
+class TraceConfig(Strict):
+    kind: Literal["synthetic", "file"] = Field("synthetic", description="embedded generator or a trace file")
+    path: str | None = Field(None, description="trace file (plain path or 'shared:failures/...'), kind='file'")
+    format: Literal["auto", "events", "count"] = "auto"
+    n_initial: int = Field(30, ge=1, description="synthetic: nodes at t=0")
+    interval_s: float = Field(3600.0, gt=0, description="synthetic: seconds between add/remove draws")
+    n_intervals: int = Field(15, ge=0, description="synthetic: number of draws")
+    p_remove: float = Field(1.0, ge=0, le=1, description="synthetic: chance one node is removed per interval")
+    p_add: float = Field(0.0, ge=0, le=1, description="synthetic: chance one node is added per interval")
+    n_min: int = Field(1, ge=0, description="synthetic: never remove below this many nodes")
+    n_max: int | None = Field(None, ge=1, description="synthetic: never add above this many nodes")
+    tail_s: float = Field(600.0, ge=0, description="default horizon: last event + tail_s")
+
+    @model_validator(mode="after")
+    def _path(self):
+        if self.kind == "file" and not self.path:
+            raise ValueError("trace.kind = 'file' needs trace.path")
+        return self
+
+
+class ResilienceScenario(Scenario):
+    """Fault-tolerant pipeline training on a changing node pool."""
+
+    domain: ClassVar[str] = "resilience"
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    trace: TraceConfig = Field(default_factory=TraceConfig)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def resolve_path(s: str) -> Path:
+    try:
+        from traces.paths import resolve_data_path
+    except ImportError:  # pragma: no cover - paths module absent
+        p = Path(s)
+        if not p.is_file():
+            raise OrreryInputError(f"trace file not found: {s}") from None
+        return p
+    return resolve_data_path(s)
+
+
+def build_trace(sc: ResilienceScenario, sim: Simulation) -> NodeTrace:
+    t = sc.trace
+    if t.kind == "file":
+        return load_node_trace(resolve_path(t.path or ""), t.format)
+    return synthetic_trace(n_initial=t.n_initial, interval_s=t.interval_s, n_intervals=t.n_intervals,
+                           p_remove=t.p_remove, p_add=t.p_add, n_min=t.n_min, n_max=t.n_max,
+                           rng=sim.rng["trace"])
+
+
+def build_layers(sc: ResilienceScenario) -> tuple[LayerSpec, ...]:
+    m = sc.model
+    profs = layer_profiles(m.name, sc.cluster.gpu, microbatch_size=m.microbatch_size,
+                           seq_len=m.seq_len, mfu=m.mfu)
+    return tuple(LayerSpec(p.fwd_s, p.bwd_s, float(p.state_bytes), float(p.act_bytes),
+                           float(p.peak_bytes), float(p.params * BYTES_PER_PARAM_GRAD),
+                           float(p.out_bytes)) for p in profs)
+
+
+def iteration_time_s(layers, pipelines: tuple[Pipeline, ...], redundancy: float, bw: float) -> float:
+    """The backend's iteration time of a plan (hwmodels.pipeline), slowest pipeline + all-reduce."""
+    worst, grad = 0.0, 0.0
+    n_layers = len(layers)
+    for p in pipelines:
+        ranges = p.stage_layers(n_layers)
+        fwd, bwd = [], []
+        for _, stages in node_groups(p):
+            idx = [i for s in stages for i in ranges[s]]
+            fwd.append(sum(layers[i].fwd_s for i in idx) * (1 + redundancy))
+            bwd.append(sum(layers[i].bwd_s for i in idx) * (1 + redundancy))
+            grad = max(grad, sum(layers[i].grad_bytes for i in idx))
+        hop = p2p_s(max((x.out_bytes for x in layers), default=0.0), bw)
+        worst = max(worst, pipeline_iteration_s(fwd, bwd, p.microbatches, hop))
+    return worst + allreduce_s(grad, len(pipelines), bw)
+
+
+# --------------------------------------------------------------------------- run
+
+
+class _Job:
+    """Training progress between events, in closed form."""
+
+    def __init__(self, global_batch: int):
+        self.B = global_batch
+        self.samples_done = 0.0
+        self.lost_samples = 0.0
+        self.rate = 0.0  # samples/s while training
+        self.it_s = math.inf
+        self.resume_t = 0.0
+        self.ckpt_i: float | None = None
+        self.ckpt_c = 0.0
+
+    def progress(self, t: float) -> tuple[float, float]:
+        """(committed, uncommitted) samples of the current segment at time t."""
+        if self.rate <= 0 or t <= self.resume_t:
+            return 0.0, 0.0
+        e = t - self.resume_t
+        if self.ckpt_i is not None:
+            cyc = self.ckpt_i + self.ckpt_c
+            k = math.floor(e / cyc)
+            return k * self.ckpt_i * self.rate, min(e - k * cyc, self.ckpt_i) * self.rate
+        n_it = math.floor(e / self.it_s)
+        return n_it * self.B, (e - n_it * self.it_s) * self.rate
+
+    def close(self, t: float, lose: str) -> float:
+        """End the segment at t; lose 'none', 'iteration' (in-flight) or 'uncommitted'."""
+        com, unc = self.progress(t)
+        if lose == "uncommitted" or (lose == "iteration" and self.ckpt_i is None):
+            lost = unc
+        elif lose == "iteration":  # checkpointing plan: in-flight iteration only
+            lost = min(unc, ((t - self.resume_t) % self.it_s) * self.rate) if self.rate > 0 else 0.0
+        else:
+            lost = 0.0
+        self.samples_done += com + unc - lost
+        self.lost_samples += lost
+        return lost
+
+
+def run_resilience(sc: ResilienceScenario) -> RunResult:
+    sim = Simulation(sc.seed)
+    trace = build_trace(sc, sim)
+    layers = build_layers(sc)
+    gpu = get_gpu(sc.cluster.gpu)
+    mem = gpu.mem_bytes - sc.cluster.mem_reserve_bytes
+    n_mb = sc.model.global_batch // sc.model.microbatch_size
+    max_nodes = sc.cluster.max_nodes or max(trace.max_nodes(), 1)
+    policy = make_policy("resilience", sc.policy, sc.policy_params)
+    bw = sc.cluster.network_bw_bytes_per_s
+    horizon = sc.horizon_s if sc.horizon_s is not None else trace.duration_s + sc.trace.tail_s
+    horizon = max(horizon, 1e-9)
+
+    ev = trace.events
+    times = ev["time_s"].to_numpy()
+    kinds = ev["kind"].to_numpy()
+    names = ev["node"].to_numpy()
+    t_first = float(times[0]) if len(times) else 0.0
+
+    # Node-level timeline: arrivals become ready after start-up unless removed first.
+    changes: dict[float, list[tuple[str, str]]] = {}
+    pending: dict[str, float] = {}
+    for t, k, n in zip(times, kinds, names, strict=True):
+        t = float(t)
+        if k == "add":
+            ready_t = t if t <= t_first else t + sc.cluster.node_startup_s
+            pending[n] = ready_t
+            changes.setdefault(ready_t, []).append(("ready", n))
+        else:
+            rt = pending.pop(n, None)
+            if rt is not None and rt > t:
+                changes[rt].remove(("ready", n))  # left before it was usable
+            else:
+                changes.setdefault(t, []).append(("lost", n))
+
+    job = _Job(sc.model.global_batch)
+    decisions = sim.rec.table("decisions", [
+        "time_s", "event", "action", "ready_nodes", "nodes_used", "n_pipelines", "pause_s",
+        "lost_samples", "iteration_s", "samples_per_s", "redundancy", "reason"])
+    thr = sim.rec.table("throughput", ["time_s", "samples_per_s", "ready_nodes"])
+    prog = sim.rec.table("samples", ["time_s", "samples_done"])
+    marks = sim.rec.table("events", ["time_s", "kind", "node"])
+    for t, k, n in zip(times, kinds, names, strict=True):
+        if t <= horizon:
+            marks.append(float(t), str(k), str(n))
+
+    state = {
+        "ready": set(), "current": (), "redundancy": 0.0, "started": False, "wake_token": 0,
+        "infeasible": False, "ever_ran": False, "failed": [], "added": [], "downtime": 0.0,
+        "n_losses": 0, "n_reconf": 0,
+    }
+
+    def decide(t: float, event: str) -> None:
+        ready = state["ready"]
+        view = ClusterView(
+            time_s=t, event="start" if not state["ever_ran"] else event,
+            nodes=tuple(sorted(ready, key=_node_key)), failed=tuple(state["failed"]),
+            added=tuple(state["added"]), layers=layers, global_microbatches=n_mb, mem_bytes=mem,
+            max_nodes=max_nodes, network_bw_bytes_per_s=bw,
+            storage_bw_bytes_per_s=sc.cluster.storage_bw_bytes_per_s,
+            current=state["current"], current_redundancy=state["redundancy"])
+        in_use = {n for p in state["current"] for n in p.nodes}
+        lost_in_use = bool(in_use & set(state["failed"]))
+        state["failed"], state["added"] = [], []
+        d: Decision = policy.schedule(view)
+        problems = validate(view, d)
+        if problems:
+            raise RuntimeError(f"policy {sc.policy!r} made an invalid decision at t={t}: {problems}")
+        if d.infeasible:
+            state["infeasible"] = True
+        same = (d.pipelines == state["current"] and d.pause_s == 0 and not d.rollback
+                and d.redundancy == state["redundancy"] and not lost_in_use)
+        lost = 0.0
+        if not same:
+            lose = ("uncommitted" if d.rollback else
+                    "iteration" if lost_in_use and not d.keeps_in_flight else "none")
+            lost = job.close(t, lose)
+            if lost_in_use:
+                state["n_losses"] += 1
+            if d.pipelines and state["current"]:
+                state["n_reconf"] += 1
+            job.resume_t = t + d.pause_s
+            state["downtime"] += d.pause_s if state["ever_ran"] else 0.0
+            job.ckpt_i, job.ckpt_c = d.checkpoint_interval_s, d.checkpoint_s
+            if d.pipelines:
+                job.it_s = iteration_time_s(layers, d.pipelines, d.redundancy, bw)
+                job.rate = sc.model.global_batch / job.it_s
+                state["ever_ran"] = True
+            else:
+                job.it_s, job.rate = math.inf, 0.0
+            state["current"], state["redundancy"] = d.pipelines, d.redundancy
+            if d.pause_s > 0:
+                thr.append(t, 0.0, len(ready))
+            eff = job.rate * (job.ckpt_i / (job.ckpt_i + job.ckpt_c) if job.ckpt_i else 1.0)
+            thr.append(min(t + d.pause_s, horizon), eff, len(ready))
+        prog.append(t, job.samples_done)
+        used = sum(len(node_groups(p)) for p in d.pipelines)
+        decisions.append(t, view.event, d.action, len(ready), used, len(d.pipelines), d.pause_s,
+                         lost, job.it_s if d.pipelines else float("nan"),
+                         job.rate, d.redundancy, d.reason)
+        if d.wake_after_s is not None:
+            state["wake_token"] += 1
+            sim.process(wake(d.wake_after_s, state["wake_token"]))
+        else:
+            state["wake_token"] += 1  # a newer decision cancels older wake-ups
+
+    def wake(delay: float, token: int):
+        yield sim.timeout(delay)
+        if token == state["wake_token"]:
+            decide(sim.now, "wake")
+
+    def trace_proc():
+        for t in sorted(changes):
+            if t > horizon:
+                return
+            if t > sim.now:
+                yield sim.timeout(t - sim.now)
+            for what, n in changes[t]:
+                if what == "ready":
+                    state["ready"].add(n)
+                    state["added"].append(n)
+                else:
+                    if n in state["ready"]:
+                        state["ready"].discard(n)
+                        state["failed"].append(n)
+            if state["failed"] or state["added"] or not state["ever_ran"]:
+                decide(sim.now, "change")
+
+    sim.process(trace_proc())
+    sim.run(until=horizon)
+    job.close(horizon, "none")
+    prog.append(horizon, job.samples_done)
+    thr.append(horizon, job.rate if sim.now >= job.resume_t else 0.0, len(state["ready"]))
+
+    frames = sim.rec.frames()
+    feasible = state["ever_ran"] or not state["infeasible"]
+    span = horizon - t_first if horizon > t_first else horizon
+    nan = float("nan")
+    metrics = {
+        "feasible": 1.0 if feasible else 0.0,
+        "samples_per_s": job.samples_done / span if feasible else nan,
+        "samples_done": job.samples_done if feasible else nan,
+        "lost_samples": job.lost_samples if feasible else nan,
+        "downtime_s": state["downtime"] if feasible else nan,
+        "node_losses": float(state["n_losses"]),
+        "reconfigurations": float(state["n_reconf"]),
+        "horizon_s": float(horizon),
+    }
+    table = frames["decisions"]
+    return RunResult(metrics, table, {
+        "throughput": frames["throughput"], "samples": frames["samples"], "events": frames["events"]})
+
+
+def _node_key(n: str):
+    digits = "".join(ch for ch in n if ch.isdigit())
+    return (int(digits) if digits else -1, n)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+register_domain(Domain(
+    name="resilience",
+    scenario_type=ResilienceScenario,
+    run=run_resilience,
+    metrics={
+        "samples_per_s": "higher", "samples_done": "higher", "lost_samples": "lower",
+        "downtime_s": "lower", "feasible": "higher", "node_losses": "lower",
+        "reconfigurations": "lower", "horizon_s": "higher",
+    },
+    plots="experiments.plotting:resilience_plots",
+    description="fault-tolerant pipeline training on spot nodes (Varuna, Bamboo, Oobleck)",
+))

@@ -1,0 +1,53 @@
+"""Fixtures for the experiments tests: the toy domain and small study files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import orrery_toy_domain  # noqa: E402,F401 - registers domain "toy"
+
+BASE_STUDY = """
+[study]
+name = "toy_study"
+domain = "toy"
+hypothesis = "the fast policy lowers latency"
+seeds = 3
+metrics = ["latency_s", "throughput_rps"]
+control = { policy = "base" }
+
+[scenario]
+policy = "base"
+workload = { n_requests = 20 }
+
+[variables]
+policy = ["base", "fast"]
+"""
+
+
+@pytest.fixture
+def write_study(tmp_path):
+    """write_study(text=BASE_STUDY, name="study.toml") -> Path."""
+
+    def write(text: str = BASE_STUDY, name: str = "study.toml") -> Path:
+        p = tmp_path / name
+        p.write_text(text)
+        return p
+
+    return write
+
+
+@pytest.fixture
+def toy_env():
+    """Environment for subprocesses that must load the toy domain."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["ORRERY_PLUGINS"] = "orrery_toy_domain"
+    return env

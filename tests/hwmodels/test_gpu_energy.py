@@ -1,0 +1,152 @@
+"""GPU energy models: committed fits match the data (checksums), report errors, carry no raw
+measurements, reject bad input; the measured mode reads the real sweep at run time."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hwmodels.gpu_energy import (
+    POWER_LIMIT_PARAMS,
+    STAGE_PARAMS,
+    exp_energy,
+    fit_exp_energy,
+    get_power_limit_model,
+    load_computations,
+    load_stage_profile,
+    measured_power_limit_models,
+    pareto_mask,
+    power_limit_models,
+    sha256_file,
+)
+from sim.errors import OrreryInputError, TraceFormatError
+
+
+def test_committed_params_carry_checksums_and_errors(shared_data):
+    pl = json.loads(POWER_LIMIT_PARAMS.read_text())
+    for name, digest in pl["sources"].items():
+        assert sha256_file(shared_data / "gpu" / name) == digest
+    for gpu in ("v100", "a40", "a100"):
+        for m in pl["gpus"][gpu].values():
+            assert m["fit_error"]["time_mape_fitted_pct"] < 15
+    st = json.loads(STAGE_PARAMS.read_text())
+    for prof in st["profiles"].values():
+        assert sha256_file(shared_data / "gpu" / prof["source"]) == prof["sha256"]
+        assert prof["fit_error"]["energy_mape_heldout_pct"] < 10
+
+
+def test_pareto_and_exp_fit():
+    t = np.array([1.0, 1.1, 1.2, 1.3, 1.25])
+    e = np.array([10.0, 9.0, 8.5, 8.2, 9.5])
+    assert pareto_mask(t, e).tolist() == [True, True, True, True, False]
+    tt = np.linspace(0.05, 0.08, 12)
+    ee = exp_energy(tt, 30.0, -40.0, 10.0)
+    assert np.allclose(exp_energy(tt, *fit_exp_energy(tt, ee)), ee, rtol=1e-3)
+
+
+def test_power_limit_model_range_and_monotone():
+    m = get_power_limit_model("v100", "imagenet/resnet50/b128/adadelta")
+    pls = np.arange(m.pl_min_w, m.pl_max_w + 1, 25.0)
+    assert np.all(np.diff(m.time_s(pls)) < 0)  # more power, faster
+    with pytest.raises(OrreryInputError, match="outside"):
+        m.time_s(m.pl_max_w + 50)
+
+
+def test_bad_profiles_get_clear_errors(tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("stage,instruction,frequency,time\n0,forward,1410,0.1\n")
+    with pytest.raises(TraceFormatError, match="missing columns"):
+        load_stage_profile(f)
+    f.write_text("stage,instruction,frequency,time,energy\n0,sideways,1410,0.1,3\n")
+    with pytest.raises(TraceFormatError, match="instruction"):
+        load_stage_profile(f)
+    f.write_text("stage,instruction,frequency,time,energy\n0,forward,1410,-0.1,3\n")
+    with pytest.raises(TraceFormatError, match="line 2"):
+        load_stage_profile(f)
+
+
+# The committed JSON may hold fitted coefficients (3 numbers), ranges (2), errors, counts and
+# checksums - never the measured points (../shared/data/SOURCES.md): no list longer than this.
+MAX_PARAM_LIST = 3
+RAW_KEYS = {"measured", "points", "freq_max_point", "freqs_mhz", "time_s", "power_w", "energy_j", "rows"}
+
+
+def _walk(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk(v, f"{path}/{k}")
+    elif isinstance(obj, list):
+        yield path, obj
+        for i, v in enumerate(obj):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+@pytest.mark.parametrize("params", [POWER_LIMIT_PARAMS, STAGE_PARAMS], ids=lambda p: p.name)
+def test_committed_params_hold_no_raw_measurements(params):
+    data = json.loads(params.read_text())
+    for path, v in _walk(data):
+        assert path.rsplit("/", 1)[-1].split("[")[0] not in RAW_KEYS, f"{params.name}: raw-data key at {path}"
+        if isinstance(v, list):
+            assert len(v) <= MAX_PARAM_LIST, f"{params.name}: list of {len(v)} values at {path} (raw points?)"
+
+
+def test_committed_params_contain_no_measured_value(shared_data):
+    """No number in the JSON equals a measured time, power or energy of the source files."""
+    measured: set[float] = set()
+    for name, cols in (("zeus_power_limit_sweep_v100.csv", ("time_per_epoch", "average_power")),
+                       ("zeus_power_limit_sweep_a40.csv", ("time_per_epoch", "average_power")),
+                       ("perseus_zeus_global_A100.csv", ("time", "energy")),
+                       ("perseus_zeus_global_A40.csv", ("time", "energy")),
+                       ("perseus_stage_profile_bloom+a100_sxm_bf16.csv", ("time", "energy")),
+                       ("perseus_stage_profile_bloom+a40_bf16.csv", ("time", "energy"))):
+        df = pd.read_csv(shared_data / "gpu" / name)
+        for c in cols:
+            measured |= {float(x) for x in df[c]}
+    for params in (POWER_LIMIT_PARAMS, STAGE_PARAMS):
+        leaked = [(p, v) for p, v in _walk(json.loads(params.read_text()))
+                  if isinstance(v, float) and v in measured]
+        assert not leaked, f"{params.name}: measured values committed: {leaked[:5]}"
+
+
+def test_measured_models_interpolate_the_sweep_read_at_run_time(shared_data, tmp_path):
+    path = shared_data / "gpu" / "zeus_power_limit_sweep_v100.csv"
+    models = measured_power_limit_models(path, "v100")
+    fitted = power_limit_models("v100")
+    assert set(models) == set(fitted)  # the same workloads as the committed fit
+    m = models["imagenet/resnet50/b128/adadelta"]
+    df = pd.read_csv(path)
+    g = df[(df.dataset == "imagenet") & (df.network == "resnet50") & (df.batch_size == 128)
+           & (df.optimizer == "adadelta")].groupby("power_limit")[["time_per_epoch", "average_power"]].mean()
+    assert np.allclose(m.time_s(g.index.to_numpy(float)), g.time_per_epoch)  # exact at measured limits
+    assert np.allclose(m.power_w(g.index.to_numpy(float)), g.average_power)
+    f = fitted[m.key]
+    assert (m.pl_min_w, m.pl_max_w) == (f.pl_min_w, f.pl_max_w)
+    mid = (g.index[2] + g.index[3]) / 2
+    assert min(g.time_per_epoch.iloc[2:4]) <= m.time_s(mid) <= max(g.time_per_epoch.iloc[2:4])
+    a100 = measured_power_limit_models(shared_data / "gpu" / "perseus_zeus_global_A100.csv", "a100")
+    assert set(a100) == set(power_limit_models("a100")) and a100["perseus/bloom-3b"].unit == "iteration"
+    with pytest.raises(OrreryInputError, match="not found"):
+        measured_power_limit_models(tmp_path / "nope.csv", "v100")
+    bad = tmp_path / "g.csv"
+    bad.write_text("model_name,dp,tp,pp,num_microbatches,power_limit_0,time\nx,1,1,4,8,300,1.0\n")
+    with pytest.raises(TraceFormatError, match="missing columns"):
+        measured_power_limit_models(bad, "a100")
+
+
+def test_fitted_stage_profile_needs_no_data_and_csv_is_read_when_named(shared_data):
+    fit = load_computations("bloom-a100_sxm")
+    real = load_computations(str(shared_data / "gpu" / "perseus_stage_profile_bloom+a100_sxm_bf16.csv"))
+    assert set(fit) == set(real)
+    for k in fit:
+        assert fit[k].all_freqs_mhz[0] == real[k].all_freqs_mhz[0] == 1410.0
+        assert np.all(np.diff(fit[k].times_s) > 0) and np.all(np.diff(fit[k].energies_j) < 0)
+        # the fitted choices span the real Pareto-optimal clocks
+        assert min(fit[k].freqs_mhz) == min(real[k].freqs_mhz) and max(fit[k].freqs_mhz) == max(real[k].freqs_mhz)
+        t, e = fit[k].at_frequency(1200.0)
+        tr, er = real[k].at_frequency(1200.0)
+        assert abs(t / tr - 1) < 0.05 and abs(e / er - 1) < 0.05

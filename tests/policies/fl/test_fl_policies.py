@@ -1,0 +1,55 @@
+import pytest
+
+from policies.check import check_policy
+from policies.fl.base import AtomView, FLView, JobView, TierView
+from policies.registry import get_policy_class, make_policy
+
+
+@pytest.mark.parametrize("name", ["random", "fifo", "srsf", "venn"])
+def test_conformance(name):
+    assert "deterministic" in check_policy("fl", get_policy_class("fl", name))
+
+
+def job(jid, req, demand, rounds=10, done=0, arrival=0.0, work=100.0):
+    return JobView(jid, arrival, req, demand, rounds, done, demand, 0.0, 600.0, work, 1e6)
+
+
+TIERS = (TierView(0, 0.02, 2e6, 1e6), TierView(1, 0.2, 1e6, 5e5))
+
+
+def view(jobs, atoms):
+    return FLView(0.0, ("req1", "req4"), tuple(jobs), tuple(atoms), TIERS, 1.3)
+
+
+def test_venn_scarce_group_claims_its_devices():
+    # req index 0 = broad (all atoms), 1 = scarce (only atom 0b11); the broad job is smaller
+    atoms = [AtomView(0b01, 10.0, (5.0, 5.0)), AtomView(0b11, 1.0, (0.5, 0.5))]
+    jobs = [job(1, 0, demand=10, rounds=1), job(2, 1, demand=50, rounds=50)]
+    d = make_policy("fl", "venn", {"tier_matching": False}).schedule(view(jobs, atoms))
+    assert d.order[0b11][0] == 2  # scarce job first on the devices only it can use
+    assert d.order[0b01] == (1,)
+    s = make_policy("fl", "srsf").schedule(view(jobs, atoms))
+    assert s.order[0b11][0] == 1  # SRSF ignores scarcity
+
+
+def test_fifo_and_srsf_orders():
+    atoms = [AtomView(0b11, 1.0, (0.5, 0.5))]
+    jobs = [job(1, 0, 100, rounds=100, arrival=0.0), job(2, 0, 10, rounds=2, arrival=5.0)]
+    assert make_policy("fl", "fifo").schedule(view(jobs, atoms)).order[0b11] == (1, 2)
+    assert make_policy("fl", "srsf").schedule(view(jobs, atoms)).order[0b11] == (2, 1)
+    assert make_policy("fl", "random").schedule(view(jobs, atoms)).split == "random"
+
+
+def test_venn_tier_pinning():
+    atoms = [AtomView(0b11, 100.0, (50.0, 50.0))]
+    heavy = [job(1, 0, demand=10, work=10_000.0)]  # tail 200 s vs 2000 s: pin to the fast tier
+    assert make_policy("fl", "venn").schedule(view(heavy, atoms)).max_tier == {1: 0}
+    light = [job(1, 0, demand=5000, work=1.0)]  # waiting dominates: use every tier
+    assert make_policy("fl", "venn").schedule(view(light, atoms)).max_tier == {}
+
+
+def test_bad_params():
+    from policies.registry import PolicyInputError
+
+    with pytest.raises(PolicyInputError):
+        make_policy("fl", "venn", {"nope": 1})

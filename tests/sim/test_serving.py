@@ -1,0 +1,212 @@
+"""Serving simulator: invariants (hypothesis), dispatch, preemption modes, errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policies.serving.qoe import qoe_of_stream
+from sim.errors import OrreryInputError, ScenarioError
+from sim.serving import ServingScenario, build_perf_model, run_serving
+
+
+def scenario(policy="vllm_fcfs", rate=2.0, n=40, **kw):
+    base = {
+        "policy": policy,
+        "workload": {"rate_rps": rate, "n_requests": n, "max_total_tokens": kw.pop("max_total", 4096)},
+        "record_tokens": True,
+        # a small GPU share makes the KV cache tight, so preemption paths run
+        "hardware": {"gpu": "a100", "model": "llama-2-13b",
+                     "gpu_memory_utilization": kw.pop("util", 0.9)},
+    }
+    base.update(kw)
+    return ServingScenario.from_dict(base)
+
+
+def check_invariants(scn, res):
+    t = res.table
+    toks = res.series["tokens"]
+    it = res.series["iterations"]
+    # every request finishes exactly once, with exactly its output tokens delivered
+    assert t["finished"].all()
+    assert (t["generated_tokens"] == t["output_tokens"]).all()
+    counts = toks.groupby("request").size().reindex(t["request"], fill_value=0).to_numpy()
+    assert np.array_equal(counts, t["output_tokens"].to_numpy())
+    assert len(toks) == int(t["output_tokens"].sum())
+    # one token per request per iteration: no duplicate (request, time) pairs
+    assert not toks.duplicated().any()
+    # time never goes backwards: per replica, iterations are back to back in order
+    for _, g in it.groupby("replica"):
+        s = g["start_s"].to_numpy()
+        e = s + g["duration_s"].to_numpy()
+        assert np.all(np.diff(s) >= 0) and np.all(s[1:] >= e[:-1] - 1e-9)
+        assert (g["duration_s"] > 0).all()
+    assert (t["finish_s"] >= t["arrival_s"]).all() and (t["ttft_s"] > 0).all()
+    # KV blocks in use never exceed capacity
+    perf = build_perf_model(scn.hardware)
+    cap = perf.kv_capacity_tokens(scn.hardware.gpu_memory_utilization) // scn.hardware.block_size
+    assert it["kv_blocks_used"].max() <= cap
+    assert 0 <= t["qoe"].min() and t["qoe"].max() <= 1
+    # recorded QoE equals the QoE recomputed from the token log
+    for rid in t["request"].to_numpy()[:5]:
+        row = t.iloc[rid]
+        times = toks.loc[toks["request"] == rid, "t_s"].to_numpy() - row["arrival_s"]
+        assert np.isclose(row["qoe"], qoe_of_stream(times, 1.0, row["tds_exp_tok_s"]))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    policy=st.sampled_from(["vllm_fcfs", "round_robin", "andes"]),
+    rate=st.floats(0.5, 6.0),
+    seed=st.integers(0, 10_000),
+    util=st.sampled_from([0.45, 0.9]),
+    replicas=st.integers(1, 3),
+    dispatcher=st.sampled_from(["round_robin", "least_loaded"]),
+)
+def test_invariants_hold(policy, rate, seed, util, replicas, dispatcher):
+    scn = scenario(policy, rate, n=30, seed=seed, util=util, replicas=replicas, dispatcher=dispatcher)
+    check_invariants(scn, run_serving(scn))
+
+
+@pytest.mark.parametrize("policy", ["vllm_fcfs", "andes"])
+@pytest.mark.parametrize("mode", ["recompute", "swap"])
+def test_preemption_modes_under_memory_pressure(policy, mode):
+    scn = scenario(policy, rate=8.0, n=60, util=0.42, policy_params={"preempt_mode": mode})
+    res = run_serving(scn)
+    check_invariants(scn, res)
+    assert res.metrics["preemptions_per_request"] > 0
+    if mode == "swap":
+        assert res.metrics["swap_bytes"] > 0
+    else:
+        assert res.metrics["swap_bytes"] == 0
+
+
+def test_same_seed_same_result_and_seed_matters():
+    a = run_serving(scenario("andes", rate=4.0, n=40, seed=3))
+    b = run_serving(scenario("andes", rate=4.0, n=40, seed=3))
+    c = run_serving(scenario("andes", rate=4.0, n=40, seed=4))
+    assert a.metrics == b.metrics
+    pd.testing.assert_frame_equal(a.table, b.table)
+    pd.testing.assert_frame_equal(a.series["iterations"], b.series["iterations"])
+    assert not a.table["arrival_s"].equals(c.table["arrival_s"])
+
+
+def test_dispatchers_spread_load():
+    rr = run_serving(scenario(rate=3.0, n=30, replicas=3, dispatcher="round_robin"))
+    assert rr.table["replica"].tolist()[:6] == [0, 1, 2, 0, 1, 2]
+    ll = run_serving(scenario(rate=3.0, n=30, replicas=3, dispatcher="least_loaded"))
+    assert set(ll.table["replica"]) == {0, 1, 2}
+
+
+def test_light_load_meets_expectations_and_energy_accounts():
+    res = run_serving(scenario(rate=0.2, n=10))
+    m = res.metrics
+    assert m["qoe_mean"] > 0.99 and m["ttft_mean_s"] < 1.0
+    it = res.series["iterations"]
+    busy_j = float((it["power_w"] * it["duration_s"]).sum())
+    assert m["energy_j"] > busy_j  # plus idle power between requests
+    tokens = int(res.table["generated_tokens"].sum())
+    assert m["energy_per_token_j"] == pytest.approx(m["energy_j"] / tokens, rel=1e-12)
+
+
+def test_efficient_llm_knobs_change_the_outcome():
+    base = run_serving(scenario(rate=1.0, n=20)).metrics
+    int4 = run_serving(scenario(rate=1.0, n=20, hardware={"weight_bits": 4})).metrics
+    spec = run_serving(scenario(rate=1.0, n=20, hardware={
+        "spec_decode": {"acceptance": 0.8, "draft_len": 4, "draft_cost": 0.05}})).metrics
+    assert int4["tpot_mean_s"] < base["tpot_mean_s"]
+    assert spec["tpot_mean_s"] < base["tpot_mean_s"]
+
+
+def test_bad_inputs_fail_clearly():
+    with pytest.raises(ScenarioError, match="dispatcher"):
+        ServingScenario.from_dict({"policy": "andes", "dispatcher": "random"})
+    with pytest.raises(ScenarioError, match="replicas"):
+        ServingScenario.from_dict({"policy": "andes", "replicas": 0})
+    with pytest.raises(OrreryInputError, match="unknown GPU 'b300'"):
+        run_serving(ServingScenario.from_dict({"policy": "andes", "hardware": {"gpu": "b300"}}))
+    with pytest.raises(OrreryInputError, match="does not fit|fit"):
+        run_serving(ServingScenario.from_dict({"policy": "andes", "hardware": {"model": "llama-2-70b"}}))
+    with pytest.raises(Exception, match="unknown serving policy"):
+        run_serving(ServingScenario.from_dict({"policy": "sjf"}))
+
+
+def test_azure_trace_replay(shared_data):
+    scn = ServingScenario.from_dict({
+        "policy": "vllm_fcfs", "replicas": 2,
+        "workload": {"arrival": "trace", "trace_path": str(shared_data / "llm/azure_llm_2023_conv.csv"),
+                     "lengths": "trace", "duration_s": 20.0},
+    })
+    res = run_serving(scn)
+    assert res.metrics["n_requests"] > 20
+    assert res.table["finished"].all()
+
+
+def _assert_same_run(fast, slow):
+    tf, ts = fast.table, slow.table
+    for col in ["request", "replica", "generated_tokens", "n_preemptions", "finished"]:
+        assert np.array_equal(tf[col].to_numpy(), ts[col].to_numpy()), col
+    for col in ["qoe", "ttft_s", "finish_s", "tpot_s"]:
+        x, y = tf[col].to_numpy(float), ts[col].to_numpy(float)
+        assert np.allclose(x, y, rtol=1e-9, equal_nan=True), col
+    assert fast.metrics.keys() == slow.metrics.keys()
+    for key, v in slow.metrics.items():
+        assert fast.metrics[key] == pytest.approx(v, rel=1e-9, nan_ok=True), key
+    # rows interleave across replicas in commit order: compare per replica, in time order
+    itf, its = (f.sort_values(["replica", "start_s"], kind="stable").reset_index(drop=True)
+                for f in (fast.series["iterations"], slow.series["iterations"]))
+    assert len(itf) == len(its)
+    for col in ["replica", "batch", "context_tokens", "kv_blocks_used"]:
+        assert np.array_equal(itf[col].to_numpy(), its[col].to_numpy()), col
+    assert (itf["kind"].to_numpy() == its["kind"].to_numpy()).all()
+    for col in ["start_s", "duration_s", "power_w"]:
+        assert np.allclose(itf[col].to_numpy(), its[col].to_numpy(), rtol=1e-9), col
+    tkf, tks = (f.sort_values(["request", "t_s"], kind="stable").reset_index(drop=True)
+                for f in (fast.series["tokens"], slow.series["tokens"]))
+    assert np.array_equal(tkf["request"].to_numpy(), tks["request"].to_numpy())
+    assert np.allclose(tkf["t_s"].to_numpy(), tks["t_s"].to_numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("policy", ["vllm_fcfs", "round_robin", "andes"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_forward_matches_per_iteration_path(policy, seed):
+    # several replicas, a tight KV cache (preemptions) and bursts with quiet stretches
+    kw = dict(seed=seed, util=0.42 if seed != 1 else 0.9, replicas=1 + seed,
+              dispatcher="least_loaded")
+    fast = run_serving(scenario(policy, rate=3.0 + 2 * seed, n=50, fast_forward=True, **kw))
+    slow = run_serving(scenario(policy, rate=3.0 + 2 * seed, n=50, fast_forward=False, **kw))
+    assert fast.metrics["iterations"] > 0
+    _assert_same_run(fast, slow)
+    if seed == 0:
+        check_invariants(scenario(policy, n=50, **kw), fast)
+
+
+@pytest.mark.parametrize("horizon", [3.0, 7.5])
+def test_fast_forward_matches_at_the_horizon(horizon):
+    kw = dict(seed=5, replicas=2, horizon_s=horizon)
+    fast = run_serving(scenario("andes", rate=2.0, n=40, fast_forward=True, **kw))
+    slow = run_serving(scenario("andes", rate=2.0, n=40, fast_forward=False, **kw))
+    assert not fast.table["finished"].all()
+    _assert_same_run(fast, slow)
+
+
+def test_policy_can_opt_out_of_fast_forward(monkeypatch):
+    from policies.serving.vllm_fcfs import VLLMFCFS
+
+    calls = {"n": 0}
+    orig = VLLMFCFS.schedule
+
+    def counting(self, view):
+        calls["n"] += 1
+        return orig(self, view)
+
+    monkeypatch.setattr(VLLMFCFS, "schedule", counting)
+    res = run_serving(scenario("vllm_fcfs", rate=1.0, n=10, seed=0))
+    fast_calls = calls["n"]
+    assert fast_calls < res.metrics["iterations"]  # decode stretches ran without asking
+    calls["n"] = 0
+    monkeypatch.setattr(VLLMFCFS, "fast_forward", False, raising=False)
+    res2 = run_serving(scenario("vllm_fcfs", rate=1.0, n=10, seed=0))
+    assert calls["n"] == res2.metrics["iterations"]  # asked at every iteration boundary
+    _assert_same_run(res, res2)

@@ -1,0 +1,354 @@
+"""Device availability over time: interval traces, a diurnal generator, and batched check-ins.
+
+Schema (shared by the loaders and the generator): intervals `(device, start_s, end_s)`, a
+device being available (charging, idle, on Wi-Fi) during `[start_s, end_s)`, intervals of one
+device never overlapping. `Availability` keeps them as arrays sorted by start.
+
+Default generator (no data needed). Published facts it is shaped after (SOURCES.md): the
+FedScale trace of 136k phones of an input-method app over one week, a device counting as
+available while charging, strongly diurnal. Model: each device has a local-time offset, a
+propensity to charge overnight, nightly sessions (start around 22:30 local, median 6.5 h) and
+short daytime top-ups (about one a day, median 35 min). With the committed parameters about
+a third of the devices are available at the night peak and under a tenth in the afternoon
+(`diurnal_profile()` measures it). Those levels are our assumption, not measured: pass your
+own `DiurnalParams` or a real trace (`load_interval_csv`, `fedscale_to_intervals`) to change them.
+
+Check-ins: an available, idle device checks in when its interval starts and again every
+`recheckin_s` while it stays available (as FL clients retry); `CheckinStream` produces those
+check-ins window by window with numpy, never one process per device.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import TraceFormatError, require_file
+
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Availability intervals sorted by start; `n_devices` devices (ids 0..n-1)."""
+
+    device: np.ndarray  # int32
+    start_s: np.ndarray  # float64
+    end_s: np.ndarray  # float64
+    n_devices: int
+
+    def __post_init__(self) -> None:
+        if not (len(self.device) == len(self.start_s) == len(self.end_s)):
+            raise ValueError("availability arrays differ in length")
+
+    def __len__(self) -> int:
+        return len(self.start_s)
+
+    @property
+    def max_duration_s(self) -> float:
+        return float((self.end_s - self.start_s).max()) if len(self) else 0.0
+
+    def available_count(self, times_s: np.ndarray) -> np.ndarray:
+        """How many devices are available at each time (intervals of a device never overlap)."""
+        t = np.asarray(times_s, dtype=float)
+        started = np.searchsorted(np.sort(self.start_s), t, side="right")
+        ended = np.searchsorted(np.sort(self.end_s), t, side="right")
+        return started - ended
+
+    def is_available(self, device: np.ndarray, times_s: np.ndarray) -> np.ndarray:
+        """For each (device, time) pair: is that device available then? (used by tests)."""
+        device = np.asarray(device)
+        times_s = np.asarray(times_s, dtype=float)
+        order = np.lexsort((self.start_s, self.device))
+        dev_sorted, st, en = self.device[order], self.start_s[order], self.end_s[order]
+        key = dev_sorted.astype(np.float64) * 1e9 + st
+        q = device.astype(np.float64) * 1e9 + times_s
+        idx = np.searchsorted(key, q, side="right") - 1
+        ok = idx >= 0
+        idx = np.maximum(idx, 0)
+        return ok & (dev_sorted[idx] == device) & (st[idx] <= times_s) & (times_s < en[idx])
+
+
+
+def from_arrays(device, start_s, end_s, n_devices: int | None = None) -> Availability:
+    """Build an `Availability` (merging overlapping intervals of a device, sorting by start)."""
+    device = np.asarray(device, dtype=np.int64)
+    start_s = np.asarray(start_s, dtype=np.float64)
+    end_s = np.asarray(end_s, dtype=np.float64)
+    n = int(device.max()) + 1 if n_devices is None and len(device) else int(n_devices or 0)
+    if len(device):
+        order = np.lexsort((start_s, device))
+        d, s, e = device[order], start_s[order], end_s[order]
+        # running max of end within each device (offset per device keeps it monotone globally)
+        span = float(max(e.max(), 1.0) - min(s.min(), 0.0) + 1.0)
+        base = min(s.min(), 0.0)
+        run = np.maximum.accumulate((e - base) + d * span) - d * span + base
+        prev_end = np.concatenate([[-np.inf], run[:-1]])
+        new = np.ones(len(d), dtype=bool)
+        new[1:] = (d[1:] != d[:-1]) | (s[1:] >= prev_end[1:])
+        starts_idx = np.flatnonzero(new)
+        d, s = d[starts_idx], s[starts_idx]
+        e = np.maximum.reduceat(e, starts_idx)
+        order = np.argsort(s, kind="stable")
+        device, start_s, end_s = d[order], s[order], e[order]
+    return Availability(device.astype(np.int32), start_s, end_s, n)
+
+
+# ----------------------------------------------------------------------------- generator
+@dataclass(frozen=True)
+class DiurnalParams:
+    """Parameters of the default diurnal availability model (hours are local time)."""
+
+    tz_sigma_h: float = 1.0  # spread of local-time offsets around the scenario's clock
+    night_prob_a: float = 2.0  # per-device probability of charging overnight ~ Beta(a, b)
+    night_prob_b: float = 1.6
+    night_start_mean_h: float = 22.5
+    night_start_sigma_h: float = 1.5
+    night_dur_median_h: float = 6.5
+    night_dur_sigma: float = 0.35  # log-normal sigma
+    day_sessions_per_day: float = 1.0
+    day_start_lo_h: float = 7.0
+    day_start_hi_h: float = 22.0
+    day_dur_median_h: float = 0.6
+    day_dur_sigma: float = 0.8
+    max_dur_h: float = 12.0
+    min_dur_s: float = 60.0
+
+
+DEFAULT_DIURNAL = DiurnalParams()
+
+
+def diurnal_availability(n_devices: int, horizon_s: float, rng: np.random.Generator,
+                         params: DiurnalParams = DEFAULT_DIURNAL, start_hour: float = 0.0) -> Availability:
+    """Draw charging sessions for `n_devices` over `[0, horizon_s)`; t=0 is `start_hour` o'clock."""
+    p = params
+    n = int(n_devices)
+    n_days = int(math.ceil(horizon_s / DAY_S)) + 2  # one day of lead-in, one after
+    tz_h = rng.normal(0.0, p.tz_sigma_h, n)
+    night_p = rng.beta(p.night_prob_a, p.night_prob_b, n)
+    devs, starts, durs = [], [], []
+    for day in range(-1, n_days - 1):
+        # nightly session
+        has = rng.random(n) < night_p
+        idx = np.flatnonzero(has)
+        st_h = rng.normal(p.night_start_mean_h, p.night_start_sigma_h, len(idx))
+        du_h = p.night_dur_median_h * np.exp(p.night_dur_sigma * rng.standard_normal(len(idx)))
+        devs.append(idx)
+        starts.append((day * 24.0 + st_h - tz_h[idx] - start_hour) * 3600.0)
+        durs.append(du_h * 3600.0)
+        # daytime top-ups
+        k = rng.poisson(p.day_sessions_per_day, n)
+        idx = np.repeat(np.arange(n), k)
+        st_h = rng.uniform(p.day_start_lo_h, p.day_start_hi_h, len(idx))
+        du_h = p.day_dur_median_h * np.exp(p.day_dur_sigma * rng.standard_normal(len(idx)))
+        devs.append(idx)
+        starts.append((day * 24.0 + st_h - tz_h[idx] - start_hour) * 3600.0)
+        durs.append(du_h * 3600.0)
+    d = np.concatenate(devs)
+    s = np.concatenate(starts)
+    du = np.clip(np.concatenate(durs), p.min_dur_s, p.max_dur_h * 3600.0)
+    e = s + du
+    keep = (e > 0.0) & (s < horizon_s)
+    d, s, e = d[keep], np.maximum(s[keep], 0.0), np.minimum(e[keep], horizon_s)
+    return from_arrays(d, s, e, n)
+
+
+def diurnal_profile(av: Availability, horizon_s: float, step_s: float = 900.0) -> tuple[np.ndarray, np.ndarray]:
+    """(hour of day, mean fraction of devices available) averaged over the days of `av`."""
+    t = np.arange(0.0, horizon_s, step_s)
+    frac = av.available_count(t) / max(av.n_devices, 1)
+    hour = (t % DAY_S) / 3600.0
+    hours = np.unique(hour)
+    return hours, np.array([frac[hour == h].mean() for h in hours])
+
+
+# ----------------------------------------------------------------------------- loaders
+def load_interval_csv(path: str | Path, n_devices: int | None = None) -> Availability:
+    """Read an `ID,start,end` CSV (seconds). IDs may be any strings; they are numbered in order
+    of first appearance. With `n_devices` larger than the trace, device i replays trace id
+    `i mod k` (k ids in the file), as FL simulators map a population onto a smaller trace."""
+    p = require_file(path, "availability file")
+    ids: dict[str, int] = {}
+    dev, st, en = [], [], []
+    with p.open(newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if len(header) != 3 or header[1:] != ["start", "end"] or header[0] not in ("id", "client_id", "device"):
+            raise TraceFormatError(p, f"bad header {header}", line=1, expected="ID,start,end")
+        for lineno, row in enumerate(reader, start=2):
+            if not row or all(not x.strip() for x in row):
+                continue
+            if len(row) != 3:
+                raise TraceFormatError(p, f"{len(row)} fields", line=lineno, expected="3 fields ID,start,end")
+            vals = []
+            for col, raw in (("start", row[1]), ("end", row[2])):
+                try:
+                    v = float(raw)
+                except ValueError:
+                    raise TraceFormatError(p, f"not a number: {raw.strip()!r}", line=lineno, column=col,
+                                           expected="seconds as a number") from None
+                if not math.isfinite(v) or v < 0:
+                    raise TraceFormatError(p, f"bad time {raw.strip()!r}", line=lineno, column=col,
+                                           expected="a finite time >= 0 s")
+                vals.append(v)
+            if vals[1] <= vals[0]:
+                raise TraceFormatError(p, f"end {vals[1]} <= start {vals[0]}", line=lineno, column="end",
+                                       expected="end > start")
+            dev.append(ids.setdefault(row[0].strip(), len(ids)))
+            st.append(vals[0])
+            en.append(vals[1])
+    if not dev:
+        raise TraceFormatError(p, "no intervals", expected="at least one ID,start,end row")
+    return replicate(from_arrays(dev, st, en, len(ids)), n_devices)
+
+
+def replicate(av: Availability, n_devices: int | None) -> Availability:
+    """Map `n_devices` devices onto a trace of k devices: device i replays trace device i mod k."""
+    if n_devices is None or n_devices == av.n_devices:
+        return av
+    k = av.n_devices
+    reps = -(-n_devices // k)
+    d = np.concatenate([av.device.astype(np.int64) + r * k for r in range(reps)])
+    s = np.tile(av.start_s, reps)
+    e = np.tile(av.end_s, reps)
+    keep = d < n_devices
+    order = np.argsort(s[keep], kind="stable")
+    return Availability(d[keep][order].astype(np.int32), s[keep][order], e[keep][order], n_devices)
+
+
+def fedscale_to_intervals(trace: Mapping, source: str = "<fedscale>") -> list[tuple[str, float, float]]:
+    """Convert FedScale's per-client `{"active": [...], "inactive": [...]}` lists to intervals.
+
+    FedScale records, for each client, the times it became active and inactive; the i-th
+    active time pairs with the i-th inactive time. A trailing active time without an inactive
+    one lasts until the client's `finish_time` (when given) and is dropped otherwise.
+    """
+    out: list[tuple[str, float, float]] = []
+    if not isinstance(trace, Mapping):
+        raise TraceFormatError(source, f"top level is {type(trace).__name__}",
+                               expected="a mapping client id -> {active: [...], inactive: [...]}")
+    for cid, rec in trace.items():
+        if not isinstance(rec, Mapping) or "active" not in rec or "inactive" not in rec:
+            raise TraceFormatError(source, f"client {cid!r} has no active/inactive lists",
+                                   column=str(cid), expected="{'active': [...], 'inactive': [...]}")
+        act, ina = list(rec["active"]), list(rec["inactive"])
+        if len(ina) > len(act) or len(act) > len(ina) + 1:
+            raise TraceFormatError(source, f"client {cid!r}: {len(act)} active vs {len(ina)} inactive times",
+                                   column=str(cid), expected="equally many (or one more active)")
+        if len(act) == len(ina) + 1:
+            fin = rec.get("finish_time")
+            if fin is None:
+                act = act[:-1]
+            else:
+                ina = ina + [fin]
+        for i, (a, b) in enumerate(zip(act, ina, strict=True)):
+            try:
+                a, b = float(a), float(b)
+            except (TypeError, ValueError):
+                raise TraceFormatError(source, f"client {cid!r}: non-numeric time in pair {i}",
+                                       column=str(cid), expected="numbers (s)") from None
+            if not (math.isfinite(a) and math.isfinite(b)) or b <= a:
+                raise TraceFormatError(source, f"client {cid!r}: inactive {b} not after active {a} (pair {i})",
+                                       column=str(cid), expected="inactive > active")
+            out.append((str(cid), a, b))
+    if not out:
+        raise TraceFormatError(source, "no availability intervals", expected="at least one client interval")
+    return out
+
+
+def load_fedscale(path: str | Path) -> list[tuple[str, float, float]]:
+    """Read FedScale's client behaviour trace (JSON, or the original pickle: trusted files only)."""
+    p = require_file(path, "FedScale trace")
+    try:
+        if p.suffix == ".json":
+            data = json.loads(p.read_text())
+        else:
+            with p.open("rb") as f:
+                data = pickle.load(f)  # noqa: S301 - FedScale ships pickles; trusted input only
+    except (json.JSONDecodeError, pickle.UnpicklingError, EOFError) as err:
+        raise TraceFormatError(p, f"cannot parse: {err}", expected="JSON or a FedScale pickle") from None
+    return fedscale_to_intervals(data, source=str(p))
+
+
+def write_interval_csv(intervals: list[tuple[str, float, float]], path: str | Path) -> Path:
+    p = Path(path)
+    with p.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ID", "start", "end"])
+        for cid, a, b in intervals:
+            w.writerow([cid, repr(float(a)), repr(float(b))])
+    return p
+
+
+# ----------------------------------------------------------------------------- check-ins
+class CheckinStream:
+    """Check-ins of available devices, produced chunk by chunk and handed out by time window.
+
+    `take(t0, t1)` returns `(device, time, interval_end)` of the check-ins in `[t0, t1)`,
+    sorted by time; calls must move forward in time. Memory stays bounded by one chunk.
+    """
+
+    def __init__(self, av: Availability, recheckin_s: float, chunk_s: float = 3600.0):
+        if recheckin_s <= 0:
+            raise ValueError("recheckin_s must be > 0")
+        self.av = av
+        self.period = float(recheckin_s)
+        self.chunk_s = float(chunk_s)
+        self.max_dur = av.max_duration_s
+        self._c0 = 0.0
+        self._c1 = 0.0
+        self._dev = np.empty(0, np.int32)
+        self._t = np.empty(0)
+        self._end = np.empty(0)
+        self._ptr = 0
+        self.total = 0
+
+    def _load(self, c0: float) -> None:
+        av, R = self.av, self.period
+        c1 = c0 + self.chunk_s
+        lo = np.searchsorted(av.start_s, c0 - self.max_dur, side="left")
+        hi = np.searchsorted(av.start_s, c1, side="left")
+        s, e, d = av.start_s[lo:hi], av.end_s[lo:hi], av.device[lo:hi]
+        keep = e > c0
+        s, e, d = s[keep], e[keep], d[keep]
+        k0 = np.maximum(0.0, np.ceil((c0 - s) / R))
+        first = s + k0 * R
+        cnt = np.maximum(0.0, np.ceil((np.minimum(e, c1) - first) / R)).astype(np.int64)
+        total = int(cnt.sum())
+        rep = np.repeat(np.arange(len(cnt)), cnt)
+        j = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        t = first[rep] + j * R
+        order = np.argsort(t, kind="stable")
+        self._t = t[order]
+        self._dev = d[rep][order]
+        self._end = e[rep][order]
+        self._ptr = 0
+        self._c0, self._c1 = c0, c1
+
+    def take(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        parts = []
+        t = t0
+        while t < t1:
+            if not (self._c0 <= t < self._c1):
+                self._load(math.floor(t / self.chunk_s) * self.chunk_s)
+            hi_t = min(t1, self._c1)
+            a = np.searchsorted(self._t, t, side="left")
+            b = np.searchsorted(self._t, hi_t, side="left")
+            if b > a:
+                parts.append((self._dev[a:b], self._t[a:b], self._end[a:b]))
+            t = hi_t
+        if not parts:
+            return np.empty(0, np.int32), np.empty(0), np.empty(0)
+        if len(parts) == 1:
+            out = parts[0]
+        else:
+            out = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+        self.total += len(out[0])
+        return out

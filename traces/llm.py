@@ -1,0 +1,198 @@
+"""Loaders for LLM request traces: the Azure LLM inference trace and ShareGPT length stats.
+
+Both return plain numpy arrays (read-only) so the serving simulator and the workload generators
+can slice them without copies. Malformed input raises `TraceFormatError` naming the file, the
+1-based file line, the column and what was expected, because a silently mis-parsed trace would
+make every study built on it wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import TraceFormatError
+
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+SHAREGPT_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class RequestTrace:
+    """Timed requests: arrival (s, from the first request, sorted) and token counts."""
+
+    arrival_s: np.ndarray  # float64
+    prompt_tokens: np.ndarray  # int64
+    output_tokens: np.ndarray  # int64
+    source: str
+
+    def __post_init__(self) -> None:
+        n = len(self.arrival_s)
+        if len(self.prompt_tokens) != n or len(self.output_tokens) != n:
+            raise ValueError("RequestTrace arrays must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+@dataclass(frozen=True)
+class LengthSamples:
+    """Observed (prompt, output) token-count pairs, one row per request."""
+
+    prompt_tokens: np.ndarray  # int64
+    output_tokens: np.ndarray  # int64
+    source: str
+
+    def __post_init__(self) -> None:
+        if len(self.prompt_tokens) != len(self.output_tokens):
+            raise ValueError("LengthSamples arrays must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.prompt_tokens)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+_FIELDS_RE = re.compile(r"line (\d+)")
+
+
+def _read_table(
+    path: str | Path, required: tuple[str, ...]
+) -> tuple[pd.DataFrame, np.ndarray, Path]:
+    """Read a CSV as strings; return the frame, the 1-based file line of each row, and the path.
+
+    Blank lines are kept by the parser (then dropped here) so that row -> line stays exact.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TraceFormatError(p, "file not found", expected="an existing CSV file")
+    try:
+        df = pd.read_csv(
+            p,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            skipinitialspace=True,
+            quoting=csv.QUOTE_MINIMAL,
+        )
+    except pd.errors.EmptyDataError:
+        raise TraceFormatError(
+            p, "file is empty", line=1, expected="a header line " + ",".join(required)
+        ) from None
+    except pd.errors.ParserError as err:
+        m = _FIELDS_RE.search(str(err))
+        line = int(m.group(1)) if m else None
+        raise TraceFormatError(
+            p,
+            f"cannot parse CSV: {err}",
+            line=line,
+            expected=f"{len(required)}+ comma-separated fields",
+        ) from None
+    except UnicodeDecodeError as err:
+        raise TraceFormatError(
+            p, f"not a text CSV file ({err.reason})", expected="UTF-8 text"
+        ) from None
+    df.columns = [str(c).strip() for c in df.columns]
+    for col in required:
+        if col not in df.columns:
+            raise TraceFormatError(
+                p,
+                f"missing column {col!r}; header has {list(df.columns)}",
+                line=1,
+                column=col,
+                expected="header with columns " + ",".join(required),
+            )
+    df = df.loc[:, list(required)]
+    lines = np.arange(len(df), dtype=np.int64) + 2  # header is line 1
+    if len(df):
+        filled = df.fillna("")
+        blank = (filled == "").all(axis=1).to_numpy()
+        if blank.any():
+            df, lines = df.loc[~blank], lines[~blank]
+    if len(df) == 0:
+        raise TraceFormatError(
+            p, "no data rows after the header", line=2, expected="at least one request row"
+        )
+    return df, lines, p
+
+
+def _token_column(df: pd.DataFrame, lines: np.ndarray, path: Path, col: str) -> np.ndarray:
+    """Parse a token-count column into int64, rejecting missing, non-numeric, fractional, negative."""
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def shown(i: int) -> str:
+        v = raw.iloc[i]
+        empty = v is None or (isinstance(v, float) and np.isnan(v)) or v == ""
+        return "(empty)" if empty else repr(v)
+
+    finite = np.isfinite(values)
+    for bad, what in (
+        (~finite, "is not a number"),
+        (finite & (values != np.floor(values)), "is not a whole number"),
+        (finite & (values < 0), "is negative"),
+    ):
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise TraceFormatError(path, f"token count {shown(i)} {what}", line=int(lines[i]),
+                                   column=col, expected="a non-negative integer")
+    return values.astype(np.int64)
+
+
+def load_azure_llm(path: str | Path) -> RequestTrace:
+    """Load an Azure LLM inference trace (`TIMESTAMP,ContextTokens,GeneratedTokens`).
+
+    Timestamps (`2023-11-16 18:15:46.6805900`, any ISO-8601 precision) become seconds after the
+    first request. They must be non-decreasing: a reordered trace is reported, not re-sorted,
+    because the row order is what the trace's publisher recorded.
+    """
+    df, lines, p = _read_table(path, AZURE_COLUMNS)
+    col = "TIMESTAMP"
+    raw_ts = df[col].astype(str).str.strip()
+    ts = pd.to_datetime(raw_ts, format="ISO8601", errors="coerce")
+    bad = ts.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TraceFormatError(
+            p,
+            f"unparsable timestamp {raw_ts.iloc[i]!r}",
+            line=int(lines[i]),
+            column=col,
+            expected="a timestamp like '2023-11-16 18:15:46.6805900'",
+        )
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    dec = np.diff(ns) < 0
+    if dec.any():
+        i = int(np.argmax(dec)) + 1
+        raise TraceFormatError(
+            p,
+            f"timestamp {raw_ts.iloc[i]!r} is earlier than the previous one {raw_ts.iloc[i - 1]!r}",
+            line=int(lines[i]),
+            column=col,
+            expected="non-decreasing timestamps",
+        )
+    arrival_s = (ns - ns[0]).astype(np.float64) / 1e9
+    prompt = _token_column(df, lines, p, "ContextTokens")
+    output = _token_column(df, lines, p, "GeneratedTokens")
+    return RequestTrace(_frozen(arrival_s), _frozen(prompt), _frozen(output), source=str(p))
+
+
+def load_sharegpt_stats(path: str | Path) -> LengthSamples:
+    """Load ShareGPT length stats (`num_prefill_tokens,num_decode_tokens,...`); extra columns ignored."""
+    df, lines, p = _read_table(path, SHAREGPT_COLUMNS)
+    prompt = _token_column(df, lines, p, "num_prefill_tokens")
+    output = _token_column(df, lines, p, "num_decode_tokens")
+    return LengthSamples(_frozen(prompt), _frozen(output), source=str(p))

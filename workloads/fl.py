@@ -1,0 +1,163 @@
+"""FL jobs: arrivals, rounds, participants per round, requirements, deadlines, work size.
+
+A job mix is either generated (exponential inter-arrival gaps; log-uniform participants and
+rounds, uniform deadlines, requirements drawn by weight) or read from a job-trace CSV with
+the columns of `JOB_COLUMNS`. The defaults follow the Venn evaluation's mix: 20-1500
+participants per round, hundreds to a thousand rounds, deadlines 300-1000 s, the 4 nested
+AI-Benchmark requirements.
+
+Work is in *work units* (one reference inference, see `hwmodels.edge`): a round's device time
+is `s_per_unit * work_units + model_bytes / bw_down + model_bytes / bw_up`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from sim.errors import OrreryInputError, TraceFormatError, require_file
+from sim.scenario import Strict
+
+JOB_COLUMNS = ("arrival_s", "rounds", "participants", "deadline_s", "work_units", "model_bytes", "requirement")
+
+
+class FLJobMix(Strict):
+    """How FL jobs are generated (or which job trace to read)."""
+
+    n_jobs: int = Field(50, ge=1, le=100_000, description="number of jobs")
+    mean_interarrival_s: float = Field(1800.0, ge=0, description="mean exponential gap between arrivals (s); 0: all at t=0")
+    participants_min: int = Field(20, ge=1)
+    participants_max: int = Field(1500, ge=1)
+    rounds_min: int = Field(100, ge=1)
+    rounds_max: int = Field(1000, ge=1)
+    deadline_min_s: float = Field(300.0, gt=0)
+    deadline_max_s: float = Field(1000.0, gt=0)
+    work_units_min: float = Field(100.0, gt=0, description="work per device per round (reference inferences)")
+    work_units_max: float = Field(1000.0, gt=0)
+    model_bytes_min: float = Field(2e6, ge=0, description="model size sent down and up each round (bytes)")
+    model_bytes_max: float = Field(20e6, ge=0)
+    requirements: list[str] = Field(default_factory=lambda: ["req1", "req2", "req3", "req4"],
+                                    description="requirement of each job class (see traces.devices)")
+    requirement_weights: list[float] | None = Field(None, description="relative frequency per requirement; None: equal")
+    trace: str | None = Field(None, description="job trace CSV (columns: " + ",".join(JOB_COLUMNS) + "); overrides generation")
+
+    @field_validator("requirements")
+    @classmethod
+    def _reqs(cls, v: list[str]) -> list[str]:
+        from traces.devices import check_requirement
+
+        if not v:
+            raise ValueError("at least one requirement is needed")
+        for r in v:
+            try:
+                check_requirement(r)
+            except OrreryInputError as err:
+                raise ValueError(str(err)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> FLJobMix:
+        for lo, hi in (("participants_min", "participants_max"), ("rounds_min", "rounds_max"),
+                       ("deadline_min_s", "deadline_max_s"), ("work_units_min", "work_units_max"),
+                       ("model_bytes_min", "model_bytes_max")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo} ({getattr(self, lo)}) exceeds {hi} ({getattr(self, hi)})")
+        w = self.requirement_weights
+        if w is not None and (len(w) != len(self.requirements) or min(w) < 0 or sum(w) <= 0):
+            raise ValueError("requirement_weights needs one non-negative weight per requirement, not all 0")
+        return self
+
+
+@dataclass(frozen=True)
+class JobSet:
+    """FL jobs as arrays, sorted by arrival."""
+
+    arrival_s: np.ndarray
+    rounds: np.ndarray
+    participants: np.ndarray
+    deadline_s: np.ndarray
+    work_units: np.ndarray
+    model_bytes: np.ndarray
+    requirement: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+def _log_uniform_int(rng: np.random.Generator, lo: int, hi: int, n: int) -> np.ndarray:
+    if lo == hi:
+        return np.full(n, lo, dtype=np.int64)
+    x = np.exp(rng.uniform(math.log(lo), math.log(hi + 1), n))
+    return np.clip(np.floor(x), lo, hi).astype(np.int64)
+
+
+def generate_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
+    """Draw a job mix; every quantity from its own draw so changing one range shifts no other."""
+    if mix.trace is not None:
+        from traces.paths import resolve_data_path
+
+        return load_job_trace(resolve_data_path(mix.trace))
+    n = mix.n_jobs
+    gaps = rng.exponential(mix.mean_interarrival_s, n) if mix.mean_interarrival_s > 0 else np.zeros(n)
+    gaps[0] = 0.0
+    arrival = np.cumsum(gaps)
+    participants = _log_uniform_int(rng, mix.participants_min, mix.participants_max, n)
+    rounds = _log_uniform_int(rng, mix.rounds_min, mix.rounds_max, n)
+    deadline = rng.uniform(mix.deadline_min_s, mix.deadline_max_s, n)
+    work = np.exp(rng.uniform(math.log(mix.work_units_min), math.log(mix.work_units_max), n))
+    mb = rng.uniform(mix.model_bytes_min, mix.model_bytes_max, n)
+    w = np.asarray(mix.requirement_weights or [1.0] * len(mix.requirements), dtype=float)
+    req_idx = rng.choice(len(mix.requirements), size=n, p=w / w.sum())
+    return JobSet(arrival, rounds, participants, deadline, work, mb,
+                  tuple(mix.requirements[i] for i in req_idx))
+
+
+def load_job_trace(path: str | Path) -> JobSet:
+    """Read a job trace CSV with the columns of `JOB_COLUMNS` (any order)."""
+    from traces.devices import check_requirement
+
+    p = require_file(path, "FL job trace")
+    rows: list[list] = []
+    with p.open(newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in JOB_COLUMNS if c not in header]
+        if missing:
+            raise TraceFormatError(p, f"missing column(s) {missing}", line=1, expected=",".join(JOB_COLUMNS))
+        idx = {c: header.index(c) for c in JOB_COLUMNS}
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise TraceFormatError(p, f"{len(row)} fields, header has {len(header)}", line=lineno)
+            rec = []
+            for c in JOB_COLUMNS[:-1]:
+                raw = row[idx[c]].strip()
+                try:
+                    v = float(raw)
+                except ValueError:
+                    raise TraceFormatError(p, f"not a number: {raw!r}", line=lineno, column=c,
+                                           expected="a number") from None
+                positive = c in ("rounds", "participants", "deadline_s", "work_units")
+                if not math.isfinite(v) or v < 0 or (positive and v <= 0):
+                    raise TraceFormatError(p, f"bad value {raw!r}", line=lineno, column=c,
+                                           expected="a positive number" if positive else "a number >= 0")
+                rec.append(v)
+            req = row[idx["requirement"]].strip() or "any"
+            try:
+                check_requirement(req)
+            except OrreryInputError as err:
+                raise TraceFormatError(p, str(err), line=lineno, column="requirement") from None
+            rec.append(req)
+            rows.append(rec)
+    if not rows:
+        raise TraceFormatError(p, "no jobs", expected="at least one job row")
+    rows.sort(key=lambda r: r[0])
+    cols = list(zip(*rows, strict=True))
+    return JobSet(np.asarray(cols[0]), np.asarray(cols[1], dtype=np.int64), np.asarray(cols[2], dtype=np.int64),
+                  np.asarray(cols[3]), np.asarray(cols[4]), np.asarray(cols[5]), tuple(cols[6]))
