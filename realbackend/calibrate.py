@@ -37,16 +37,6 @@ QUICK_GRID = {
 }
 
 
-def _time(model: TinyLLM, work: list[SeqWork], repeats: int) -> float:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model.step(work)
-        model.synchronize()
-        out.append(time.perf_counter() - t)
-    return float(np.median(out))
-
-
 def profile(model: TinyLLM, grid: dict, max_ctx: int, seed: int = 0) -> dict[str, list]:
     """Measured samples: decode (batch, context sum, s), prefill (tokens, seqs, s), swap (bytes, s).
 
