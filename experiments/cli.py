@@ -307,6 +307,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
          arg("--n-requests", type=int, metavar="N", help="override workload.n_requests"),
          arg("--policies", metavar="A,B", help="only these policies"),
          arg("--out", metavar="FILE", help="also write the error table as CSV"),
+         arg("--no-drift-probe", action="store_true",
+             help="simulate with the calibration as is (default: rescale it by a speed probe run "
+                  "before and after each real case)"),
          *REAL_ENGINE_ARGS)  # fmt: skip
 def cmd_validate_real(args: argparse.Namespace) -> int:
     import tomllib

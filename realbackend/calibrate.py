@@ -3,7 +3,9 @@
 
 Profiling runs the engine's own `TinyLLM.step` on synthetic sequences: decode over a grid of
 batch sizes × context lengths, prefill over prompt lengths × sequence counts, and host↔device
-KV copies for the swap bandwidth. Each point is the median of a few repeats (robust to a busy
+KV copies for the swap bandwidth; then the engine itself serves a short overload burst and
+its decode steps join the fit (`profile_engine_load`), and a fixed speed probe is recorded for
+drift checks at validation time. Each grid point is the median of a few repeats (robust to a busy
 machine). The fit is a non-negative least squares on relative error (rows divided by the
 measured time), so short and long steps count alike.
 """
@@ -126,6 +128,89 @@ def profile_host_overhead(cfg: EngineConfig, params: EngineLatencyParams, batche
     return out
 
 
+# Drift probe: a few fixed steps, timed at calibration and again around each validation case.
+# Their ratio is the machine's current speed against the calibrated one (a shared CPU or a
+# GPU at another clock drifts by 5-20% over minutes); the simulator's model is rescaled by it.
+PROBE_POINTS = (("decode", 1, 256), ("decode", 8, 256), ("decode", 32, 128), ("prefill", 96, 1),
+                ("prefill", 256, 2))
+PROBE_REPEATS = 7
+
+
+def probe(model: TinyLLM, repeats: int = PROBE_REPEATS) -> list[float]:
+    """Median step time (s) of each `PROBE_POINTS` entry on `model` (fits any engine size)."""
+    works = []
+    max_ctx = model.cfg.max_len
+    for kind, x, y in PROBE_POINTS:
+        if kind == "decode":
+            b, ctx = min(x, model.n_slots), min(y, max_ctx - 2)
+            works.append([SeqWork(j, ctx, [3]) for j in range(b)])
+        else:
+            s = min(y, model.n_slots)
+            per = max(1, min(x // s, max_ctx - 1))
+            works.append([SeqWork(j, 0, [1] * per) for j in range(s)])
+    times = np.zeros((repeats, len(works)))
+    for rep in range(repeats):
+        for i, work in enumerate(works):
+            model.step(work)  # untimed: warm caches, as in profile()
+            model.synchronize()
+            t = time.perf_counter()
+            model.step(work)
+            model.synchronize()
+            times[rep, i] = time.perf_counter() - t
+    return np.median(times, axis=0).tolist()
+
+
+def drift_ratio(baseline_s: list[float], now_s: list[float]) -> float:
+    """Median of now/baseline over the probe points: > 1 means the machine runs slower now."""
+    b = np.asarray(baseline_s, float)
+    n = np.asarray(now_s, float)
+    if b.shape != n.shape or b.size == 0 or not (b > 0).all():
+        raise ValueError("drift probe: baseline and current probe differ in shape or are not positive")
+    return float(np.median(n / b))
+
+
+def scale_times(params: EngineLatencyParams, factor: float) -> EngineLatencyParams:
+    """`params` with every step-time coefficient multiplied by `factor` (swap and KV unchanged)."""
+    names = ("decode_a_s", "decode_b_s", "decode_c_s", "prefill_p_s", "prefill_q_s", "prefill_r_s",
+             "prefill_s_s")
+    return replace(params, **{n: getattr(params, n) * factor for n in names})
+
+
+def profile_engine_load(cfg: EngineConfig, n_requests: int = 120, rate_rps: float = 1000.0,
+                        seed: int = 9001, min_iterations: int = 5) -> dict[str, list]:
+    """Decode step times as the serving engine meets them under load, one point per batch size.
+
+    The grid above times uniform batches on the first slots; a running engine decodes ragged
+    contexts scattered over the cache, with its own bookkeeping between steps, and on the
+    machines tried that runs a few percent slower at large batches. So the engine serves a
+    calibration workload of its own (vLLM-FCFS; `n_requests` arriving within a fraction of a
+    second fill the KV cache, and the batch then drains to 1, whatever the engine's speed;
+    seed and rate unrelated to any validation study), and each batch size seen
+    at least `min_iterations` times gives a point (batch, mean context, mean step time). Means,
+    not medians: the step model is linear, so means keep the least-squares fit exact.
+    """
+    from realbackend.serving import RealServingEngine
+    from sim.serving import ServingScenario
+
+    # requests of up to 1/16 of the KV capacity: a full cache then holds batches of ~16-40
+    max_total = int(np.clip(cfg.kv_capacity_tokens // 16, 32, cfg.model.max_len))
+    scn = ServingScenario.from_dict({
+        "policy": "vllm_fcfs", "seed": seed, "hardware": {"max_num_seqs": min(64, cfg.max_slots)},
+        "workload": {"arrival": "poisson", "rate_rps": rate_rps, "n_requests": n_requests,
+                     "max_total_tokens": max_total}}, "calibration workload")
+    params = EngineLatencyParams(1e-3, 0, 0, 1e-3, 0, 0, 0, 1e9, 1.0, cfg.kv_capacity_tokens)
+    it = RealServingEngine(scn, replace(cfg, time_scale=1.0), params).run().series["iterations"]
+    dec = it[it.kind == "decode"]
+    out: dict[str, list] = {"batch": [], "context_tokens": [], "time_s": [], "n": []}
+    for b, g in dec.groupby("batch"):
+        if len(g) >= min_iterations:
+            out["batch"].append(int(b))
+            out["context_tokens"].append(float(g.context_tokens.mean()))
+            out["time_s"].append(float(g.step_s.mean()))
+            out["n"].append(len(g))
+    return out
+
+
 def _fit_rel(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict]:
     w = 1.0 / np.maximum(y, 1e-9)
     coef, _ = nnls(X * w[:, None], y * w)
@@ -143,6 +228,11 @@ def fit(samples: dict, kv_bytes_per_token: float, kv_capacity_tokens: int,
     b = np.asarray(d["batch"], float)
     c = np.asarray(d["context_tokens"], float)
     y = np.asarray(d["time_s"], float)
+    if samples.get("decode_load"):  # points from the engine under load count alongside the grid
+        ld = samples["decode_load"]
+        b = np.concatenate([b, np.asarray(ld["batch"], float)])
+        c = np.concatenate([c, np.asarray(ld["context_tokens"], float)])
+        y = np.concatenate([y, np.asarray(ld["time_s"], float)])
     (da, db, dc), dfit = _fit_rel(np.column_stack([np.ones_like(b), b, c]), y)
     p = samples["prefill"]
     n = np.asarray(p["tokens"], float)
@@ -202,6 +292,8 @@ def calibrate(cfg: EngineConfig, quick: bool = False, monitor=None, log=None) ->
     model = build_model(cfg, n_slots)
     max_ctx = model.cfg.max_len
     samples = profile(model, grid, max_ctx)
+    samples["probe"] = {"time_s": probe(model)}
+    samples["decode_load"] = profile_engine_load(cfg, n_requests=40 if quick else 120)
     idle_w = busy_w = math.nan
     source = "none (CPU run: no GPU energy source present)"
     if monitor is not None:

@@ -95,7 +95,8 @@ def validate_real_command(args: argparse.Namespace, scenarios: list[tuple[str, o
     if cal.device.split(":")[0] != cfg.device.split(":")[0]:
         _say(f"warning: calibration was made on {cal.device}, the engine runs on {cfg.device}")
     gpu_monitor_or_none(cfg.device)
-    long, _ = validate_scenarios(scenarios, cfg, cal, time_scale=args.time_scale, log=_say)
+    long, _ = validate_scenarios(scenarios, cfg, cal, time_scale=args.time_scale, log=_say,
+                                 drift=not getattr(args, "no_drift_probe", False))
     print(format_table(long))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,12 @@ takes in the simulator's own perf model: one stream then meets or misses the rea
 same way, which is what QoE measures. The simulator side uses the calibrated model divided by
 the same factor, so both sides see identical arrivals and expectations.
 
+Calibration and drift. The calibrated model (grid points plus the engine's own steps under
+load, see `realbackend.calibrate`) is rescaled per case by a speed probe timed before and after
+the real run against the probe recorded at calibration: on a shared machine the same steps run
+5-15% faster or slower from one minute to the next, and under overload the queueing doubles
+such an error in TTFT. `drift=False` (`--no-drift-probe`) simulates with the calibration as is.
+
 The simulator takes the engine model through `simulate_with_perf`: while `sim.serving` has no
 hook for a custom perf model, `build_perf_model` is swapped for the duration of the call.
 """
@@ -59,32 +65,52 @@ def rel_err(sim: float, real: float) -> float:
 
 def validate_scenarios(scenarios: list[tuple[str, object]], cfg: EngineConfig, calib: CalibrationFile,
                        time_scale: float | None = None,
-                       log: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, list[RealServingRun]]:
+                       log: Callable[[str], None] | None = None,
+                       drift: bool = True) -> tuple[pd.DataFrame, list[RealServingRun]]:
     """Run each (label, ServingScenario) on the real engine and in the simulator.
 
-    Returns a long table (label, policy, metric, sim, real, rel_err) and the real runs."""
+    `drift`: bracket each real run with the calibration's drift probe (before and after) and
+    simulate with the calibrated model rescaled by the mean of the two ratios, as a lab
+    instrument is calibrated around a measurement; needs a calibration that recorded the probe
+    (ratio 1 otherwise). Returns a long table (label, policy, metric, sim, real, rel_err,
+    drift) and the real runs."""
+    from realbackend.calibrate import PROBE_POINTS, drift_ratio, probe, scale_times
+    from realbackend.serving import build_model
+
     rows = []
     runs = []
+    baseline = calib.samples.get("probe", {}).get("time_s") if drift else None
+    if baseline is not None and len(baseline) != len(PROBE_POINTS):
+        baseline = None
+    probe_model = build_model(cfg, min(64, cfg.max_slots)) if baseline is not None else None
+    if drift and baseline is None and log:
+        log("drift probe: the calibration has no probe baseline; simulating with it unscaled")
     for label, scn in scenarios:
         if getattr(scn, "domain", None) != "serving":
             raise OrreryInputError(f"{label}: validate-real compares serving scenarios; this one is "
                                    f"domain {getattr(scn, 'domain', '?')!r}")
         ts = time_scale if time_scale is not None else auto_time_scale(scn, calib.params)
         run_cfg = replace(cfg, time_scale=ts)
-        perf = EnginePerfModel(calib.params, ts)
-        simr = simulate_with_perf(scn, perf)
+        before = drift_ratio(baseline, probe(probe_model)) if probe_model is not None else 1.0
         real = run_real_serving(scn, run_cfg, calib.params)
+        after = drift_ratio(baseline, probe(probe_model)) if probe_model is not None else 1.0
+        factor = 0.5 * (before + after)
+        perf = EnginePerfModel(scale_times(calib.params, factor), ts)
+        simr = simulate_with_perf(scn, perf)
         runs.append(real)
+        real.info["drift_before"], real.info["drift_after"] = before, after
         for key, _ in COMPARED:
             s, m = float(simr.metrics[key]), float(real.metrics[key])
             rows.append({"label": label, "policy": scn.policy, "time_scale": ts, "metric": key, "sim": s,
-                         "real": m, "rel_err": rel_err(s, m),
+                         "real": m, "rel_err": rel_err(s, m), "drift": factor,
                          "decode_measured_over_model": real.info.get("decode_measured_over_model", math.nan)})
         if log:
             log(f"{label}: real {real.info['wall_s']:.1f}s wall on {real.info['device_name']}, "
                 f"{int(real.metrics['n_finished'])}/{int(real.metrics['n_requests'])} finished, decode steps took "
                 f"{real.info.get('decode_measured_over_model', math.nan):.2f}x the calibrated model; "
-                f"energy: {real.info['energy_source']}")
+                + (f"drift probe {before:.2f}x before, {after:.2f}x after; " if probe_model is not None
+                   else "no drift probe; ")
+                + f"energy: {real.info['energy_source']}")
     return pd.DataFrame(rows), runs
 
 

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 import sim.serving as ssim
-from realbackend.calibrate import calibrate, fit
+from realbackend.calibrate import (
+    PROBE_POINTS,
+    calibrate,
+    drift_ratio,
+    fit,
+    profile_engine_load,
+    scale_times,
+)
 from realbackend.latency import CalibrationFile, EngineLatencyParams, EnginePerfModel
 from realbackend.serving import EngineConfig
 from realbackend.tiny_llm import TinyLLMConfig
@@ -47,6 +54,10 @@ def test_quick_calibration_on_cpu_writes_a_readable_file(tmp_path):
     back = CalibrationFile.read(path)
     assert back.params == p or back.params.to_dict().keys() == p.to_dict().keys()
     assert back.params.decode_a_s == p.decode_a_s and back.fit["host"]
+    # the drift probe's baseline and the under-load decode points travel with the file
+    assert len(back.samples["probe"]["time_s"]) == len(PROBE_POINTS)
+    assert all(t > 0 for t in back.samples["probe"]["time_s"])
+    assert back.samples["decode_load"]["batch"]
 
 
 def test_bad_parameter_files(tmp_path):
@@ -81,6 +92,41 @@ def test_small_validation_runs_both_sides():
         for pol in ("vllm_fcfs", "andes")]
     long, runs = validate_scenarios(scs, EngineConfig(device="cpu", model=SMALL, kv_capacity_tokens=1024), cal)
     assert set(long.policy) == {"vllm_fcfs", "andes"} and len(long) == 8
+    assert (long.drift > 0).all() and all("drift_before" in r.info for r in runs)
     assert np.isfinite(long.sim).all() and np.isfinite(long.real).all()
     assert all(r.table.finished.all() for r in runs)
     assert "TTFT" in format_table(long)
+
+
+def test_fit_uses_the_under_load_points():
+    """Load points off the grid's line pull the decode fit towards them."""
+    b = np.repeat([1, 4, 16], 2)
+    c = b * np.tile([20, 200], 3)
+    grid = {"batch": b.tolist(), "context_tokens": c.tolist(), "time_s": (1e-3 + 1e-4 * b).tolist()}
+    base = {"decode": grid,
+            "prefill": {"tokens": [8, 64, 128], "seqs": [1, 1, 2], "time_s": [1e-3, 2e-3, 3e-3]},
+            "swap": {"bytes": [1e6], "time_s": [1e-4]}}
+    p0, _ = fit(base, 1024, 2048)
+    slow = {"batch": [8, 16], "context_tokens": [800, 1600], "time_s": [3e-3, 5e-3]}  # 1.5x the grid's line
+    p1, info = fit({**base, "decode_load": slow}, 1024, 2048)
+    assert info["decode"]["n"] == 8
+    assert p1.decode_s(16, 1600) > 1.1 * p0.decode_s(16, 1600)
+
+
+def test_drift_ratio_and_scaling():
+    assert drift_ratio([1.0, 2.0, 4.0], [1.1, 2.2, 4.4]) == pytest.approx(1.1)
+    assert drift_ratio([1.0, 1.0, 1.0], [0.9, 1.0, 5.0]) == pytest.approx(1.0)  # median: one outlier is ignored
+    with pytest.raises(ValueError, match="drift probe"):
+        drift_ratio([1.0, 2.0], [1.0])
+    p = EngineLatencyParams(1e-3, 1e-4, 1e-7, 1e-3, 1e-4, 1e-5, 1e-8, 1e10, 2048, 4096)
+    q = scale_times(p, 1.2)
+    assert q.decode_s(8, 800) == pytest.approx(1.2 * p.decode_s(8, 800))
+    assert q.prefill_s(100, 2) == pytest.approx(1.2 * p.prefill_s(100, 2))
+    assert q.swap_bw_bytes_per_s == p.swap_bw_bytes_per_s and q.kv_capacity_tokens == p.kv_capacity_tokens
+
+
+def test_engine_load_profile_ramps_the_batch():
+    cfg = EngineConfig(device="cpu", model=SMALL, kv_capacity_tokens=1024)
+    out = profile_engine_load(cfg, n_requests=24, min_iterations=1)
+    assert out["batch"][0] == 1 and max(out["batch"]) > 4  # drains to one sequence, loads several
+    assert all(t > 0 for t in out["time_s"]) and sum(out["n"]) > 24
