@@ -179,6 +179,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _note_skipped(con, study) -> None:
     for case, missing in study.skipped_cases.items():
         con.print(f"note: optional case {case!r} skipped: data file {missing!r} not found")
+    if study.unrun_groups:
+        shown = ", ".join(study.unrun_groups[:3]) + (", ..." if len(study.unrun_groups) > 3 else "")
+        con.print(f"note: {len(study.unrun_groups)} grid point(s) are neither the control nor a named "
+                  f"treatment and are not run: {shown}")
 
 
 @command("report", "write DIR/report.md (and summary, plots) from a results folder", arg("dir"))

@@ -275,6 +275,7 @@ class Study:
     base: Scenario
     groups: list[Group]
     skipped_cases: dict[str, str] = field(default_factory=dict)  # case -> missing file
+    unrun_groups: list[str] = field(default_factory=list)  # grid points neither control nor a named treatment
 
     @property
     def name(self) -> str:
@@ -459,21 +460,23 @@ def expand(
     if spec.cases and cases == [None]:
         raise ScenarioError(f"{source}: every case is optional and misses its data: {skipped}")
     groups: list[Group] = []
+    unrun: list[str] = []
     for case in cases:
         for values, extra in combos:
             key = ctrl_key(values)
-            role: Literal["control", "treatment", "other"]
+            role: Literal["control", "treatment"] | None = None
             if key == control_key:
                 role = "control"
             elif treat_keys is None or key in treat_keys:
                 role = "treatment"
                 matched_treatments.add(key)
-            else:
-                continue  # a group neither control nor a named treatment is not run
             gvalues = dict(values)
             if case is not None:
                 gvalues["case"] = case.name
             label = ",".join(f"{k}={_show(v)}" for k, v in gvalues.items())
+            if role is None:  # neither control nor a named treatment: not run (listed for the user)
+                unrun.append(label)
+                continue
             groups.append(Group(label, gvalues, extra, case.name if case else None, role))
     if treat_keys is not None:
         for i, t in enumerate(treatments or []):
@@ -516,7 +519,7 @@ def expand(
             scs = sc.with_updates({"seed": seed}, source=f"{source} ({what}, seed {seed})")
             h = scs.stable_hash()
             g.runs.append(RunSpec(f"{gslug}-s{seed}-{h[:8]}", g.label, dict(g.values), seed, scs, h))
-    return Study(spec, source, scale, seed_list, domain, base, groups, skipped)
+    return Study(spec, source, scale, seed_list, domain, base, groups, skipped, unrun)
 
 
 def _show(v: Any) -> str:

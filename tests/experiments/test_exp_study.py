@@ -162,6 +162,15 @@ def test_rule_treatments_need_a_matching_group(write_study):
         load(write_study, text)
 
 
+def test_grid_points_outside_control_and_treatments_are_listed_not_run(write_study):
+    text = BASE_STUDY.replace('policy = ["base", "fast"]', 'policy = ["base", "fast", "alias_of_base"]')
+    text = text.replace('control = { policy = "base" }',
+                        'control = { policy = "base" }\ntreatments = [{ policy = "fast" }]')  # fmt: skip
+    study = load(write_study, text)
+    assert [g.values["policy"] for g in study.groups] == ["base", "fast"]
+    assert study.unrun_groups == ["policy=alias_of_base"]
+
+
 def test_shipped_study_names_resolve(tmp_path):
     with pytest.raises(OrreryInputError, match="study not found: no_such_study"):
         resolve_study_path("no_such_study")

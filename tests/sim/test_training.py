@@ -52,6 +52,16 @@ def test_same_seed_same_result():
     assert c.metrics["energy_j"] != a.metrics["energy_j"]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_savings_compare_against_max_power_under_the_same_noise(seed):
+    """Common random numbers: staying at the maximum limit saves exactly nothing, whatever the
+    step-time noise drew."""
+    noisy = dict(JOB, time_noise=0.1)
+    m = run_training(_sc("max_power", seed=seed, workload=noisy)).metrics
+    assert m["energy_saving_vs_max_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert m["slowdown_vs_max_pct"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_pipeline_energy_counts_blocking_power_for_every_gpu():
     r = run_training(TrainingScenario.from_dict({"policy": "perseus", "gpu": "a100", "workload": {
         "kind": "pipeline", "n_microbatches": 4, "data_parallel": 2, "iterations": 3}}))
