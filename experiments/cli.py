@@ -122,7 +122,7 @@ def print_summary(result: Any) -> None:
             row["metric"],
             mean,
             str(row["n"]),
-            "" if ratio is None or ratio != ratio else f"x{ratio:.3g}",
+            _vs_control(ratio, row.get("diff")),
             f"[{style}]{verdict}[/]" if style else verdict,
         )
     con.print(table)
@@ -174,6 +174,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         con.print(line)
     _note_skipped(con, study)
     return EXIT_OK
+
+
+def _vs_control(ratio, diff) -> str:
+    """`x1.23` (treatment/control), or `+4.5` (the difference) where the ratio is undefined."""
+    if ratio is not None and ratio == ratio:
+        return f"x{ratio:.3g}"
+    if diff is not None and diff == diff:
+        return f"{diff:+.3g}"
+    return ""
 
 
 def _note_skipped(con, study) -> None:

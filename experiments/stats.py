@@ -46,7 +46,9 @@ def compare(
     t, c = t[~np.isnan(t)], c[~np.isnan(c)]
     mt, mc = (float(t.mean()) if len(t) else math.nan), (float(c.mean()) if len(c) else math.nan)
     diff = mt - mc
-    ratio = mt / mc if mc != 0 else (math.nan if mt == 0 else math.copysign(math.inf, mt))
+    # a control mean of zero (up to float round-off, e.g. a saving measured against itself)
+    # leaves the ratio undefined; the difference still says how far apart they are
+    ratio = math.nan if abs(mc) <= 1e-9 * abs(mt) or mc == 0 else mt / mc
     p = math.nan
     if len(t) >= 2 and len(c) >= 2:
         if test == "mannwhitney":

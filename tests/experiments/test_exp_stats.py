@@ -54,3 +54,11 @@ def test_welch_and_mannwhitney_match_scipy_and_verdicts_follow_direction():
     assert noisy["verdict"] == "inconclusive"
     assert compare([2.0, 2.0], [2.0, 2.0], "lower")["verdict"] == "inconclusive"
     assert compare([1.0, 1.0], [2.0, 2.0], "lower")["verdict"] == "supported"
+
+
+def test_ratio_is_undefined_against_a_zero_control_but_the_difference_is_not():
+    res = compare([18.0, 18.5, 18.2], [1e-14, -2e-14, 0.0], "higher")
+    assert np.isnan(res["ratio"])
+    assert res["diff"] == pytest.approx(18.233333, rel=1e-6)
+    assert res["verdict"] == "supported"
+    assert compare([2.0, 2.2], [1.0, 1.1], "higher")["ratio"] == pytest.approx(2.0)
