@@ -29,6 +29,7 @@ from hwmodels.gpu_energy import (
     fit_exp_energy,
     fit_freq_time,
     fit_power_limit,
+    freq_time,
     global_sweep_points,
     load_global_power_sweep,
     load_power_limit_sweep,
@@ -88,7 +89,8 @@ def fit_power_limits(data: Path) -> dict:
 
 
 def fit_stage_profiles(data: Path) -> dict:
-    out = {"model": "t(f)=alpha+beta/f; e(t)=a*exp(b*t)+c on Pareto-optimal points", "profiles": {}}
+    out = {"model": "t(f)=alpha+beta/softmin(f, f_sat; soft); e(t)=a*exp(b*t)+c on Pareto-optimal points",
+           "profiles": {}}
     for tag, gpu in (("a100_sxm", "a100"), ("a40", "a40")):
         path = data / "gpu" / f"perseus_stage_profile_bloom+{tag}_bf16.csv"
         df = load_stage_profile(path)
@@ -104,13 +106,13 @@ def fit_stage_profiles(data: Path) -> dict:
             for i in range(1, len(t) - 1):  # interior points: held out one at a time
                 m = np.arange(len(t)) != i
                 ho.append(mape(exp_energy(t[i:i + 1], *fit_exp_energy(t[m], e[m])), e[i:i + 1]))
-            alpha, beta = fit_freq_time(g["frequency"].to_numpy(), g["time"].to_numpy())
-            tf_err = mape(alpha + beta / g["frequency"].to_numpy(), g["time"].to_numpy())
+            alpha, beta, f_sat, soft = fit_freq_time(g["frequency"].to_numpy(), g["time"].to_numpy())
+            tf_err = mape(freq_time(g["frequency"].to_numpy(), alpha, beta, f_sat, soft), g["time"].to_numpy())
             errs_fit.append(fit_err)
             errs_ho.append(float(np.mean(ho)))
             errs_tf.append(tf_err)
             comps[f"{int(s)}/{ins}"] = {
-                "exp": [a, b, c], "alpha_s": alpha, "beta_s_mhz": beta,
+                "exp": [a, b, c], "alpha_s": alpha, "beta_s_mhz": beta, "f_sat_mhz": f_sat, "soft_mhz": soft,
                 "pareto_freq_range_mhz": [float(par["frequency"].min()), float(par["frequency"].max())],
                 "freq_max_mhz": float(g["frequency"].max()),
                 "n_pareto": int(len(t)), "n_points": int(len(g)),

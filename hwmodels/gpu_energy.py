@@ -410,12 +410,46 @@ def fit_exp_energy(times: np.ndarray, energies: np.ndarray) -> tuple[float, floa
     return tuple(float(v) for v in best)
 
 
-def fit_freq_time(freq_mhz: np.ndarray, times: np.ndarray) -> tuple[float, float]:
-    """t(f) = alpha + beta / f: the clock-bound part scales with 1/f, the rest does not."""
+CLOCK_SOFTNESS = 0.03  # softness of the clock saturation, as a fraction of the maximum clock
+
+
+def freq_time(freq_mhz, alpha_s: float, beta_s_mhz: float, f_sat_mhz: float | None = None,
+              soft_mhz: float | None = None) -> np.ndarray:
+    """t(f) = alpha + beta / f_eff, f_eff = softmin(f, f_sat): the clock-bound part scales with
+    1/f until the clock stops paying off (near the top the GPU hits its power or thermal limit
+    and a higher clock setting no longer runs faster). No `f_sat_mhz`: plain alpha + beta / f."""
+    f = np.asarray(freq_mhz, float)
+    if f_sat_mhz is not None:
+        f = _softmin(f, f_sat_mhz, soft_mhz or CLOCK_SOFTNESS * f_sat_mhz)
+    return alpha_s + beta_s_mhz / f
+
+
+def fit_freq_time(freq_mhz: np.ndarray, times: np.ndarray) -> tuple[float, float, float, float]:
+    """Fit `freq_time`: (alpha_s, beta_s_mhz, f_sat_mhz, soft_mhz), by least squares.
+
+    Starts from the plain alpha + beta / f line (f_sat far above the clocks) and from a
+    saturation at the top clock, and keeps the better; the line is the fallback."""
+    from scipy.optimize import curve_fit
+
     f, t = np.asarray(freq_mhz, float), np.asarray(times, float)
     A = np.vstack([np.ones_like(f), 1.0 / f]).T
     (alpha, beta), *_ = np.linalg.lstsq(A, t, rcond=None)
-    return float(alpha), float(beta)
+    soft = CLOCK_SOFTNESS * float(f.max())
+    best = (float(alpha), float(beta), 10.0 * float(f.max()), soft)
+    best_err = float(np.sum((freq_time(f, *best) - t) ** 2))
+    for f0 in (float(f.max()), 0.95 * float(f.max())):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p, _ = curve_fit(lambda x, a, b, fs: freq_time(x, a, b, fs, soft), f, t,
+                                 p0=[alpha, beta, f0], maxfev=20000)
+        except RuntimeError:
+            continue
+        cand = (float(p[0]), float(p[1]), float(p[2]), soft)
+        err = float(np.sum((freq_time(f, *cand) - t) ** 2))
+        if cand[2] > 0 and err < best_err:
+            best, best_err = cand, err
+    return best
 
 
 @dataclass(frozen=True)
@@ -480,10 +514,11 @@ def computation_models_from_params(profile: str) -> dict[tuple[int, str], Comput
     """Embedded default: rebuild the computations from the committed fit (no data needed).
 
     The choices are the GPU's clocks (`freq_step_mhz` apart) over the range where the profile's
-    Pareto-optimal clocks lie; times come from t(f) = alpha + beta / f and energies from the
-    exponential fit, then Pareto-filtered (a fitted curve is monotone, so all survive). The
-    maximum clock (the baseline) is evaluated on the same curves: the fit does not know that the
-    real maximum clock is slightly Pareto-dominated - use the real profile (`shared:` CSV) for that.
+    Pareto-optimal clocks lie; times come from the saturating t(f) (`freq_time`) and energies
+    from the exponential fit, then Pareto-filtered (a fitted curve is monotone, so all survive).
+    The maximum clock (the baseline) is evaluated on the same curves: the saturation keeps its
+    time (and so its energy) where the profile has it, but the fit does not know that the real
+    maximum clock is slightly Pareto-dominated - use the real profile (`shared:` CSV) for that.
     """
     data = _load_json(str(STAGE_PARAMS))
     if profile not in data["profiles"]:
@@ -497,9 +532,10 @@ def computation_models_from_params(profile: str) -> dict[tuple[int, str], Comput
         f = clock_grid(float(lo), float(hi), step)
         fmax = float(d["freq_max_mhz"])
         fall = np.array(sorted({fmax, *f.tolist()}, reverse=True))
-        tall = d["alpha_s"] + d["beta_s_mhz"] / fall
+        tfit = (d["alpha_s"], d["beta_s_mhz"], d.get("f_sat_mhz"), d.get("soft_mhz"))
+        tall = freq_time(fall, *tfit)
         eall = exp_energy(tall, *d["exp"])
-        t = d["alpha_s"] + d["beta_s_mhz"] / f
+        t = freq_time(f, *tfit)
         e = exp_energy(t, *d["exp"])
         keep = pareto_mask(t, e)
         order = np.argsort(t[keep])

@@ -14,6 +14,8 @@ from hwmodels.gpu_energy import (
     STAGE_PARAMS,
     exp_energy,
     fit_exp_energy,
+    fit_freq_time,
+    freq_time,
     get_power_limit_model,
     load_computations,
     load_stage_profile,
@@ -150,3 +152,19 @@ def test_fitted_stage_profile_needs_no_data_and_csv_is_read_when_named(shared_da
         t, e = fit[k].at_frequency(1200.0)
         tr, er = real[k].at_frequency(1200.0)
         assert abs(t / tr - 1) < 0.05 and abs(e / er - 1) < 0.05
+        # the maximum clock (the max-power baseline): the clock saturation keeps its time, and
+        # so its energy, where the profile has them (a plain alpha + beta / f was 12% high)
+        t, e = fit[k].at_frequency(1410.0)
+        tr, er = real[k].at_frequency(1410.0)
+        assert abs(t / tr - 1) < 0.01 and abs(e / er - 1) < 0.02
+
+
+def test_clock_time_fit_saturates_and_falls_back_to_the_line():
+    f = np.arange(900.0, 1411.0, 15.0)
+    t = freq_time(f, 0.02, 40.0, 1300.0, 40.0)
+    a, b, fs, soft = fit_freq_time(f, t)
+    assert abs(fs - 1300.0) < 30 and np.allclose(freq_time(f, a, b, fs, soft), t, rtol=2e-3)
+    line = 0.02 + 40.0 / f
+    a, b, fs, soft = fit_freq_time(f, line)
+    assert np.allclose(freq_time(f, a, b, fs, soft), line, rtol=1e-6)  # no saturation in the data
+    assert np.allclose(freq_time(f, 0.02, 40.0), line)
