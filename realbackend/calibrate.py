@@ -292,7 +292,7 @@ def calibrate(cfg: EngineConfig, quick: bool = False, monitor=None, log=None) ->
     model = build_model(cfg, n_slots)
     max_ctx = model.cfg.max_len
     samples = profile(model, grid, max_ctx)
-    samples["probe"] = {"time_s": probe(model)}
+    samples["probe"] = {"time_s": probe(model), "n_slots": model.n_slots}
     samples["decode_load"] = profile_engine_load(cfg, n_requests=40 if quick else 120)
     idle_w = busy_w = math.nan
     source = "none (CPU run: no GPU energy source present)"

@@ -79,10 +79,13 @@ def validate_scenarios(scenarios: list[tuple[str, object]], cfg: EngineConfig, c
 
     rows = []
     runs = []
-    baseline = calib.samples.get("probe", {}).get("time_s") if drift else None
+    recorded = calib.samples.get("probe", {}) if drift else {}
+    baseline = recorded.get("time_s")
     if baseline is not None and len(baseline) != len(PROBE_POINTS):
         baseline = None
-    probe_model = build_model(cfg, min(64, cfg.max_slots)) if baseline is not None else None
+    # the probe runs on a model built as at calibration (same cache slots)
+    n_slots = int(recorded.get("n_slots", min(64, cfg.max_slots)))
+    probe_model = build_model(cfg, n_slots) if baseline is not None else None
     if drift and baseline is None and log:
         log("drift probe: the calibration has no probe baseline; simulating with it unscaled")
     for label, scn in scenarios:
