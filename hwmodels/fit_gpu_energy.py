@@ -68,7 +68,7 @@ def _pl_fit_record(pl, t, p, unit):
 
 
 def fit_power_limits(data: Path) -> dict:
-    out = {"model": "P(pl)=softmin(m*pl, p_sat; s); T(pl)=t_inf+amp*exp(-pl/w)", "sources": {}, "gpus": {}}
+    out = {"model": "P(pl)=softmin(m*pl, p_sat; s); T(pl)=t_inf*(pl_knee/softmin(pl, pl_knee; s_t))^gamma", "sources": {}, "gpus": {}}
     for gpu in ("v100", "a40"):
         path = data / "gpu" / f"zeus_power_limit_sweep_{gpu}.csv"
         points = sweep_points(load_power_limit_sweep(path))

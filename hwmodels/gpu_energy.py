@@ -75,8 +75,11 @@ def power_curve(pl_w: np.ndarray, m: float, p_sat_w: float, s_w: float) -> np.nd
     return _softmin(m * np.asarray(pl_w, float), p_sat_w, s_w)
 
 
-def time_curve(pl_w: np.ndarray, t_inf: float, amp: float, w_w: float) -> np.ndarray:
-    return t_inf + amp * np.exp(-np.asarray(pl_w, float) / max(w_w, 1e-6))
+def time_curve(pl_w: np.ndarray, t_inf: float, pl_knee_w: float, gamma: float, s_w: float) -> np.ndarray:
+    """t = t_inf · (pl_knee / softmin(pl, pl_knee))^gamma: below the knee the power cap slows
+    the GPU (time grows as a power of the missing watts); above it the GPU runs unthrottled and
+    more headroom buys nothing (the sweeps show a sharp knee that an exponential smooths away)."""
+    return t_inf * (pl_knee_w / _softmin(np.asarray(pl_w, float), pl_knee_w, s_w)) ** gamma
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class PowerLimitModel:
     key: str
     gpu: str
     power: tuple[float, float, float] | None  # m, p_sat_w, s_w (None: measured model)
-    time: tuple[float, float, float] | None  # t_inf_s, amp_s, w_w (None: measured model)
+    time: tuple[float, ...] | None  # t_inf_s, pl_knee_w, gamma, s_w (None: measured model)
     pl_min_w: float
     pl_max_w: float
     unit: str = "epoch"
@@ -138,17 +141,18 @@ def fit_power_limit(pl_w: np.ndarray, time_s: np.ndarray, power_w: np.ndarray) -
         bounds=([0.05, 10.0, 0.5], [1.5, 2000.0, 200.0]),
     )
     best = None
-    for w0 in (15.0, 30.0, 60.0, 120.0):
-        x0t = [float(t.min()) * 0.95, float(t.max() - t.min()) * np.exp(pl.min() / w0) + 1e-9, w0]
-        try:
-            rt = least_squares(
-                lambda q: (time_curve(pl, *q) - t) / t, x0t,
-                bounds=([0.0, 0.0, 1.0], [np.inf, np.inf, 2000.0]),
-            )
-        except ValueError:
-            continue
-        if best is None or rt.cost < best.cost:
-            best = rt
+    for k0 in np.quantile(pl, [0.3, 0.5, 0.7]):
+        for g0 in (1.0, 2.0):
+            x0t = [float(t.min()), float(k0), g0, 10.0]
+            try:
+                rt = least_squares(
+                    lambda q: (time_curve(pl, *q) - t) / t, x0t,
+                    bounds=([0.0, 0.5 * float(pl.min()), 0.05, 1.0], [np.inf, 1.5 * float(pl.max()), 6.0, 100.0]),
+                )
+            except ValueError:
+                continue
+            if best is None or rt.cost < best.cost:
+                best = rt
     assert best is not None
     return tuple(float(v) for v in rp.x), tuple(float(v) for v in best.x)
 
