@@ -15,6 +15,7 @@ from hwmodels.gpu_energy import (
     exp_energy,
     fit_exp_energy,
     fit_freq_time,
+    fit_power_limit,
     freq_time,
     get_power_limit_model,
     load_computations,
@@ -23,6 +24,7 @@ from hwmodels.gpu_energy import (
     pareto_mask,
     power_limit_models,
     sha256_file,
+    time_curve,
 )
 from sim.errors import OrreryInputError, TraceFormatError
 
@@ -55,6 +57,29 @@ def test_power_limit_model_range_and_monotone():
     assert np.all(np.diff(m.time_s(pls)) < 0)  # more power, faster
     with pytest.raises(OrreryInputError, match="outside"):
         m.time_s(m.pl_max_w + 50)
+
+
+def test_power_limit_time_fit_finds_the_knee():
+    pl = np.arange(100.0, 301.0, 25.0)
+    t = time_curve(pl, 3600.0, 190.0, 1.6, 5.0)
+    p = np.minimum(0.9 * pl, 230.0)
+    _, tm = fit_power_limit(pl, t, p)
+    assert np.allclose(time_curve(pl, *tm), t, rtol=5e-3)
+    assert abs(tm[1] - 190.0) < 10 and tm[0] == pytest.approx(3600.0, rel=0.01)
+
+
+@pytest.mark.parametrize("gpu", ["v100", "a40"])
+def test_fitted_power_limit_models_keep_the_energy_saving_of_the_sweep(gpu, shared_data):
+    """Energy saved at the energy-optimal limit vs the maximum: the fit against the sweep."""
+    measured = measured_power_limit_models(shared_data / "gpu" / f"zeus_power_limit_sweep_{gpu}.csv", gpu)
+    fitted = power_limit_models(gpu)
+    errs = []
+    for key, m in measured.items():
+        f = fitted[key]
+        pls = np.asarray([pt[0] for pt in m.measured])
+        sav = [1 - mod.energy_j(pls).min() / mod.energy_j(pls[-1]) for mod in (m, f)]
+        errs.append(abs(sav[0] - sav[1]) * 100)
+    assert np.mean(errs) < 4.5  # percentage points (the exponential time curve missed A40 by 7)
 
 
 def test_bad_profiles_get_clear_errors(tmp_path):
