@@ -29,7 +29,10 @@ def tiny(policy="fedtrans", seed=0, rounds=4, params=None, **over):
 
 def check_invariants(scn, res):
     asg = res.series["assignments"]
-    assert len(asg) > 0
+    if len(asg) == 0:  # too few phones can hold any model the policy trains: nothing runs, nothing is spent
+        assert res.metrics["rounds_completed"] == 0 and res.metrics["cost_device_s"] == 0
+        assert res.metrics["cost_flops"] == 0 and len(res.series["rounds"]) == 0
+        return
     # no client ever trains a model its device cannot hold
     assert (asg["train_mem_bytes"] <= asg["device_mem_bytes"]).all()
     models = res.series["models"].set_index("model_id")
@@ -58,6 +61,7 @@ def check_invariants(scn, res):
 def test_each_policy_runs(policy):
     scn = tiny(policy, rounds=3)
     res = ft.run_fedtrans(scn)
+    assert len(res.series["assignments"]) > 0
     check_invariants(scn, res)
     assert res.metrics["rounds_completed"] == 3
 
