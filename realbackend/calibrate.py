@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 
 import numpy as np
 from scipy.optimize import nnls
@@ -39,6 +39,28 @@ QUICK_GRID = {
 }
 
 
+def _decode_work(batch: int, ctx: int) -> list[SeqWork]:
+    """`batch` sequences of `ctx` cached tokens, one new token each."""
+    return [SeqWork(j, ctx, [3]) for j in range(batch)]
+
+
+def _prefill_work(seqs: int, per_seq: int) -> list[SeqWork]:
+    """`seqs` fresh sequences of `per_seq` prompt tokens each."""
+    return [SeqWork(j, 0, [1] * per_seq) for j in range(seqs)]
+
+
+def _time_warm(model: TinyLLM, work: list[SeqWork]) -> float:
+    """Seconds of one step on `work`, timed after an untimed step on the same work: a serving
+    engine runs the same sequences back to back, so the timed step should find the caches as
+    warm as they are in a real run."""
+    model.step(work)
+    model.synchronize()
+    t = time.perf_counter()
+    model.step(work)
+    model.synchronize()
+    return time.perf_counter() - t
+
+
 def profile(model: TinyLLM, grid: dict, max_ctx: int, seed: int = 0) -> dict[str, list]:
     """Measured samples: decode (batch, context sum, s), prefill (tokens, seqs, s), swap (bytes, s).
 
@@ -54,25 +76,18 @@ def profile(model: TinyLLM, grid: dict, max_ctx: int, seed: int = 0) -> dict[str
         ctx = min(ctx, max_ctx - 2)
         for b in grid["decode_batch"]:
             if b <= n_slots:
-                points.append(("decode", b, b * (ctx + 1), [SeqWork(j, ctx, [3]) for j in range(b)]))
+                points.append(("decode", b, b * (ctx + 1), _decode_work(b, ctx)))
     for n in grid["prefill_tokens"]:
         for s in grid["prefill_seqs"]:
             per = max(1, min(n // s, max_ctx - 1))
             if s <= n_slots:
-                points.append(("prefill", per * s, s, [SeqWork(j, 0, [1] * per) for j in range(s)]))
+                points.append(("prefill", per * s, s, _prefill_work(s, per)))
     model.step([SeqWork(0, 0, [1] * 8)])  # warm-up
     rng = np.random.default_rng(seed)
     times = np.zeros((grid["repeats"], len(points)))
     for rep in range(grid["repeats"]):
         for i in rng.permutation(len(points)):
-            # one untimed step first: a serving engine runs the same sequences back to back,
-            # so the timed step should find the caches as warm as they are in a real run
-            model.step(points[i][3])
-            model.synchronize()
-            t = time.perf_counter()
-            model.step(points[i][3])
-            model.synchronize()
-            times[rep, i] = time.perf_counter() - t
+            times[rep, i] = _time_warm(model, points[i][3])
     med = np.median(times, axis=0)
     dec: dict[str, list] = {"batch": [], "context_tokens": [], "time_s": []}
     pre: dict[str, list] = {"tokens": [], "seqs": [], "time_s": []}
@@ -142,21 +157,11 @@ def probe(model: TinyLLM, repeats: int = PROBE_REPEATS) -> list[float]:
     max_ctx = model.cfg.max_len
     for kind, x, y in PROBE_POINTS:
         if kind == "decode":
-            b, ctx = min(x, model.n_slots), min(y, max_ctx - 2)
-            works.append([SeqWork(j, ctx, [3]) for j in range(b)])
+            works.append(_decode_work(min(x, model.n_slots), min(y, max_ctx - 2)))
         else:
             s = min(y, model.n_slots)
-            per = max(1, min(x // s, max_ctx - 1))
-            works.append([SeqWork(j, 0, [1] * per) for j in range(s)])
-    times = np.zeros((repeats, len(works)))
-    for rep in range(repeats):
-        for i, work in enumerate(works):
-            model.step(work)  # untimed: warm caches, as in profile()
-            model.synchronize()
-            t = time.perf_counter()
-            model.step(work)
-            model.synchronize()
-            times[rep, i] = time.perf_counter() - t
+            works.append(_prefill_work(s, max(1, min(x // s, max_ctx - 1))))
+    times = np.array([[_time_warm(model, work) for work in works] for _ in range(repeats)])
     return np.median(times, axis=0).tolist()
 
 
@@ -171,8 +176,7 @@ def drift_ratio(baseline_s: list[float], now_s: list[float]) -> float:
 
 def scale_times(params: EngineLatencyParams, factor: float) -> EngineLatencyParams:
     """`params` with every step-time coefficient multiplied by `factor` (swap and KV unchanged)."""
-    names = ("decode_a_s", "decode_b_s", "decode_c_s", "prefill_p_s", "prefill_q_s", "prefill_r_s",
-             "prefill_s_s")
+    names = [f.name for f in fields(params) if f.name.startswith(("decode_", "prefill_"))]
     return replace(params, **{n: getattr(params, n) * factor for n in names})
 
 
@@ -274,7 +278,7 @@ def measure_power(model: TinyLLM, monitor, seconds: float = 2.0) -> tuple[float,
     with monitor.window() as idle:
         time.sleep(seconds / 2)
     b = min(32, model.n_slots)
-    work = [SeqWork(j, 64, [3]) for j in range(b)]
+    work = _decode_work(b, 64)
     for j in range(b):
         model.step([SeqWork(j, 0, [1] * 64)])
     with monitor.window() as busy:
