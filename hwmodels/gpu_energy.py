@@ -380,10 +380,28 @@ def exp_energy(t: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
     return a * np.exp(b * np.asarray(t, float)) + c
 
 
-def fit_exp_energy(times: np.ndarray, energies: np.ndarray) -> tuple[float, float, float]:
-    """Fit e = a exp(b t) + c (b < 0: slower is cheaper) by nonlinear least squares."""
+def _best_curve_fit(fun, x: np.ndarray, y: np.ndarray, starts, valid=None) -> tuple[np.ndarray | None, float]:
+    """Least-squares `fun(x, *p)` to `y` from each start in `starts`; of the converged fits that
+    `valid(p)` accepts, the one with the smallest squared error, and that error ((None, inf)
+    when there is none)."""
     from scipy.optimize import curve_fit
 
+    best, best_err = None, np.inf
+    for p0 in starts:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p, _ = curve_fit(fun, x, y, p0=p0, maxfev=20000)
+        except RuntimeError:
+            continue
+        err = float(np.sum((fun(x, *p) - y) ** 2))
+        if err < best_err and (valid is None or valid(p)):
+            best, best_err = p, err
+    return best, best_err
+
+
+def fit_exp_energy(times: np.ndarray, energies: np.ndarray) -> tuple[float, float, float]:
+    """Fit e = a exp(b t) + c (b < 0: slower is cheaper) by nonlinear least squares."""
     t, e = np.asarray(times, float), np.asarray(energies, float)
     if len(t) < 3:
         # Too few points for three parameters: a line through them is the honest answer.
@@ -394,21 +412,13 @@ def fit_exp_energy(times: np.ndarray, energies: np.ndarray) -> tuple[float, floa
         a = slope / (b * np.exp(b * t.mean()))
         return float(a), float(b), float(e.mean() - a * np.exp(b * t.mean()))
     span = max(t.max() - t.min(), 1e-9)
-    best, best_err = None, np.inf
-    for k in (1.0, 3.0, 10.0):
+    starts = []
+    for k in (1.0, 3.0, 10.0):  # a, c by linear least squares for each decay rate b0
         b0 = -k / span
         x = np.exp(b0 * t)
-        A = np.vstack([x, np.ones_like(x)]).T
-        (a0, c0), *_ = np.linalg.lstsq(A, e, rcond=None)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                p, _ = curve_fit(exp_energy, t, e, p0=[a0, b0, c0], maxfev=20000)
-        except RuntimeError:
-            continue
-        err = float(np.sum((exp_energy(t, *p) - e) ** 2))
-        if err < best_err:
-            best, best_err = p, err
+        (a0, c0), *_ = np.linalg.lstsq(np.vstack([x, np.ones_like(x)]).T, e, rcond=None)
+        starts.append([a0, b0, c0])
+    best, _ = _best_curve_fit(exp_energy, t, e, starts)
     if best is None:
         raise OrreryInputError("exponential energy fit failed to converge")
     return tuple(float(v) for v in best)
@@ -433,26 +443,17 @@ def fit_freq_time(freq_mhz: np.ndarray, times: np.ndarray) -> tuple[float, float
 
     Starts from the plain alpha + beta / f line (f_sat far above the clocks) and from a
     saturation at the top clock, and keeps the better; the line is the fallback."""
-    from scipy.optimize import curve_fit
-
     f, t = np.asarray(freq_mhz, float), np.asarray(times, float)
     A = np.vstack([np.ones_like(f), 1.0 / f]).T
     (alpha, beta), *_ = np.linalg.lstsq(A, t, rcond=None)
     soft = CLOCK_SOFTNESS * float(f.max())
     best = (float(alpha), float(beta), 10.0 * float(f.max()), soft)
     best_err = float(np.sum((freq_time(f, *best) - t) ** 2))
-    for f0 in (float(f.max()), 0.95 * float(f.max())):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                p, _ = curve_fit(lambda x, a, b, fs: freq_time(x, a, b, fs, soft), f, t,
-                                 p0=[alpha, beta, f0], maxfev=20000)
-        except RuntimeError:
-            continue
-        cand = (float(p[0]), float(p[1]), float(p[2]), soft)
-        err = float(np.sum((freq_time(f, *cand) - t) ** 2))
-        if cand[2] > 0 and err < best_err:
-            best, best_err = cand, err
+    p, err = _best_curve_fit(lambda x, a, b, fs: freq_time(x, a, b, fs, soft), f, t,
+                             [[alpha, beta, float(f.max())], [alpha, beta, 0.95 * float(f.max())]],
+                             valid=lambda q: q[2] > 0)
+    if p is not None and err < best_err:
+        best = (float(p[0]), float(p[1]), float(p[2]), soft)
     return best
 
 
