@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from sim.fl import FLScenario, run_fl
+    from orrery.sim.fl import FLScenario, run_fl
 
     scn = FLScenario.from_dict({
         "policy": args.policy, "seed": args.seed, "horizon_s": args.days * 86400.0,

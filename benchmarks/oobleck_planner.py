@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import time
 
-from hwmodels.gpus import get_gpu
-from policies.resilience.base import ClusterView
-from policies.resilience.oobleck import Oobleck
-from policies.resilience.templates import contiguous_range, plan_templates
-from sim.resilience import ResilienceScenario, build_layers
+from orrery.hwmodels.gpus import get_gpu
+from orrery.policies.resilience.base import ClusterView
+from orrery.policies.resilience.oobleck import Oobleck
+from orrery.policies.resilience.templates import contiguous_range, plan_templates
+from orrery.sim.resilience import ResilienceScenario, build_layers
 
 TARGET_S = 10.0
 N_NODES = 32

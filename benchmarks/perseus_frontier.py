@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from policies.energy.perseus import compute_frontier
-from sim.training import TrainingScenario, execute_iteration, pipeline_view
+from orrery.policies.energy.perseus import compute_frontier
+from orrery.sim.training import TrainingScenario, execute_iteration, pipeline_view
 
 TARGET_WALL_S = 60.0
 
@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     profile = args.profile
     try:
-        from traces.paths import resolve_data_path
+        from orrery.traces.paths import resolve_data_path
 
         if profile.startswith("shared:"):
             resolve_data_path(profile)

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from sim.serving import ServingScenario, run_serving
+from orrery.sim.serving import ServingScenario, run_serving
 
 TRACE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "llm" / "azure_llm_2023_conv.csv"
 TARGET_WALL_S = 15.0

@@ -25,8 +25,8 @@ os.environ.setdefault("ORRERY_PLUGINS", "orrery_toy_domain")
 
 import orrery_toy_domain  # noqa: E402,F401 - registers the toy domain
 
-from experiments.runner import run_study  # noqa: E402
-from experiments.study import load_study  # noqa: E402
+from orrery.experiments.runner import run_study  # noqa: E402
+from orrery.experiments.study import load_study  # noqa: E402
 
 TARGET_MS = 50.0
 STUDY = """

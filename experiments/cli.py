@@ -135,8 +135,8 @@ def print_summary(result: Any) -> None:
 
 
 def _run(args: argparse.Namespace, study_ref: str) -> int:
-    from experiments.runner import load_plugins, plugin_modules, run_study
-    from experiments.study import load_study
+    from orrery.experiments.runner import load_plugins, plugin_modules, run_study
+    from orrery.experiments.study import load_study
 
     load_plugins(plugin_modules(args.plugin or []))
     study = load_study(study_ref, scale=args.scale, seeds=args.seeds)
@@ -157,8 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 @command("validate", "check a study's spec and setup without running it", arg("study"),
          arg("--scale", metavar="NAME"), arg("--seeds", type=int, metavar="N"))  # fmt: skip
 def cmd_validate(args: argparse.Namespace) -> int:
-    from experiments.runner import load_plugins, plugin_modules
-    from experiments.study import load_study, validate_setup
+    from orrery.experiments.runner import load_plugins, plugin_modules
+    from orrery.experiments.study import load_study, validate_setup
 
     load_plugins(plugin_modules(args.plugin or []))
     study = load_study(args.study, scale=args.scale, seeds=args.seeds)
@@ -196,7 +196,7 @@ def _note_skipped(con, study) -> None:
 
 @command("report", "write DIR/report.md (and summary, plots) from a results folder", arg("dir"))
 def cmd_report(args: argparse.Namespace) -> int:
-    from experiments.report import report_dir
+    from orrery.experiments.report import report_dir
 
     path = report_dir(args.dir, plugins=args.plugin or [])
     print(path)
@@ -215,7 +215,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def catalog() -> dict[str, Any]:
     """Registered policies by domain, simulator domains, GPUs and LLM models."""
-    from policies import registry
+    from orrery.policies import registry
 
     out: dict[str, Any] = {"policies": {}, "domains": {}, "gpus": {}, "models": {}, "unavailable": {}}
     try:
@@ -225,9 +225,9 @@ def catalog() -> dict[str, Any]:
             try:
                 registry.load_domain(d)
             except Exception as err:  # noqa: BLE001
-                out["unavailable"][f"policies.{d}"] = str(err)
+                out["unavailable"][f"orrery.policies.{d}"] = str(err)
         out["policies"] = {d: sorted(n) for d, n in sorted(registry._POLICIES.items())}
-    from sim import domains as sd
+    from orrery.sim import domains as sd
 
     for name, module in sd.DOMAIN_MODULES.items():
         try:
@@ -237,19 +237,19 @@ def catalog() -> dict[str, Any]:
     for name, d in sorted(sd.registered_domains().items()):  # incl. plugin domains
         out["domains"][name] = {"description": d.description, "metrics": dict(d.metrics)}
     try:
-        from hwmodels.gpus import GPUS
+        from orrery.hwmodels.gpus import GPUS
 
         out["gpus"] = {
             k: {"arch": g.arch, "mem_bytes": g.mem_bytes, "tdp_w": g.tdp_w} for k, g in GPUS.items()
         }
     except ImportError as err:
-        out["unavailable"]["hwmodels.gpus"] = str(err)
+        out["unavailable"]["orrery.hwmodels.gpus"] = str(err)
     try:
-        from hwmodels.llm import MODELS  # being written by the serving engineer
+        from orrery.hwmodels.llm import MODELS  # being written by the serving engineer
 
         out["models"] = {k: _model_info(m) for k, m in MODELS.items()}
     except ImportError as err:
-        out["unavailable"]["hwmodels.llm"] = str(err)
+        out["unavailable"]["orrery.hwmodels.llm"] = str(err)
     return out
 
 
@@ -261,7 +261,7 @@ def _model_info(m: Any) -> dict[str, Any]:
 @command("list", "registered policies by domain, GPUs and LLM models",
          arg("--json", action="store_true", help="machine-readable output"))  # fmt: skip
 def cmd_list(args: argparse.Namespace) -> int:
-    from experiments.runner import load_plugins, plugin_modules
+    from orrery.experiments.runner import load_plugins, plugin_modules
 
     load_plugins(plugin_modules(args.plugin or []))
     cat = catalog()
@@ -286,9 +286,9 @@ def cmd_list(args: argparse.Namespace) -> int:
          arg("target", choices=["llm"]), arg("rest", nargs=argparse.REMAINDER))  # fmt: skip
 def cmd_fit(args: argparse.Namespace) -> int:
     try:
-        from hwmodels import fit_llm
+        from orrery.hwmodels import fit_llm
     except ImportError as err:
-        raise RuntimeError(f"hwmodels.fit_llm is not available: {err}") from err
+        raise RuntimeError(f"orrery.hwmodels.fit_llm is not available: {err}") from err
     rc = fit_llm.main(list(args.rest))
     return int(rc or 0)
 
@@ -308,7 +308,7 @@ REAL_ENGINE_ARGS = (
          arg("--quick", action="store_true", help="a smaller profiling grid (seconds)"),
          *REAL_ENGINE_ARGS)  # fmt: skip
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from realbackend.cli import calibrate_command
+    from orrery.realbackend.cli import calibrate_command
 
     return calibrate_command(args)
 
@@ -327,9 +327,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_validate_real(args: argparse.Namespace) -> int:
     import tomllib
 
-    from experiments.study import load_study
-    from realbackend.cli import scenario_from_toml, validate_real_command
-    from realbackend.validate import SHIPPED_STUDY, scenarios_from_study
+    from orrery.experiments.study import load_study
+    from orrery.realbackend.cli import scenario_from_toml, validate_real_command
+    from orrery.realbackend.validate import SHIPPED_STUDY, scenarios_from_study
 
     path = args.study or str(SHIPPED_STUDY)
     try:
@@ -368,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _input_error_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
-    from policies.registry import PolicyInputError
-    from sim.errors import OrreryInputError
+    from orrery.policies.registry import PolicyInputError
+    from orrery.sim.errors import OrreryInputError
 
     return (OrreryInputError, PolicyInputError, ValidationError)
 
@@ -410,7 +410,7 @@ def _one_paragraph(err: BaseException) -> str:
     from pydantic import ValidationError
 
     if isinstance(err, ValidationError):
-        from sim.scenario import describe_validation_error
+        from orrery.sim.scenario import describe_validation_error
 
         return describe_validation_error(err, err.title)
     return " ".join(str(err).split())

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from experiments.study import slug  # noqa: E402
+from orrery.experiments.study import slug  # noqa: E402
 
 
 def _numeric(values: pd.Series) -> bool:

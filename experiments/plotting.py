@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from experiments.stats import mean_ci  # noqa: E402
+from orrery.experiments.stats import mean_ci  # noqa: E402
 
 
 def save(fig, path: Path, dpi: int = 110) -> Path:

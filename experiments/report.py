@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from experiments import plots, stats
-from experiments.store import ResultsStore, RunRecord
-from sim.errors import OrreryInputError
+from orrery.experiments import plots, stats
+from orrery.experiments.store import ResultsStore, RunRecord
+from orrery.sim.errors import OrreryInputError
 
 
 def _fmt(x: Any) -> str:
@@ -135,8 +135,8 @@ def report_dir(root: str | Path, plugins: list[str] | None = None) -> Path:
     summary, comparisons = stats.summarize(study, records)
     domain = None
     try:
-        from experiments.runner import load_plugins, plugin_modules
-        from sim.domains import get_domain
+        from orrery.experiments.runner import load_plugins, plugin_modules
+        from orrery.sim.domains import get_domain
 
         load_plugins(plugin_modules(plugins or []))
         domain = get_domain(study["domain"])

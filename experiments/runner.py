@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from experiments.store import (
+from orrery.experiments.store import (
     ResultsStore,
     RunRecord,
     code_version,
@@ -38,8 +38,8 @@ from experiments.store import (
     read_run,
     result_digest,
 )
-from experiments.study import Study, validate_setup
-from sim.errors import OrreryInputError
+from orrery.experiments.study import Study, validate_setup
+from orrery.sim.errors import OrreryInputError
 
 PLUGINS_ENV = "ORRERY_PLUGINS"
 MANIFEST_EVERY_S = 2.0
@@ -89,7 +89,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         load_plugins(task.get("plugins", ()))
-        from sim.domains import get_domain
+        from orrery.sim.domains import get_domain
 
         domain = get_domain(task["domain"])
         sc = domain.scenario_type.from_dict(task["scenario"], source=f"run {task['run_id']}")
@@ -128,7 +128,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
             "wall_s": time.perf_counter() - t0,
         }
     except Exception as err:  # noqa: BLE001 - shipped back to the driver as data
-        from policies.registry import PolicyInputError
+        from orrery.policies.registry import PolicyInputError
 
         return {
             "run_id": task["run_id"],
@@ -480,12 +480,12 @@ def run_study(
     store.save_manifest(manifest)
 
     ordered = [records[r.run_id] for r in study.runs() if r.run_id in records]
-    from experiments import stats
+    from orrery.experiments import stats
 
     summary, comparisons = stats.summarize(study.describe(), ordered)
     result = StudyResult(study, out_dir, ordered, summary, comparisons, manifest, executed, resumed, failures)
     if write_outputs and ordered:
-        from experiments.report import write_outputs as write_all
+        from orrery.experiments.report import write_outputs as write_all
 
         write_all(store, study.describe(), manifest, ordered, summary, comparisons, study.domain)
 

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sim.errors import OrreryInputError, ScenarioError
-from sim.scenario import Scenario, read_toml
+from orrery.sim.errors import OrreryInputError, ScenarioError
+from orrery.sim.scenario import Scenario, read_toml
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -357,7 +357,7 @@ def load_study(
 
 
 def _get_domain(name: str, source: str):
-    from sim.domains import DOMAIN_MODULES, get_domain
+    from orrery.sim.domains import DOMAIN_MODULES, get_domain
 
     try:
         return get_domain(name)
@@ -565,7 +565,7 @@ def policy_domain_of(domain: Any) -> str:
 
 def resolve_data_path(value: str) -> Path:
     """A data path as scenarios give it (`shared:llm/x.csv` or a plain path); may not exist."""
-    from traces.paths import data_path
+    from orrery.traces.paths import data_path
 
     return data_path(value)
 
@@ -691,7 +691,7 @@ def validate_setup(study: Study) -> SetupReport:
     checks.append("control and treatments differ only in the independent variables")
 
     # 4. policies exist
-    from policies.registry import PolicyInputError, get_policy_class
+    from orrery.policies.registry import PolicyInputError, get_policy_class
 
     pdom = policy_domain_of(study.domain)
     for pol in sorted({r.scenario.policy for r in study.runs()}):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from sim.errors import TraceFormatError, require_file
+from orrery.sim.errors import TraceFormatError, require_file
 
 SPEC_COLUMNS = ("device_id", "device", "cpu_score", "ram_gb", "fp16_mem_score", "android_os", "speed_ms")
 _NUMERIC = ("cpu_score", "ram_gb", "fp16_mem_score", "android_os", "speed_ms")

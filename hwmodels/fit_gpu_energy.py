@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import OptimizeWarning
 
-from hwmodels.gpu_energy import (
+from orrery.hwmodels.gpu_energy import (
     POWER_LIMIT_PARAMS,
     STAGE_PARAMS,
     exp_energy,
@@ -41,7 +41,7 @@ from hwmodels.gpu_energy import (
     sweep_points,
     time_curve,
 )
-from hwmodels.gpus import get_gpu
+from orrery.hwmodels.gpus import get_gpu
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

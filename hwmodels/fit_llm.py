@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from hwmodels.gpus import get_gpu
-from hwmodels.llm import get_model
-from hwmodels.llm_perf import DEFAULT_PARAMS_PATH, LatencyPowerParams, LLMPerfModel
-from sim.errors import OrreryInputError, TraceFormatError, require_file
+from orrery.hwmodels.gpus import get_gpu
+from orrery.hwmodels.llm import get_model
+from orrery.hwmodels.llm_perf import DEFAULT_PARAMS_PATH, LatencyPowerParams, LLMPerfModel
+from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
 
 DEFAULT_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "llm"
                 / "mlenergy_llama3.1-8b_chat.json")

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.errors import OrreryInputError, TraceFormatError, require_file
+from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
 
 PARAMS_DIR = Path(__file__).resolve().parent / "params"
 POWER_LIMIT_PARAMS = PARAMS_DIR / "gpu_energy_power_limit.json"
@@ -300,7 +300,7 @@ def measured_power_limit_models(path: str | Path | None, gpu: str) -> dict[str, 
     (`MEASURED_SWEEPS`). A missing file raises `OrreryInputError`, a malformed one
     `TraceFormatError` (file, line, column, what was expected).
     """
-    from traces.paths import resolve_data_path
+    from orrery.traces.paths import resolve_data_path
 
     g = gpu.lower()
     if path is None:
@@ -317,7 +317,7 @@ def get_power_limit_model(gpu: str, key: str, models: dict[str, PowerLimitModel]
     """One workload's model: from `models` if given, else from the committed fit."""
     models = power_limit_models(gpu) if models is None else models
     if key not in models:
-        from sim.errors import UnknownNameError
+        from orrery.sim.errors import UnknownNameError
 
         raise UnknownNameError(f"{gpu} workload", key, list(models))
     return models[key]
@@ -570,6 +570,6 @@ def load_computations(profile: str) -> dict[tuple[int, str], ComputationModel]:
     CSV path (`shared:gpu/perseus_stage_profile_bloom+a100_sxm_bf16.csv`: the real profile, read now)."""
     if profile in _load_json(str(STAGE_PARAMS))["profiles"]:
         return computation_models_from_params(profile)
-    from traces.paths import resolve_data_path
+    from orrery.traces.paths import resolve_data_path
 
     return computation_models_from_profile(load_stage_profile(resolve_data_path(profile)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.errors import UnknownNameError
+from orrery.sim.errors import UnknownNameError
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ for Chase): never simpy, torch or pynvml. That is what lets the simulator and th
 drive the very same policy object.
 """
 
-from policies.registry import (
+from orrery.policies.registry import (
     PolicyInputError,
     get_policy_class,
     list_policies,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from policies.registry import get_contract
+from orrery.policies.registry import get_contract
 
 FORBIDDEN_IMPORTS = ("simpy", "torch", "pynvml", "sim", "realbackend", "experiments")
 

@@ -70,15 +70,15 @@ def load_domain(domain: str) -> None:
         _LOADED.add(domain)
         return
     try:
-        pkg = importlib.import_module(f"policies.{domain}")
+        pkg = importlib.import_module(f"orrery.policies.{domain}")
     except ModuleNotFoundError as err:
-        if err.name == f"policies.{domain}":
+        if err.name == f"orrery.policies.{domain}":
             raise PolicyInputError(
                 f"unknown policy domain {domain!r}; known: {', '.join(available_domains())}"
             ) from None
         raise
     for info in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"policies.{domain}.{info.name}")
+        importlib.import_module(f"orrery.policies.{domain}.{info.name}")
     _LOADED.add(domain)
 
 
@@ -86,7 +86,7 @@ def available_domains() -> list[str]:
     out = []
     for d in DOMAIN_PACKAGES:
         try:
-            importlib.import_module(f"policies.{d}")
+            importlib.import_module(f"orrery.policies.{d}")
         except ModuleNotFoundError:
             continue
         out.append(d)

@@ -19,9 +19,9 @@ from dataclasses import asdict, fields, replace
 import numpy as np
 from scipy.optimize import nnls
 
-from realbackend.latency import CalibrationFile, EngineLatencyParams
-from realbackend.serving import EngineConfig, build_model
-from realbackend.tiny_llm import SeqWork, TinyLLM
+from orrery.realbackend.latency import CalibrationFile, EngineLatencyParams
+from orrery.realbackend.serving import EngineConfig, build_model
+from orrery.realbackend.tiny_llm import SeqWork, TinyLLM
 
 FULL_GRID = {
     "decode_batch": (1, 2, 4, 8, 16, 32, 48, 64),
@@ -120,9 +120,9 @@ def profile_host_overhead(cfg: EngineConfig, params: EngineLatencyParams, batche
     """Host-side time per engine iteration besides the model step (view building, the policy
     call under vLLM-FCFS, decision checks, bookkeeping), measured by running the real engine
     on `b` requests that all arrive at once, for each batch size b."""
-    from realbackend.serving import RealServingEngine
-    from sim.serving import ServingScenario
-    from workloads.serving import Requests
+    from orrery.realbackend.serving import RealServingEngine
+    from orrery.sim.serving import ServingScenario
+    from orrery.workloads.serving import Requests
 
     out: dict[str, list] = {"kind": [], "batch": [], "host_s": []}
     for b in batches:
@@ -193,8 +193,8 @@ def profile_engine_load(cfg: EngineConfig, n_requests: int = 120, rate_rps: floa
     at least `min_iterations` times gives a point (batch, mean context, mean step time). Means,
     not medians: the step model is linear, so means keep the least-squares fit exact.
     """
-    from realbackend.serving import RealServingEngine
-    from sim.serving import ServingScenario
+    from orrery.realbackend.serving import RealServingEngine
+    from orrery.sim.serving import ServingScenario
 
     # requests of up to 1/16 of the KV capacity: a full cache then holds batches of ~16-40
     max_total = int(np.clip(cfg.kv_capacity_tokens // 16, 32, cfg.model.max_len))

@@ -7,9 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from realbackend.latency import CalibrationFile
-from realbackend.serving import NO_GPU_ENERGY, EngineConfig, resolve_device
-from sim.errors import OrreryInputError
+from orrery.realbackend.latency import CalibrationFile
+from orrery.realbackend.serving import NO_GPU_ENERGY, EngineConfig, resolve_device
+from orrery.sim.errors import OrreryInputError
 
 
 def _say(msg: str) -> None:
@@ -32,7 +32,7 @@ def gpu_monitor_or_none(device: str):
     if not device.startswith("cuda"):
         _say(f"energy: {NO_GPU_ENERGY}")
         return None
-    from realbackend.nvml import GPUMonitor, GPUUnavailableError
+    from orrery.realbackend.nvml import GPUMonitor, GPUUnavailableError
 
     idx = int(device.split(":", 1)[1]) if ":" in device else 0
     try:
@@ -45,7 +45,7 @@ def gpu_monitor_or_none(device: str):
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
-    from realbackend.calibrate import calibrate
+    from orrery.realbackend.calibrate import calibrate
 
     cfg = engine_config(args)
     mon = gpu_monitor_or_none(cfg.device)
@@ -66,14 +66,14 @@ def calibrate_command(args: argparse.Namespace) -> int:
 
 
 def scenario_from_toml(path: str):
-    from sim.serving import ServingScenario
+    from orrery.sim.serving import ServingScenario
 
     return ServingScenario.from_toml(path)
 
 
 def validate_real_command(args: argparse.Namespace, scenarios: list[tuple[str, object]]) -> int:
-    from realbackend.calibrate import calibrate
-    from realbackend.validate import format_table, validate_scenarios
+    from orrery.realbackend.calibrate import calibrate
+    from orrery.realbackend.validate import format_table, validate_scenarios
 
     cfg = engine_config(args)
     if args.policies:

@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from policies.fedtrans.base import ArchSpec
+from orrery.policies.fedtrans.base import ArchSpec
 
 Params = dict[str, torch.Tensor]
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from policies.fedtrans.base import ArchSpec
-from realbackend.fedtrans_models import Params, cell_of, forward
+from orrery.policies.fedtrans.base import ArchSpec
+from orrery.realbackend.fedtrans_models import Params, cell_of, forward
 
 
 @dataclass

@@ -11,16 +11,21 @@ import time
 
 import torch
 
-from realbackend.calibrate import calibrate
-from realbackend.nvml import GPUMonitor, GPUUnavailableError, check_energy_agreement, discover
-from realbackend.serving import EngineConfig
-from realbackend.validate import SHIPPED_STUDY, format_table, validate_scenarios
+from orrery.realbackend.calibrate import calibrate
+from orrery.realbackend.nvml import (
+    GPUMonitor,
+    GPUUnavailableError,
+    check_energy_agreement,
+    discover,
+)
+from orrery.realbackend.serving import EngineConfig
+from orrery.realbackend.validate import SHIPPED_STUDY, format_table, validate_scenarios
 
 
 def _scenarios(n_requests: int):
     import tomllib
 
-    from sim.serving import ServingScenario
+    from orrery.sim.serving import ServingScenario
 
     doc = tomllib.loads(SHIPPED_STUDY.read_text())
     base = doc["scenario"]

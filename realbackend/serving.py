@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from policies.registry import make_policy
-from policies.serving.base import (
+from orrery.policies.registry import make_policy
+from orrery.policies.serving.base import (
     RUNNING,
     SWAPPED,
     WAITING,
@@ -45,11 +45,11 @@ from policies.serving.base import (
     ServingView,
     validate_decision,
 )
-from realbackend.latency import EngineLatencyOracle, EngineLatencyParams, EnginePerfModel
-from realbackend.tiny_llm import SeqWork, TinyLLM, TinyLLMConfig
-from sim.engine import RNGStreams
-from sim.errors import OrreryInputError
-from sim.serving import FINISHED, RequestState, summarize_requests
+from orrery.realbackend.latency import EngineLatencyOracle, EngineLatencyParams, EnginePerfModel
+from orrery.realbackend.tiny_llm import SeqWork, TinyLLM, TinyLLMConfig
+from orrery.sim.engine import RNGStreams
+from orrery.sim.errors import OrreryInputError
+from orrery.sim.serving import FINISHED, RequestState, summarize_requests
 
 GiB = 1024**3
 NO_GPU_ENERGY = "none (CPU run: no GPU energy source present)"

@@ -22,18 +22,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hwmodels.gpus import get_gpu
-from policies.energy.base import (
+from orrery.hwmodels.gpus import get_gpu
+from orrery.policies.energy.base import (
     EnergyDecision,
     EnergyView,
     Measurement,
     validate_decision,
     zeus_cost,
 )
-from policies.registry import make_policy
-from realbackend.nvml import GPUActuator
-from realbackend.serving import NO_GPU_ENERGY, resolve_device
-from traces.carbon import load_carbon_trace
+from orrery.policies.registry import make_policy
+from orrery.realbackend.nvml import GPUActuator
+from orrery.realbackend.serving import NO_GPU_ENERGY, resolve_device
+from orrery.traces.carbon import load_carbon_trace
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from realbackend.latency import CalibrationFile, EngineLatencyParams, EnginePerfModel
-from realbackend.serving import EngineConfig, RealServingRun, run_real_serving
-from sim.errors import OrreryInputError
+from orrery.realbackend.latency import CalibrationFile, EngineLatencyParams, EnginePerfModel
+from orrery.realbackend.serving import EngineConfig, RealServingRun, run_real_serving
+from orrery.sim.errors import OrreryInputError
 
 AUTO_REF_CONTEXT = 256
 COMPARED = (("ttft_mean_s", "TTFT mean (s)"), ("tpot_mean_s", "token latency (s/tok)"),
@@ -43,7 +43,7 @@ SHIPPED_STUDY = Path(__file__).resolve().parent / "studies" / "validate_cpu.toml
 def auto_time_scale(scn, params: EngineLatencyParams) -> float:
     """Real seconds per workload second that make the engine's single-stream decode step as
     long (in workload seconds) as the scenario hardware's, per the simulator's perf model."""
-    from sim.serving import build_perf_model
+    from orrery.sim.serving import build_perf_model
 
     ref = float(build_perf_model(scn.hardware).decode_time_s(1, AUTO_REF_CONTEXT))
     eng = float(params.decode_s(1, AUTO_REF_CONTEXT))
@@ -52,7 +52,7 @@ def auto_time_scale(scn, params: EngineLatencyParams) -> float:
 
 def simulate_with_perf(scn, perf):
     """`sim.serving.run_serving(scn)` with `perf` as the replica's latency/power model."""
-    from sim.serving import run_serving
+    from orrery.sim.serving import run_serving
 
     return run_serving(scn, perf_model=perf)
 
@@ -74,8 +74,8 @@ def validate_scenarios(scenarios: list[tuple[str, object]], cfg: EngineConfig, c
     instrument is calibrated around a measurement; needs a calibration that recorded the probe
     (ratio 1 otherwise). Returns a long table (label, policy, metric, sim, real, rel_err,
     drift) and the real runs."""
-    from realbackend.calibrate import PROBE_POINTS, drift_ratio, probe, scale_times
-    from realbackend.serving import build_model
+    from orrery.realbackend.calibrate import PROBE_POINTS, drift_ratio, probe, scale_times
+    from orrery.realbackend.serving import build_model
 
     rows = []
     runs = []

@@ -13,17 +13,17 @@ from typing import Literal
 
 import pandas as pd
 
-from sim.errors import UnknownNameError
-from sim.scenario import Scenario
+from orrery.sim.errors import UnknownNameError
+from orrery.sim.scenario import Scenario
 
 # Domain name -> module that registers it (imported on first use).
 DOMAIN_MODULES: dict[str, str] = {
-    "serving": "sim.serving",
-    "fl": "sim.fl",
-    "training": "sim.training",
-    "resilience": "sim.resilience",
-    "fl_feasibility": "sim.fl_feasibility",
-    "fedtrans": "sim.fedtrans",
+    "serving": "orrery.sim.serving",
+    "fl": "orrery.sim.fl",
+    "training": "orrery.sim.training",
+    "resilience": "orrery.sim.resilience",
+    "fl_feasibility": "orrery.sim.fl_feasibility",
+    "fedtrans": "orrery.sim.fedtrans",
 }
 
 Direction = Literal["higher", "lower"]

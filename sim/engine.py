@@ -13,7 +13,7 @@ import hashlib
 import numpy as np
 import simpy
 
-from sim.recorder import Recorder
+from orrery.sim.recorder import Recorder
 
 
 def stream_key(name: str) -> int:

@@ -39,12 +39,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from policies.fedtrans.base import ArchSpec, ClientView, CostModel, ModelView, MultiModelView
-from policies.registry import make_policy
-from sim.domains import Domain, RunResult, register_domain
-from sim.engine import Simulation
-from sim.errors import OrreryInputError
-from sim.fl import (
+from orrery.policies.fedtrans.base import ArchSpec, ClientView, CostModel, ModelView, MultiModelView
+from orrery.policies.registry import make_policy
+from orrery.sim.domains import Domain, RunResult, register_domain
+from orrery.sim.engine import Simulation
+from orrery.sim.errors import OrreryInputError
+from orrery.sim.fl import (
     WEEK_S,
     DevicePool,
     PopulationConfig,
@@ -52,8 +52,8 @@ from sim.fl import (
     build_availability,
     build_population,
 )
-from sim.scenario import Scenario, Strict
-from traces.devices import check_requirement, eligible_mask
+from orrery.sim.scenario import Scenario, Strict
+from orrery.traces.devices import check_requirement, eligible_mask
 
 
 class DataConfig(Strict):
@@ -140,12 +140,12 @@ class FedTransScenario(Scenario):
 
 # ----------------------------------------------------------------------------- world
 def build_dataset(scn: FedTransScenario, rng: np.random.Generator):
-    from workloads import fl_data
+    from orrery.workloads import fl_data
 
     d = scn.data
     n = scn.population.n_devices
     if d.dataset == "leaf":
-        from traces.paths import resolve_data_path
+        from orrery.traces.paths import resolve_data_path
 
         test = resolve_data_path(d.leaf_test) if d.leaf_test else None
         return fl_data.load_leaf(resolve_data_path(d.leaf_train), test_path=test, n_clients=n,
@@ -177,7 +177,7 @@ class FedTransEngine:
     def __init__(self, scn: FedTransScenario):
         import torch
 
-        from realbackend import fedtrans_models as fm
+        from orrery.realbackend import fedtrans_models as fm
 
         torch.set_num_threads(1)  # determinism, and fairness when runs share cores
         self.torch, self.fm = torch, fm
@@ -376,7 +376,12 @@ class FedTransEngine:
                     self.evaluate()
 
     def train_round(self, clients: np.ndarray, mids: np.ndarray, d_share) -> None:
-        from realbackend.fl_train import ClientUpdate, aggregate, cell_update_ratio, local_train
+        from orrery.realbackend.fl_train import (
+            ClientUpdate,
+            aggregate,
+            cell_update_ratio,
+            local_train,
+        )
 
         s = self.scn
         rng = self.sim.rng["train"]
@@ -406,7 +411,7 @@ class FedTransEngine:
             m.params = new[mid]
 
     def evaluate(self) -> None:
-        from realbackend.fl_train import predict
+        from orrery.realbackend.fl_train import predict
 
         d = self.decide(self.view("eval", self.clients, {}, 0))
         acc = np.full(len(self.clients), np.nan)
@@ -504,6 +509,6 @@ register_domain(Domain(
         "rounds_completed": "higher", "rounds_aborted": "lower", "time_s": "lower", "n_models": "lower",
         "transforms": "lower", "largest_emu_params": "lower", "round_time_mean_s": "lower",
     },
-    plots="experiments.plotting:fedtrans_plots",
+    plots="orrery.experiments.plotting:fedtrans_plots",
     description="Multi-model FL emulation: real torch training of FedAvg / tiered / FedTrans on simulated phones",
 ))

@@ -28,14 +28,14 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from hwmodels.edge import DEFAULT_MODEL, EdgePopulationModel
-from policies.fl.base import AtomView, FLDecision, FLView, JobView, TierView
-from policies.registry import make_policy
-from sim.domains import Domain, RunResult, register_domain
-from sim.engine import Simulation
-from sim.errors import OrreryInputError
-from sim.scenario import Scenario, Strict
-from traces.availability import (
+from orrery.hwmodels.edge import DEFAULT_MODEL, EdgePopulationModel
+from orrery.policies.fl.base import AtomView, FLDecision, FLView, JobView, TierView
+from orrery.policies.registry import make_policy
+from orrery.sim.domains import Domain, RunResult, register_domain
+from orrery.sim.engine import Simulation
+from orrery.sim.errors import OrreryInputError
+from orrery.sim.scenario import Scenario, Strict
+from orrery.traces.availability import (
     Availability,
     CheckinStream,
     diurnal_availability,
@@ -44,8 +44,8 @@ from traces.availability import (
     load_interval_csv,
     replicate,
 )
-from traces.devices import Population, eligible_mask, make_population
-from workloads.fl import FLJobMix, JobSet, generate_jobs
+from orrery.traces.devices import Population, eligible_mask, make_population
+from orrery.workloads.fl import FLJobMix, JobSet, generate_jobs
 
 WEEK_S = 7 * 86400.0
 
@@ -88,7 +88,7 @@ class FLScenario(Scenario):
 
 # ----------------------------------------------------------------------------- world
 def build_population(cfg: PopulationConfig, rng_hw: np.random.Generator) -> Population:
-    from traces.paths import resolve_data_path
+    from orrery.traces.paths import resolve_data_path
 
     model = DEFAULT_MODEL
     if (cfg.bw_down_median_bytes_s, cfg.bw_up_median_bytes_s) != (model.bw_down_median_bytes_s, model.bw_up_median_bytes_s):
@@ -102,7 +102,7 @@ def build_population(cfg: PopulationConfig, rng_hw: np.random.Generator) -> Popu
 
 
 def build_availability(cfg: PopulationConfig, horizon_s: float, rng: np.random.Generator) -> Availability:
-    from traces.paths import resolve_data_path
+    from orrery.traces.paths import resolve_data_path
 
     if cfg.availability is None:
         return diurnal_availability(cfg.n_devices, horizon_s, rng, start_hour=cfg.start_hour)
@@ -489,6 +489,6 @@ register_domain(Domain(
         "abort_fraction": "lower", "dropout_fraction": "lower",
         "checkins": "higher", "assignments": "higher", "policy_calls": "lower",
     },
-    plots="experiments.plotting:fl_plots",
+    plots="orrery.experiments.plotting:fl_plots",
     description="FL resource management: FL jobs share a population of phones that come and go",
 ))

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from hwmodels.edge import RADIO_POWER_W, TRAIN_POWER_W
-from policies.registry import make_policy
-from sim.domains import Domain, RunResult, register_domain
-from sim.engine import Simulation
-from sim.fl import (
+from orrery.hwmodels.edge import RADIO_POWER_W, TRAIN_POWER_W
+from orrery.policies.registry import make_policy
+from orrery.sim.domains import Domain, RunResult, register_domain
+from orrery.sim.engine import Simulation
+from orrery.sim.fl import (
     WEEK_S,
     DevicePool,
     FLRoundEngine,
@@ -32,9 +32,9 @@ from sim.fl import (
     build_availability,
     build_population,
 )
-from sim.scenario import Scenario, Strict
-from traces.devices import check_requirement
-from workloads.fl import JobSet
+from orrery.sim.scenario import Scenario, Strict
+from orrery.traces.devices import check_requirement
+from orrery.workloads.fl import JobSet
 
 
 class ModelConfig(Strict):
@@ -177,6 +177,6 @@ register_domain(Domain(
         "server_aggregation_rate_per_s": "higher", "server_ingress_peak_bytes_s": "lower",
         "dropout_fraction": "lower", "rounds_completed": "higher", "go": "higher",
     },
-    plots="experiments.plotting:fl_feasibility_plots",
+    plots="orrery.experiments.plotting:fl_feasibility_plots",
     description="FLINT-style go/no-go: one planned FL training on a device population",
 ))

@@ -28,10 +28,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hwmodels.gpus import get_gpu
-from hwmodels.pipeline import allreduce_s, p2p_s, pipeline_iteration_s
-from policies.registry import make_policy
-from policies.resilience.base import (
+from orrery.hwmodels.gpus import get_gpu
+from orrery.hwmodels.pipeline import allreduce_s, p2p_s, pipeline_iteration_s
+from orrery.policies.registry import make_policy
+from orrery.policies.resilience.base import (
     ClusterView,
     Decision,
     LayerSpec,
@@ -39,12 +39,12 @@ from policies.resilience.base import (
     node_groups,
     validate,
 )
-from sim.domains import Domain, RunResult, register_domain
-from sim.engine import Simulation
-from sim.errors import OrreryInputError, UnknownNameError
-from sim.scenario import Scenario, Strict
-from traces.nodes import NodeTrace, load_node_trace, synthetic_trace
-from workloads.gpt import BYTES_PER_PARAM_GRAD, get_model, layer_profiles
+from orrery.sim.domains import Domain, RunResult, register_domain
+from orrery.sim.engine import Simulation
+from orrery.sim.errors import OrreryInputError, UnknownNameError
+from orrery.sim.scenario import Scenario, Strict
+from orrery.traces.nodes import NodeTrace, load_node_trace, synthetic_trace
+from orrery.workloads.gpt import BYTES_PER_PARAM_GRAD, get_model, layer_profiles
 
 GiB = 1024**3
 
@@ -125,7 +125,7 @@ class ResilienceScenario(Scenario):
 
 def resolve_path(s: str) -> Path:
     try:
-        from traces.paths import resolve_data_path
+        from orrery.traces.paths import resolve_data_path
     except ImportError:  # pragma: no cover - paths module absent
         p = Path(s)
         if not p.is_file():
@@ -381,6 +381,6 @@ register_domain(Domain(
         "downtime_s": "lower", "feasible": "higher", "node_losses": "lower",
         "reconfigurations": "lower", "horizon_s": "higher",
     },
-    plots="experiments.plotting:resilience_plots",
+    plots="orrery.experiments.plotting:resilience_plots",
     description="fault-tolerant pipeline training on spot nodes (Varuna, Bamboo, Oobleck)",
 ))

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sim.errors import OrreryInputError, ScenarioError
+from orrery.sim.errors import OrreryInputError, ScenarioError
 
 
 class Strict(BaseModel):

@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from hwmodels.gpus import get_gpu
-from hwmodels.llm import get_model
-from hwmodels.llm_perf import LLMPerfModel, SpecDecode
-from policies.registry import make_policy
-from policies.serving.base import (
+from orrery.hwmodels.gpus import get_gpu
+from orrery.hwmodels.llm import get_model
+from orrery.hwmodels.llm_perf import LLMPerfModel, SpecDecode
+from orrery.policies.registry import make_policy
+from orrery.policies.serving.base import (
     RUNNING,
     SWAPPED,
     WAITING,
@@ -36,18 +36,18 @@ from policies.serving.base import (
     ServingView,
     validate_decision,
 )
-from policies.serving.qoe import (
+from orrery.policies.serving.qoe import (
     DEFAULT_TTFT_EXP_S,
     LISTENING_TDS_TOK_S,
     READING_TDS_TOK_S,
     QoETracker,
     qoe_from_deficit,
 )
-from sim.domains import Domain, RunResult, register_domain
-from sim.engine import Simulation
-from sim.errors import OrreryInputError
-from sim.scenario import Scenario, Strict
-from workloads.serving import Requests, ServingWorkload
+from orrery.sim.domains import Domain, RunResult, register_domain
+from orrery.sim.engine import Simulation
+from orrery.sim.errors import OrreryInputError
+from orrery.sim.scenario import Scenario, Strict
+from orrery.workloads.serving import Requests, ServingWorkload
 
 FINISHED = 3
 GiB = 1024**3
@@ -504,6 +504,6 @@ register_domain(Domain(
         "n_requests": "higher", "n_finished": "higher", "iterations": "lower",
         "swap_bytes": "lower", "sim_time_s": "lower",
     },
-    plots="experiments.plotting:serving_plots",
+    plots="orrery.experiments.plotting:serving_plots",
     description="LLM text-streaming serving: QoE, TTFT, token delivery, throughput, GPU energy",
 ))

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from hwmodels.gpu_energy import (
+from orrery.hwmodels.gpu_energy import (
     MEASURED_SWEEPS,
     PowerLimitModel,
     get_power_limit_model,
@@ -44,8 +44,8 @@ from hwmodels.gpu_energy import (
     power_limit_models,
     workload_key,
 )
-from hwmodels.gpus import get_gpu
-from policies.energy.base import (
+from orrery.hwmodels.gpus import get_gpu
+from orrery.policies.energy.base import (
     ComputationOption,
     EnergyDecision,
     EnergyView,
@@ -54,13 +54,13 @@ from policies.energy.base import (
     RecurrenceView,
     zeus_cost,
 )
-from policies.registry import make_policy
-from sim.domains import Domain, RunResult, register_domain
-from sim.engine import RNGStreams
-from sim.errors import OrreryInputError, ScenarioError
-from sim.scenario import Scenario, Strict
-from traces.carbon import CarbonTrace, load_carbon_trace
-from workloads.training import DATASET_SIZES, DEFAULT_EPOCHS, epochs_to_target, pipeline_1f1b
+from orrery.policies.registry import make_policy
+from orrery.sim.domains import Domain, RunResult, register_domain
+from orrery.sim.engine import RNGStreams
+from orrery.sim.errors import OrreryInputError, ScenarioError
+from orrery.sim.scenario import Scenario, Strict
+from orrery.traces.carbon import CarbonTrace, load_carbon_trace
+from orrery.workloads.training import DATASET_SIZES, DEFAULT_EPOCHS, epochs_to_target, pipeline_1f1b
 
 GPU_FAMILY = {"V100-SXM2-32GB": "v100", "V100-PCIE-32GB": "v100", "A40": "a40", "A100-SXM4-80GB": "a100", "A100-SXM4-40GB": "a100"}
 
@@ -444,7 +444,7 @@ def pipeline_view(sc: TrainingScenario) -> tuple[PipelineView, dict, list]:
 
 def execute_iteration(pv: PipelineView, comps: dict, ops: list, freqs: tuple[float, ...], slowdown: float = 1.0):
     """One pipeline iteration at the given clocks: (time, per-computation times, energies, starts)."""
-    from policies.energy.frontier import earliest_starts, topological_order
+    from orrery.policies.energy.frontier import earliest_starts, topological_order
 
     t = np.empty(len(ops))
     e = np.empty(len(ops))
@@ -572,6 +572,6 @@ TRAINING_METRICS: dict[str, Literal["higher", "lower"]] = {
 register_domain(Domain(
     name="training", scenario_type=TrainingScenario, run=run_training, policy_domain="energy",
     metrics=TRAINING_METRICS,
-    plots="experiments.plotting:training_plots",
+    plots="orrery.experiments.plotting:training_plots",
     description="training energy and carbon: GPU power limits, SM clocks, batch sizes (Zeus, Perseus, Chase)",
 ))

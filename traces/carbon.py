@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.errors import OrreryInputError, TraceFormatError, UnknownNameError, require_file
+from orrery.sim.errors import OrreryInputError, TraceFormatError, UnknownNameError, require_file
 
 EM_TIME = "Datetime (UTC)"
 EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
@@ -260,6 +260,6 @@ def load_carbon_trace(spec: str, *, duration_s: float = 7 * 86400.0, seed: int =
         except ValueError:
             raise OrreryInputError(f"carbon trace {spec!r}: expected constant:<g/kWh>") from None
         return CarbonTrace(np.array([v]), 3600.0, pd.Timestamp("2022-01-01", tz="UTC"), "constant")
-    from traces.paths import resolve_data_path
+    from orrery.traces.paths import resolve_data_path
 
     return load_carbon_csv(resolve_data_path(spec), column=column, duplicates=duplicates, gaps=gaps)

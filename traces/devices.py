@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwmodels.edge import (
+from orrery.hwmodels.edge import (
     DEFAULT_MODEL,
     DeviceHardware,
     EdgePopulationModel,
@@ -33,7 +33,7 @@ from hwmodels.edge import (
     load_device_specs,
     sample_hardware,
 )
-from sim.errors import OrreryInputError, TraceFormatError, require_file
+from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
 
 N_REQS = 4
 # Committed fit of aibenchmark_eligibility_4req.csv (959 devices): fraction of devices per

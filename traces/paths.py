@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sim.errors import OrreryInputError
+from orrery.sim.errors import OrreryInputError
 
 SHARED_PREFIX = "shared:"
 REPO_ROOT = Path(__file__).resolve().parents[1]

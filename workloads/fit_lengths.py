@@ -18,9 +18,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from traces.llm import load_sharegpt_stats
-from traces.paths import resolve_data_path
-from workloads.lengths import SHAREGPT_PARAMS, LengthParams, LogNormalMixture, SyntheticLengths
+from orrery.traces.llm import load_sharegpt_stats
+from orrery.traces.paths import resolve_data_path
+from orrery.workloads.lengths import (
+    SHAREGPT_PARAMS,
+    LengthParams,
+    LogNormalMixture,
+    SyntheticLengths,
+)
 
 DEFAULT_DATA = "shared:llm/sharegpt_8k_stats_llama2.csv"
 QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)

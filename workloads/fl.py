@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from sim.errors import OrreryInputError, TraceFormatError, require_file
-from sim.scenario import Strict
+from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
+from orrery.sim.scenario import Strict
 
 JOB_COLUMNS = ("arrival_s", "rounds", "participants", "deadline_s", "work_units", "model_bytes", "requirement")
 
@@ -49,7 +49,7 @@ class FLJobMix(Strict):
     @field_validator("requirements")
     @classmethod
     def _reqs(cls, v: list[str]) -> list[str]:
-        from traces.devices import check_requirement
+        from orrery.traces.devices import check_requirement
 
         if not v:
             raise ValueError("at least one requirement is needed")
@@ -99,7 +99,7 @@ def _log_uniform_int(rng: np.random.Generator, lo: int, hi: int, n: int) -> np.n
 def generate_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
     """Draw a job mix; every quantity from its own draw so changing one range shifts no other."""
     if mix.trace is not None:
-        from traces.paths import resolve_data_path
+        from orrery.traces.paths import resolve_data_path
 
         return load_job_trace(resolve_data_path(mix.trace))
     n = mix.n_jobs
@@ -119,7 +119,7 @@ def generate_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
 
 def load_job_trace(path: str | Path) -> JobSet:
     """Read a job trace CSV with the columns of `JOB_COLUMNS` (any order)."""
-    from traces.devices import check_requirement
+    from orrery.traces.devices import check_requirement
 
     p = require_file(path, "FL job trace")
     rows: list[list] = []

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from sim.errors import OrreryInputError
-from traces.llm import LengthSamples
+from orrery.sim.errors import OrreryInputError
+from orrery.traces.llm import LengthSamples
 
 PARAMS_DIR = Path(__file__).resolve().parent / "params"
 SHAREGPT_PARAMS = PARAMS_DIR / "sharegpt_lengths.json"

@@ -15,12 +15,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from sim.errors import OrreryInputError
-from sim.scenario import Strict
-from traces.llm import RequestTrace, load_azure_llm, load_sharegpt_stats
-from traces.paths import resolve_data_path
-from workloads.arrivals import gamma_arrivals, poisson_arrivals, replay_arrivals
-from workloads.lengths import EmpiricalLengths, clip_total, fitted_sharegpt_lengths
+from orrery.sim.errors import OrreryInputError
+from orrery.sim.scenario import Strict
+from orrery.traces.llm import RequestTrace, load_azure_llm, load_sharegpt_stats
+from orrery.traces.paths import resolve_data_path
+from orrery.workloads.arrivals import gamma_arrivals, poisson_arrivals, replay_arrivals
+from orrery.workloads.lengths import EmpiricalLengths, clip_total, fitted_sharegpt_lengths
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policies.registry import Contract, register_contract
+from orrery.policies.registry import Contract, register_contract
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ import math
 import numpy as np
 from sklearn.svm import SVR
 
-from policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView
-from policies.energy.zeus_power_limit import PowerLimitProfiler
-from policies.registry import register
+from orrery.policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView
+from orrery.policies.energy.zeus_power_limit import PowerLimitProfiler
+from orrery.policies.registry import register
 
 DAY_S = 86400.0
 

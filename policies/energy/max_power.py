@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView
-from policies.registry import register
+from orrery.policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView
+from orrery.policies.registry import register
 
 
 @register("energy", "max_power")

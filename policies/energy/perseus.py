@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView, PipelineView
-from policies.energy.frontier import FrontierSolver, earliest_starts_batch
-from policies.registry import register
+from orrery.policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView, PipelineView
+from orrery.policies.energy.frontier import FrontierSolver, earliest_starts_batch
+from orrery.policies.registry import register
 
 
 @dataclass
@@ -50,7 +50,7 @@ class EvaluatedFrontier:
 def pipeline_energy(pipe: PipelineView, times: np.ndarray, energies: np.ndarray,
                     solver_order=None) -> tuple[np.ndarray, np.ndarray]:
     """Iteration time and energy of plans given per-computation (plans, n) times and energies."""
-    from policies.energy.frontier import topological_order
+    from orrery.policies.energy.frontier import topological_order
 
     order = solver_order if solver_order is not None else topological_order(pipe.preds)
     _, T = earliest_starts_batch(order, pipe.preds, times)

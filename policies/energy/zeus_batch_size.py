@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView
-from policies.energy.zeus_power_limit import ZeusPowerLimit
-from policies.registry import register
+from orrery.policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView
+from orrery.policies.energy.zeus_power_limit import ZeusPowerLimit
+from orrery.policies.registry import register
 
 
 @register("energy", "zeus_batch_size")

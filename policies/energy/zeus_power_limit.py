@@ -8,8 +8,8 @@ per step so that windows of different lengths compare fairly.
 
 from __future__ import annotations
 
-from policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView, zeus_cost
-from policies.registry import register
+from orrery.policies.energy.base import EnergyDecision, EnergyPolicy, EnergyView, zeus_cost
+from orrery.policies.registry import register
 
 
 class PowerLimitProfiler:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from policies.registry import Contract, register_contract
+from orrery.policies.registry import Contract, register_contract
 
 BYTES_PER_PARAM = 4  # float32
 

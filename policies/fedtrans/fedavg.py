@@ -8,14 +8,14 @@ every capable client" cost baseline.
 
 from __future__ import annotations
 
-from policies.fedtrans.base import (
+from orrery.policies.fedtrans.base import (
     ArchSpec,
     MultiModelDecision,
     MultiModelPolicy,
     MultiModelView,
     NewModel,
 )
-from policies.registry import register
+from orrery.policies.registry import register
 
 
 def largest_arch(view: MultiModelView) -> ArchSpec:

@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from policies.fedtrans.base import (
+from orrery.policies.fedtrans.base import (
     ArchSpec,
     ModelView,
     MultiModelDecision,
@@ -52,7 +52,7 @@ from policies.fedtrans.base import (
     largest_trainable,
     tree_distance,
 )
-from policies.registry import register
+from orrery.policies.registry import register
 
 
 def plateaued(losses: tuple[float, ...], patience: int, tol: float) -> bool:

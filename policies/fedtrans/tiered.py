@@ -8,7 +8,7 @@ trains and uses the largest tier model it can train (memory, and the round's tim
 
 from __future__ import annotations
 
-from policies.fedtrans.base import (
+from orrery.policies.fedtrans.base import (
     ArchSpec,
     MultiModelDecision,
     MultiModelPolicy,
@@ -16,7 +16,7 @@ from policies.fedtrans.base import (
     NewModel,
     largest_trainable,
 )
-from policies.registry import register
+from orrery.policies.registry import register
 
 
 def tier_archs(view: MultiModelView, n_tiers: int) -> list[ArchSpec]:

@@ -3,8 +3,8 @@ still needs devices (the state of the art Venn compares against, as in FedScale)
 
 from __future__ import annotations
 
-from policies.fl.base import FLDecision, FLPolicy, FLView, demanding
-from policies.registry import register
+from orrery.policies.fl.base import FLDecision, FLPolicy, FLView, demanding
+from orrery.policies.registry import register
 
 
 @register("fl", "random")

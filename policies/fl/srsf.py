@@ -6,8 +6,8 @@ job closest to finishing is served first, the classic way to lower mean completi
 
 from __future__ import annotations
 
-from policies.fl.base import FLDecision, FLPolicy, FLView, order_by_key
-from policies.registry import register
+from orrery.policies.fl.base import FLDecision, FLPolicy, FLView, order_by_key
+from orrery.policies.registry import register
 
 
 @register("fl", "srsf")

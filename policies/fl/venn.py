@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import math
 
-from policies.fl.base import FLDecision, FLPolicy, FLView, JobView, demanding
-from policies.registry import register
+from orrery.policies.fl.base import FLDecision, FLPolicy, FLView, JobView, demanding
+from orrery.policies.registry import register
 
 _EPS = 1e-12
 

@@ -22,8 +22,8 @@ Constants (DESIGN: "≈ 20% throughput cost; minutes to fall back when adjacent 
 
 from __future__ import annotations
 
-from policies.registry import register
-from policies.resilience.base import (
+from orrery.policies.registry import register
+from orrery.policies.resilience.base import (
     ClusterView,
     Decision,
     Pipeline,
@@ -32,8 +32,8 @@ from policies.resilience.base import (
     plan_fits,
     plan_iteration_estimate_s,
 )
-from policies.resilience.templates import TemplateCache
-from policies.resilience.uniform import best_uniform
+from orrery.policies.resilience.templates import TemplateCache
+from orrery.policies.resilience.uniform import best_uniform
 
 
 @register("resilience", "bamboo")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from policies.registry import Contract, register_contract
+from orrery.policies.registry import Contract, register_contract
 
 NET_LATENCY_S = 2e-5
 

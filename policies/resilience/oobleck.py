@@ -18,15 +18,15 @@ work since its last commit.
 
 from __future__ import annotations
 
-from policies.registry import register
-from policies.resilience.base import (
+from orrery.policies.registry import register
+from orrery.policies.resilience.base import (
     ClusterView,
     Decision,
     Pipeline,
     ResiliencePolicy,
     node_groups,
 )
-from policies.resilience.templates import (
+from orrery.policies.resilience.templates import (
     Template,
     TemplateCache,
     best_sizes,

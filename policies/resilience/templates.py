@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from policies.resilience.base import LayerSpec
+from orrery.policies.resilience.base import LayerSpec
 
 
 @dataclass(frozen=True)

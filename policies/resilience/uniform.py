@@ -6,13 +6,13 @@ isolates the recovery strategy, not the partitioner.
 
 from __future__ import annotations
 
-from policies.resilience.base import (
+from orrery.policies.resilience.base import (
     ClusterView,
     Pipeline,
     plan_fits,
     plan_iteration_estimate_s,
 )
-from policies.resilience.templates import Template
+from orrery.policies.resilience.templates import Template
 
 
 def uniform_pipelines(view: ClusterView, tp: Template, nodes: list[str], depth: int,

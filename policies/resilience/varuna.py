@@ -16,16 +16,16 @@ Constants (DESIGN: "Varuna checkpoints periodically and restarts (minutes per fa
 
 from __future__ import annotations
 
-from policies.registry import register
-from policies.resilience.base import (
+from orrery.policies.registry import register
+from orrery.policies.resilience.base import (
     ClusterView,
     Decision,
     ResiliencePolicy,
     node_groups,
     plan_iteration_estimate_s,
 )
-from policies.resilience.templates import TemplateCache
-from policies.resilience.uniform import best_uniform
+from orrery.policies.resilience.templates import TemplateCache
+from orrery.policies.resilience.uniform import best_uniform
 
 
 @register("resilience", "varuna")

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.registry import register
-from policies.serving.base import (
+from orrery.policies.registry import register
+from orrery.policies.serving.base import (
     RUNNING,
     SWAPPED,
     WAITING,
@@ -25,8 +25,8 @@ from policies.serving.base import (
     ServingPolicy,
     ServingView,
 )
-from policies.serving.common import admit_in_order, shrink_to_fit, step_blocks, vllm_step
-from policies.serving.qoe import expected_area, lost_area
+from orrery.policies.serving.common import admit_in_order, shrink_to_fit, step_blocks, vllm_step
+from orrery.policies.serving.qoe import expected_area, lost_area
 
 
 @register("serving", "andes")

@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from policies.registry import Contract, register_contract
+from orrery.policies.registry import Contract, register_contract
 
 WAITING, RUNNING, SWAPPED = 0, 1, 2
 PreemptMode = Literal["recompute", "swap"]

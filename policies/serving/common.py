@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.serving.base import RUNNING, SWAPPED, WAITING, ServingView
+from orrery.policies.serving.base import RUNNING, SWAPPED, WAITING, ServingView
 
 
 def step_blocks(view: ServingView) -> np.ndarray:

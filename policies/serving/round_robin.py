@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.registry import register
-from policies.serving.base import (
+from orrery.policies.registry import register
+from orrery.policies.serving.base import (
     RUNNING,
     PreemptMode,
     ServingDecision,
     ServingPolicy,
     ServingView,
 )
-from policies.serving.common import admit_in_order
+from orrery.policies.serving.common import admit_in_order
 
 
 @register("serving", "round_robin")

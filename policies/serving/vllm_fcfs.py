@@ -8,9 +8,9 @@ freed, back to the head of the waiting queue, which is ordered by arrival).
 
 from __future__ import annotations
 
-from policies.registry import register
-from policies.serving.base import PreemptMode, ServingDecision, ServingPolicy, ServingView
-from policies.serving.common import vllm_step
+from orrery.policies.registry import register
+from orrery.policies.serving.base import PreemptMode, ServingDecision, ServingPolicy, ServingView
+from orrery.policies.serving.common import vllm_step
 
 
 @register("serving", "vllm_fcfs")

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from policies import registry
-from sim.domains import Domain, RunResult, register_domain
-from sim.engine import RNGStreams
-from sim.scenario import Scenario, Strict
+from orrery.policies import registry
+from orrery.sim.domains import Domain, RunResult, register_domain
+from orrery.sim.engine import RNGStreams
+from orrery.sim.scenario import Scenario, Strict
 
 
 class ToyWorkload(Strict):

@@ -11,10 +11,10 @@ import time
 
 from conftest import BASE_STUDY
 
-from experiments.cli import COMMANDS, main
-from experiments.runner import run_study
-from experiments.store import read_run
-from experiments.study import load_study
+from orrery.experiments.cli import COMMANDS, main
+from orrery.experiments.runner import run_study
+from orrery.experiments.store import read_run
+from orrery.experiments.study import load_study
 
 
 def test_subcommands_table():
@@ -36,7 +36,7 @@ def test_validate_ok_and_bad_input_exit_2_without_traceback(write_study, capsys)
 
 
 def test_shipped_study_names_resolve(write_study, monkeypatch, capsys):
-    import experiments.study as study_mod
+    import orrery.experiments.study as study_mod
 
     path = write_study(name="toy_shipped.toml")
     monkeypatch.setattr(study_mod, "STUDIES_DIR", path.parent)
@@ -61,7 +61,7 @@ def test_internal_error_exit_1_and_report(write_study, tmp_path, capsys):
 
 def test_cli_subprocess_run_and_list_json(write_study, tmp_path, toy_env):
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "experiments.cli"]
+    cmd = [sys.executable, "-m", "orrery.experiments.cli"]
     p = subprocess.run([*cmd, "run", str(write_study()), "--out", str(out), "--jobs", "2"],
                        env=toy_env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert p.returncode == 0, p.stderr
@@ -79,7 +79,7 @@ def test_sigkill_mid_study_loses_no_finished_run_and_repeats_none(write_study, t
     study_path = write_study(text)
     out = tmp_path / "o"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "run", str(study_path), "--out", str(out), "--jobs", "1"],
+        [sys.executable, "-m", "orrery.experiments.cli", "run", str(study_path), "--out", str(out), "--jobs", "1"],
         env=toy_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     runs_dir = out / "runs"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from experiments.plotting import serving_plots
-from experiments.store import RunRecord
+from orrery.experiments.plotting import serving_plots
+from orrery.experiments.store import RunRecord
 
 
 def test_serving_plots_from_run_records(tmp_path):

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from conftest import BASE_STUDY
 
-from experiments.runner import StudyFailed, run_study
-from experiments.store import read_meta, read_run
-from experiments.study import load_study
+from orrery.experiments.runner import StudyFailed, run_study
+from orrery.experiments.store import read_meta, read_run
+from orrery.experiments.study import load_study
 
 
 def test_run_writes_the_results_layout_and_provenance(write_study, tmp_path):

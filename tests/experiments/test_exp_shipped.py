@@ -6,8 +6,8 @@ import importlib
 
 import pytest
 
-from experiments.study import STUDIES_DIR, load_spec, load_study, validate_setup
-from sim.domains import DOMAIN_MODULES
+from orrery.experiments.study import STUDIES_DIR, load_spec, load_study, validate_setup
+from orrery.sim.domains import DOMAIN_MODULES
 
 SHIPPED = sorted(STUDIES_DIR.glob("*.toml"))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from experiments.stats import compare, mean_ci
+from orrery.experiments.stats import compare, mean_ci
 
 SAMPLES = [
     [1.0, 2.0, 3.0, 4.0, 5.0],

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hwmodels.edge import (
+from orrery.hwmodels.edge import (
     DEFAULT_MODEL,
     file_checksum,
     fit_error,
@@ -9,7 +9,7 @@ from hwmodels.edge import (
     load_device_specs,
     sample_hardware,
 )
-from sim.errors import TraceFormatError
+from orrery.sim.errors import TraceFormatError
 
 
 def test_sample_hardware_shapes_and_ranges():

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hwmodels.gpu_energy import (
+from orrery.hwmodels.gpu_energy import (
     POWER_LIMIT_PARAMS,
     STAGE_PARAMS,
     exp_energy,
@@ -26,7 +26,7 @@ from hwmodels.gpu_energy import (
     sha256_file,
     time_curve,
 )
-from sim.errors import OrreryInputError, TraceFormatError
+from orrery.sim.errors import OrreryInputError, TraceFormatError
 
 
 def test_committed_params_carry_checksums_and_errors(shared_data):

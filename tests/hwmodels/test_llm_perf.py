@@ -10,11 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwmodels import fit_llm
-from hwmodels.gpus import get_gpu
-from hwmodels.llm import get_model
-from hwmodels.llm_perf import DEFAULT_PARAMS_PATH, LLMPerfModel, SpecDecode, load_default_params
-from sim.errors import OrreryInputError
+from orrery.hwmodels import fit_llm
+from orrery.hwmodels.gpus import get_gpu
+from orrery.hwmodels.llm import get_model
+from orrery.hwmodels.llm_perf import (
+    DEFAULT_PARAMS_PATH,
+    LLMPerfModel,
+    SpecDecode,
+    load_default_params,
+)
+from orrery.sim.errors import OrreryInputError
 
 A100, H100 = get_gpu("a100"), get_gpu("h100")
 L13 = get_model("llama-2-13b")
@@ -167,7 +172,7 @@ def test_fit_roundtrip(tmp_path, shared_data):
 def test_committed_fit_holds_no_measured_values():
     import json
 
-    from hwmodels.fit_llm import DEFAULT_PARAMS_PATH
+    from orrery.hwmodels.fit_llm import DEFAULT_PARAMS_PATH
 
     d = json.loads(open(DEFAULT_PARAMS_PATH).read())
     assert "rows" not in d

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from policies.check import PolicyContractError, check_policy
-from policies.registry import PolicyInputError, get_policy_class, list_policies, make_policy
-from policies.serving.base import ServingDecision, ServingPolicy
+from orrery.policies.check import PolicyContractError, check_policy
+from orrery.policies.registry import PolicyInputError, get_policy_class, list_policies, make_policy
+from orrery.policies.serving.base import ServingDecision, ServingPolicy
 
 
 def test_serving_policies_registered():

@@ -6,9 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.fedtrans.base import ArchSpec
-from realbackend.fedtrans_models import deepen, forward, init_params, n_params, widen
-from realbackend.fl_train import (
+from orrery.policies.fedtrans.base import ArchSpec
+from orrery.realbackend.fedtrans_models import deepen, forward, init_params, n_params, widen
+from orrery.realbackend.fl_train import (
     ClientUpdate,
     aggregate,
     aggregation_weights,

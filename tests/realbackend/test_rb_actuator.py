@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from policies.energy.base import EnergyDecision
-from realbackend.nvml import GPUActuator
+from orrery.policies.energy.base import EnergyDecision
+from orrery.realbackend.nvml import GPUActuator
 
 
 def test_dry_run_records_and_applies_nothing(fake_nvml_cls):

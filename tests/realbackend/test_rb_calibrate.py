@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import sim.serving as ssim
-from realbackend.calibrate import (
+import orrery.sim.serving as ssim
+from orrery.realbackend.calibrate import (
     PROBE_POINTS,
     calibrate,
     drift_ratio,
@@ -16,12 +16,12 @@ from realbackend.calibrate import (
     profile_engine_load,
     scale_times,
 )
-from realbackend.latency import CalibrationFile, EngineLatencyParams, EnginePerfModel
-from realbackend.serving import EngineConfig
-from realbackend.tiny_llm import TinyLLMConfig
-from realbackend.validate import format_table, simulate_with_perf, validate_scenarios
-from sim.errors import OrreryInputError
-from sim.serving import ServingScenario
+from orrery.realbackend.latency import CalibrationFile, EngineLatencyParams, EnginePerfModel
+from orrery.realbackend.serving import EngineConfig
+from orrery.realbackend.tiny_llm import TinyLLMConfig
+from orrery.realbackend.validate import format_table, simulate_with_perf, validate_scenarios
+from orrery.sim.errors import OrreryInputError
+from orrery.sim.serving import ServingScenario
 
 SMALL = TinyLLMConfig(n_layers=1, hidden_size=64, n_heads=2, intermediate_size=128, vocab_size=128, max_len=128)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from experiments.cli import main
+from orrery.experiments.cli import main
 
 
 def test_calibrate_quick_writes_params(tmp_path, capsys):

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from realbackend.nvml import GPUUnavailableError, discover
+from orrery.realbackend.nvml import GPUUnavailableError, discover
 
 
 def _gpu_or_skip():
@@ -22,7 +22,7 @@ def _gpu_or_skip():
 
 @pytest.mark.gpu
 def test_nvml_energy_window_on_real_gpu():
-    from realbackend.nvml import GPUMonitor
+    from orrery.realbackend.nvml import GPUMonitor
 
     gpus = _gpu_or_skip()
     mon = GPUMonitor(0)
@@ -34,9 +34,9 @@ def test_nvml_energy_window_on_real_gpu():
 @pytest.mark.gpu
 def test_real_engine_on_cuda_small():
     _gpu_or_skip()
-    from realbackend.calibrate import calibrate
-    from realbackend.serving import EngineConfig, run_real_serving
-    from sim.serving import ServingScenario
+    from orrery.realbackend.calibrate import calibrate
+    from orrery.realbackend.serving import EngineConfig, run_real_serving
+    from orrery.sim.serving import ServingScenario
 
     before = discover()[0].power_limit_w
     cfg = EngineConfig(device="cuda")

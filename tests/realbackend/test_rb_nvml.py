@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from realbackend.nvml import (
+from orrery.realbackend.nvml import (
     GPUMonitor,
     GPUUnavailableError,
     check_energy_agreement,
     discover,
     load_nvml,
 )
-from sim.errors import OrreryInputError
+from orrery.sim.errors import OrreryInputError
 
 
 def test_discovery_reads_the_fake(fake_nvml):

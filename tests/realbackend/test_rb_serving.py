@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import policies.serving.base as sbase
-import realbackend.serving as rserving
-from policies.registry import make_policy
-from realbackend.latency import EngineLatencyParams, EnginePerfModel
-from realbackend.serving import NO_GPU_ENERGY, EngineConfig, RealServingEngine, run_real_serving
-from realbackend.tiny_llm import TinyLLMConfig
-from sim.serving import ServingScenario
+import orrery.policies.serving.base as sbase
+import orrery.realbackend.serving as rserving
+from orrery.policies.registry import make_policy
+from orrery.realbackend.latency import EngineLatencyParams, EnginePerfModel
+from orrery.realbackend.serving import (
+    NO_GPU_ENERGY,
+    EngineConfig,
+    RealServingEngine,
+    run_real_serving,
+)
+from orrery.realbackend.tiny_llm import TinyLLMConfig
+from orrery.sim.serving import ServingScenario
 
 SMALL = TinyLLMConfig(n_layers=1, hidden_size=64, n_heads=2, intermediate_size=128, vocab_size=128, max_len=128)
 PARAMS = EngineLatencyParams(decode_a_s=3e-4, decode_b_s=6e-5, decode_c_s=2e-7, prefill_p_s=5e-4, prefill_q_s=6e-5,
@@ -36,7 +41,7 @@ def test_same_policy_classes_and_contract_as_the_simulator():
     # the engine imports the contract objects themselves, not copies
     assert rserving.ServingView is sbase.ServingView
     assert rserving.validate_decision is sbase.validate_decision
-    import sim.serving as ssim
+    import orrery.sim.serving as ssim
 
     assert rserving.ServingView is ssim.ServingView and rserving.make_policy is ssim.make_policy
 
@@ -52,7 +57,7 @@ def test_serves_every_token_and_reports_no_gpu_energy(policy):
     toks = run.series["tokens"]
     assert len(toks) == int(t.output_tokens.sum())  # one measured delivery per token (+ recomputes none)
     assert np.isnan(run.metrics["energy_j"]) and run.info["energy_source"] == NO_GPU_ENERGY
-    assert run.info["policy_class"].startswith("policies.serving.")
+    assert run.info["policy_class"].startswith("orrery.policies.serving.")
 
 
 @pytest.mark.parametrize("mode", ["recompute", "swap"])
@@ -93,7 +98,7 @@ def test_view_latency_is_the_calibrated_model_in_workload_time():
 
 
 def test_bad_setups_are_input_errors():
-    from sim.errors import OrreryInputError
+    from orrery.sim.errors import OrreryInputError
 
     with pytest.raises(OrreryInputError, match="one replica"):
         RealServingEngine(scenario("vllm_fcfs").with_updates({"replicas": 2}), cfg(), PARAMS)

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from policies.registry import make_policy
-from realbackend.nvml import GPUActuator
-from realbackend.serving import NO_GPU_ENERGY
-from realbackend.training import RealTrainingConfig, run_real_training
-from sim.training import TrainingScenario
+from orrery.policies.registry import make_policy
+from orrery.realbackend.nvml import GPUActuator
+from orrery.realbackend.serving import NO_GPU_ENERGY
+from orrery.realbackend.training import RealTrainingConfig, run_real_training
+from orrery.sim.training import TrainingScenario
 
 CFG = RealTrainingConfig(device="cpu", steps=40, batch_size=16, hidden=32, layers=2)
 

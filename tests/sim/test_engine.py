@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sim.engine import RNGStreams, Simulation, stream_key
-from sim.recorder import Recorder
+from orrery.sim.engine import RNGStreams, Simulation, stream_key
+from orrery.sim.recorder import Recorder
 
 
 def test_streams_are_reproducible_and_independent():

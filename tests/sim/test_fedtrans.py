@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sim.fedtrans as ft  # registers the domain (until sim/domains.py lists it)
-from policies.fedtrans.base import CostModel, MultiModelDecision, MultiModelPolicy
-from policies.registry import get_policy_class, load_domain, register
-from sim.domains import registered_domains
-from sim.errors import ScenarioError
+import orrery.sim.fedtrans as ft  # registers the domain (until sim/domains.py lists it)
+from orrery.policies.fedtrans.base import CostModel, MultiModelDecision, MultiModelPolicy
+from orrery.policies.registry import get_policy_class, load_domain, register
+from orrery.sim.domains import registered_domains
+from orrery.sim.errors import ScenarioError
 
 POLICIES = ["fedavg", "fedavg_large", "tiered", "fedtrans"]
 GROW = {"min_rounds": 1, "patience": 1, "plateau_tol": 10.0, "eval_min_rounds": 1}  # grow every round
@@ -113,7 +113,7 @@ class _Overload(MultiModelPolicy):
     """Gives every client a model far too big for a phone (the executor must refuse)."""
 
     def schedule(self, view):
-        from policies.fedtrans.base import NewModel
+        from orrery.policies.fedtrans.base import NewModel
 
         if view.purpose == "eval" or len(view.models) > 1:
             return MultiModelDecision()
@@ -140,7 +140,7 @@ def test_domain_registration_bad_input_and_cost_model():
     with pytest.raises(ScenarioError, match="alpha"):
         ft.FedTransScenario.from_dict({"policy": "fedavg", "data": {"alpha": 0}})
     cm = CostModel(scale=10.0, batch_size=4)
-    from policies.fedtrans.base import ArchSpec
+    from orrery.policies.fedtrans.base import ArchSpec
 
     a = ArchSpec("mlp", (3,), 2, ((4, 1),))
     assert a.n_params() == 3 * 4 + 4 + 4 * 2 + 2
@@ -149,7 +149,7 @@ def test_domain_registration_bad_input_and_cost_model():
 
 
 def test_leaf_dataset_runs(tmp_path):
-    from workloads.fl_data import write_leaf
+    from orrery.workloads.fl_data import write_leaf
 
     g = np.random.default_rng(0)
     write_leaf(tmp_path / "train.json", {f"u{i}": (g.random((12, 6)), g.integers(0, 4, 12)) for i in range(40)})
@@ -165,7 +165,7 @@ def test_plots(tmp_path):
             self.table, self.series = res.table, res.series
 
     runs = [R(ft.run_fedtrans(tiny(p, rounds=2)), p) for p in ("fedavg", "fedtrans")]
-    from experiments.plotting import fedtrans_plots
+    from orrery.experiments.plotting import fedtrans_plots
 
     paths = fedtrans_plots(tmp_path, pd.DataFrame(), runs)
     assert len(paths) == 2 and all(p.stat().st_size > 0 for p in paths)

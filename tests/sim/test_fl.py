@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.domains import get_domain
-from sim.engine import Simulation
-from sim.errors import ScenarioError
-from sim.fl import FLScenario, build_availability, build_population, run_fl
-from traces.devices import eligible_mask
+from orrery.sim.domains import get_domain
+from orrery.sim.engine import Simulation
+from orrery.sim.errors import ScenarioError
+from orrery.sim.fl import FLScenario, build_availability, build_population, run_fl
+from orrery.traces.devices import eligible_mask
 
 
 def tiny(policy="venn", seed=0, n_jobs=4, n_devices=1500, **jobs):
@@ -105,14 +105,14 @@ def test_plots(tmp_path):
             self.group, self.scenario, self.metrics = {"policy": pol}, {"policy": pol}, res.metrics
             self.table, self.series = res.table, res.series
     runs = [R(run_fl(tiny(p)), p) for p in ("random", "venn")]
-    from experiments.plots import resolve_plot_hook
+    from orrery.experiments.plots import resolve_plot_hook
 
     paths = resolve_plot_hook(get_domain("fl"))(tmp_path, pd.DataFrame(), runs)
     assert len(paths) == 2 and all(p.stat().st_size > 0 for p in paths)
 
 
 def test_feasibility_small():
-    from sim.fl_feasibility import FLFeasibilityScenario, run_fl_feasibility
+    from orrery.sim.fl_feasibility import FLFeasibilityScenario, run_fl_feasibility
 
     scn = FLFeasibilityScenario.from_dict({
         "horizon_s": 86400.0, "population": {"n_devices": 2000},

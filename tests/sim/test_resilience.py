@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.plotting import resilience_plots as plot_resilience
-from sim.domains import get_domain
-from sim.errors import ScenarioError
-from sim.resilience import ResilienceScenario, run_resilience
+from orrery.experiments.plotting import resilience_plots as plot_resilience
+from orrery.sim.domains import get_domain
+from orrery.sim.errors import ScenarioError
+from orrery.sim.resilience import ResilienceScenario, run_resilience
 
 
 def _sc(policy, model="gpt3-2.7b", interval_s=600.0, **extra):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from sim.errors import OrreryInputError, ScenarioError
-from sim.serving import ServingScenario
+from orrery.sim.errors import OrreryInputError, ScenarioError
+from orrery.sim.serving import ServingScenario
 
 
 def test_toml_roundtrip_and_stable_hash(tmp_path):

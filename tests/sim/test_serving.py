@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies.serving.qoe import qoe_of_stream
-from sim.errors import OrreryInputError, ScenarioError
-from sim.serving import ServingScenario, build_perf_model, run_serving
+from orrery.policies.serving.qoe import qoe_of_stream
+from orrery.sim.errors import OrreryInputError, ScenarioError
+from orrery.sim.serving import ServingScenario, build_perf_model, run_serving
 
 
 def scenario(policy="vllm_fcfs", rate=2.0, n=40, **kw):
@@ -192,7 +192,7 @@ def test_fast_forward_matches_at_the_horizon(horizon):
 
 
 def test_policy_can_opt_out_of_fast_forward(monkeypatch):
-    from policies.serving.vllm_fcfs import VLLMFCFS
+    from orrery.policies.serving.vllm_fcfs import VLLMFCFS
 
     calls = {"n": 0}
     orig = VLLMFCFS.schedule

@@ -9,10 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwmodels.gpus import get_gpu
-from sim.errors import OrreryInputError, ScenarioError, TraceFormatError
-from sim.training import TrainingScenario, run_training
-from workloads.training import EPOCHS_TO_TARGET, epochs_to_target_table, load_epochs_to_target
+from orrery.hwmodels.gpus import get_gpu
+from orrery.sim.errors import OrreryInputError, ScenarioError, TraceFormatError
+from orrery.sim.training import TrainingScenario, run_training
+from orrery.workloads.training import (
+    EPOCHS_TO_TARGET,
+    epochs_to_target_table,
+    load_epochs_to_target,
+)
 
 JOB = {"dataset": "imagenet", "network": "resnet50", "batch_size": 128, "epochs": 2}
 

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from sim.errors import TraceFormatError
-from traces.availability import (
+from orrery.sim.errors import TraceFormatError
+from orrery.traces.availability import (
     CheckinStream,
     diurnal_availability,
     diurnal_profile,

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.errors import OrreryInputError, TraceFormatError
-from traces.carbon import SYNTHETIC_PARAMS, fit_synthetic, load_carbon_trace, synthetic_trace
+from orrery.sim.errors import OrreryInputError, TraceFormatError
+from orrery.traces.carbon import SYNTHETIC_PARAMS, fit_synthetic, load_carbon_trace, synthetic_trace
 
 CHASE_HDR = "location,timestamp,duration,value\n"
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from sim.errors import OrreryInputError, TraceFormatError
-from traces.devices import (
+from orrery.sim.errors import OrreryInputError, TraceFormatError
+from orrery.traces.devices import (
     DEFAULT_ELIGIBILITY,
     eligible_mask,
     fit_eligibility,

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.errors import OrreryInputError, TraceFormatError
-from traces.llm import load_azure_llm, load_sharegpt_stats
-from traces.paths import resolve_data_path
+from orrery.sim.errors import OrreryInputError, TraceFormatError
+from orrery.traces.llm import load_azure_llm, load_sharegpt_stats
+from orrery.traces.paths import resolve_data_path
 
 AZ_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 SG_HEADER = "num_prefill_tokens,num_decode_tokens,num_total_tokens,pd_ratio\n"

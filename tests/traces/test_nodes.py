@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.errors import TraceFormatError
-from traces.nodes import load_count_file, load_event_csv, load_node_trace, synthetic_trace
+from orrery.sim.errors import TraceFormatError
+from orrery.traces.nodes import load_count_file, load_event_csv, load_node_trace, synthetic_trace
 
 
 def test_p3_trace_loads_to_schema(shared_data):

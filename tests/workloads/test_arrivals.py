@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.errors import OrreryInputError
-from workloads.arrivals import gamma_arrivals, poisson_arrivals, replay_arrivals
+from orrery.sim.errors import OrreryInputError
+from orrery.workloads.arrivals import gamma_arrivals, poisson_arrivals, replay_arrivals
 
 rates = st.floats(min_value=0.05, max_value=200.0)
 cvs = st.floats(min_value=0.2, max_value=5.0)

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.errors import TraceFormatError
-from workloads.fl_data import (
+from orrery.sim.errors import TraceFormatError
+from orrery.workloads.fl_data import (
     Teacher,
     load_leaf,
     make_federated,

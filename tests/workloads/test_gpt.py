@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.errors import UnknownNameError
-from workloads.gpt import GPT3_MODELS, get_model, layer_profiles
+from orrery.sim.errors import UnknownNameError
+from orrery.workloads.gpt import GPT3_MODELS, get_model, layer_profiles
 
 
 @pytest.mark.parametrize(("name", "billions"),

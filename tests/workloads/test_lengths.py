@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.errors import OrreryInputError
-from traces.llm import LengthSamples, load_sharegpt_stats
-from workloads.lengths import (
+from orrery.sim.errors import OrreryInputError
+from orrery.traces.llm import LengthSamples, load_sharegpt_stats
+from orrery.workloads.lengths import (
     SHAREGPT_PARAMS,
     EmpiricalLengths,
     SyntheticLengths,

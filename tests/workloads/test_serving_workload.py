@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from traces.llm import load_azure_llm
-from workloads.serving import Requests, ServingWorkload
+from orrery.traces.llm import load_azure_llm
+from orrery.workloads.serving import Requests, ServingWorkload
 
 CONV = "shared:llm/azure_llm_2023_conv.csv"
 SHAREGPT = "shared:llm/sharegpt_8k_stats_llama2.csv"

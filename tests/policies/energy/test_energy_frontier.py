@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.check import check_policy
-from policies.energy.frontier import FrontierSolver, earliest_starts
-from policies.energy.perseus import compute_frontier
-from policies.registry import list_policies
-from sim.training import TrainingScenario, execute_iteration, pipeline_view
+from orrery.policies.check import check_policy
+from orrery.policies.energy.frontier import FrontierSolver, earliest_starts
+from orrery.policies.energy.perseus import compute_frontier
+from orrery.policies.registry import list_policies
+from orrery.sim.training import TrainingScenario, execute_iteration, pipeline_view
 
 
 @st.composite
@@ -61,7 +61,7 @@ def test_frontier_is_optimal_monotone_and_respects_precedence(dag):
 def test_every_energy_policy_passes_the_contract():
     names = list_policies()["energy"]
     assert {"max_power", "zeus_power_limit", "zeus_batch_size", "perseus", "chase"} <= set(names)
-    from policies.registry import get_policy_class
+    from orrery.policies.registry import get_policy_class
 
     for n in names:
         assert check_policy("energy", get_policy_class("energy", n))
@@ -93,7 +93,7 @@ def test_straggler_plan_matches_straggler_and_saves_more(shared_data, slowdown):
     base = {"policy": "perseus", "gpu": "a100", "workload": {
         "kind": "pipeline", "profile": f"{shared_data}/gpu/perseus_stage_profile_bloom+a100_sxm_bf16.csv",
         "n_microbatches": 16, "data_parallel": 2, "iterations": 10}}
-    from sim.training import run_training
+    from orrery.sim.training import run_training
 
     free = run_training(TrainingScenario.from_dict(base))
     strag = run_training(TrainingScenario.from_dict(base).with_updates(

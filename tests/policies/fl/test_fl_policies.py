@@ -1,8 +1,8 @@
 import pytest
 
-from policies.check import check_policy
-from policies.fl.base import AtomView, FLView, JobView, TierView
-from policies.registry import get_policy_class, make_policy
+from orrery.policies.check import check_policy
+from orrery.policies.fl.base import AtomView, FLView, JobView, TierView
+from orrery.policies.registry import get_policy_class, make_policy
 
 
 @pytest.mark.parametrize("name", ["random", "fifo", "srsf", "venn"])
@@ -49,7 +49,7 @@ def test_venn_tier_pinning():
 
 
 def test_bad_params():
-    from policies.registry import PolicyInputError
+    from orrery.policies.registry import PolicyInputError
 
     with pytest.raises(PolicyInputError):
         make_policy("fl", "venn", {"nope": 1})

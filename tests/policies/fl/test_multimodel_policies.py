@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from policies.check import PolicyContractError, check_policy
-from policies.fedtrans.base import (
+from orrery.policies.check import PolicyContractError, check_policy
+from orrery.policies.fedtrans.base import (
     ArchSpec,
     ClientView,
     CostModel,
@@ -18,13 +18,13 @@ from policies.fedtrans.base import (
     tree_distance,
     validate,
 )
-from policies.registry import get_policy_class, list_policies, make_policy
+from orrery.policies.registry import get_policy_class, list_policies, make_policy
 
 # Policy modules are reached through the registry (importing one directly before the domain is
 # loaded would make the registry take "fedtrans" for a plug-in domain and skip its other modules).
 FedTrans = get_policy_class("fedtrans", "fedtrans")
-plateaued = importlib.import_module("policies.fedtrans.fedtrans").plateaued
-tier_archs = importlib.import_module("policies.fedtrans.tiered").tier_archs
+plateaued = importlib.import_module("orrery.policies.fedtrans.fedtrans").plateaued
+tier_archs = importlib.import_module("orrery.policies.fedtrans.tiered").tier_archs
 
 MULTI = ["fedavg", "fedavg_large", "tiered", "fedtrans"]
 

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from policies.check import check_policy
-from policies.fl.base import AtomView, FLView, JobView, TierView
-from policies.fl.venn import Venn, _Fluid
-from policies.registry import make_policy
+from orrery.policies.check import check_policy
+from orrery.policies.fl.base import AtomView, FLView, JobView, TierView
+from orrery.policies.fl.venn import Venn, _Fluid
+from orrery.policies.registry import make_policy
 
 # requirement 0 = broad (atoms 0b01 and 0b11), requirement 1 = scarce (atom 0b11 only)
 TIERS = (TierView(0, 0.02, 2e6, 1e6), TierView(1, 0.2, 1e6, 5e5))

@@ -8,15 +8,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.resilience.base import (
+from orrery.policies.resilience.base import (
     ClusterView,
     node_groups,
     pipeline_node_memory,
     synthetic_layers,
     validate,
 )
-from policies.resilience.oobleck import Oobleck
-from policies.resilience.templates import (
+from orrery.policies.resilience.oobleck import Oobleck
+from orrery.policies.resilience.templates import (
     contiguous_range,
     distribute_microbatches,
     plan_templates,

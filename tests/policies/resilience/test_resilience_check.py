@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policies.check import check_policy
-from policies.registry import PolicyInputError, get_policy_class, list_policies, make_policy
+from orrery.policies.check import check_policy
+from orrery.policies.registry import PolicyInputError, get_policy_class, list_policies, make_policy
 
 
 @pytest.mark.parametrize("name", ["varuna", "bamboo", "oobleck"])

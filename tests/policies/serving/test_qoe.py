@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.serving.qoe import QoETracker, lost_area, qoe_of_stream
+from orrery.policies.serving.qoe import QoETracker, lost_area, qoe_of_stream
 
 gaps = st.lists(st.floats(0.0, 3.0, allow_nan=False), min_size=1, max_size=60)
 
