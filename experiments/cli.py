@@ -51,6 +51,8 @@ RUN_ARGS = (
     arg("--jobs", type=int, metavar="N", help="parallel runs (default: number of cores; 1: in-process)"),
     arg("--dask", metavar="ADDR", help="run on Dask: a scheduler address tcp://host:port, or 'local'"),
     arg("--seeds", type=int, metavar="N", help="override the study's seeds with 0..N-1"),
+    arg("--fetch", action="store_true",
+        help="download the registered data files the study needs first (same as ORRERY_AUTO_FETCH=1)"),
 )
 
 
@@ -155,7 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 @command("validate", "check a study's spec and setup without running it", arg("study"),
-         arg("--scale", metavar="NAME"), arg("--seeds", type=int, metavar="N"))  # fmt: skip
+         arg("--scale", metavar="NAME"), arg("--seeds", type=int, metavar="N"),
+         arg("--fetch", action="store_true", help="download the registered data files it needs first"))  # fmt: skip
 def cmd_validate(args: argparse.Namespace) -> int:
     from orrery.experiments.runner import load_plugins, plugin_modules
     from orrery.experiments.study import load_study, validate_setup
@@ -293,6 +296,32 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return int(rc or 0)
 
 
+# ----------------------------------------------------------------------------- data
+
+
+@command("data", "the real data files: list, fetch (checksummed, into the user cache), verify, path",
+         arg("action", choices=["list", "fetch", "verify", "path"]),
+         arg("names", nargs="*", metavar="NAME", help="data file names, folders (fl) or globs (llm/*)"),
+         arg("--all", action="store_true", help="fetch: every registered file"),
+         arg("--force", action="store_true", help="fetch: download again even if present"),
+         arg("--json", action="store_true", help="list: machine-readable output"))  # fmt: skip
+def cmd_data(args: argparse.Namespace) -> int:
+    from orrery.experiments.datacmd import data_command
+
+    return data_command(args, _console())
+
+
+@command("trace", "check your own trace file against the documented format (docs/traces/)",
+         arg("action", choices=["check"]), arg("file"),
+         arg("--kind", required=True, choices=["llm", "carbon", "availability", "failures"]),
+         arg("--max-errors", type=int, default=20, metavar="N", help="bad rows to report (default 20)"),
+         arg("--json", action="store_true", help="print the findings as JSON"))  # fmt: skip
+def cmd_trace(args: argparse.Namespace) -> int:
+    from orrery.experiments.datacmd import trace_command
+
+    return trace_command(args, _console())
+
+
 # ----------------------------------------------------------------------------- real backend
 
 REAL_ENGINE_ARGS = (
@@ -379,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.debug = getattr(args, "debug", False) or bool(os.environ.get("ORRERY_DEBUG"))
     args.plugin = getattr(args, "plugin", None) or []
+    if getattr(args, "fetch", False):  # workers and nested loads see it too
+        os.environ["ORRERY_AUTO_FETCH"] = "1"
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_INPUT
