@@ -262,8 +262,12 @@ def _model_info(m: Any) -> dict[str, Any]:
 
 
 @command("list", "registered policies by domain, GPUs and LLM models",
-         arg("--json", action="store_true", help="machine-readable output"))  # fmt: skip
+         arg("--json", action="store_true", help="machine-readable output"),
+         arg("--models", action="store_true", help="the LLM catalog: architecture facts and their sources"),
+         arg("--gpus", action="store_true", help="the GPU catalog: datasheet numbers and their sources"))  # fmt: skip
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.models or args.gpus:
+        return _list_catalog(args)
     from orrery.experiments.runner import load_plugins, plugin_modules
 
     load_plugins(plugin_modules(args.plugin or []))
@@ -282,6 +286,47 @@ def cmd_list(args: argparse.Namespace) -> int:
     con.print(f"[bold]models[/]: {', '.join(cat['models']) or '(none)'}")
     for what, why in cat["unavailable"].items():
         con.print(f"[dim]not available: {what}: {why}[/]")
+    return EXIT_OK
+
+
+def _list_catalog(args: argparse.Namespace) -> int:
+    """`orrery list --models` / `--gpus`: one row per catalog entry."""
+    from orrery.hwmodels.gpus import gpu_table
+    from orrery.hwmodels.llm import model_table
+
+    out: dict[str, list[dict]] = {}
+    if args.models:
+        out["models"] = model_table()
+    if args.gpus:
+        out["gpus"] = gpu_table()
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return EXIT_OK
+    from rich.table import Table
+
+    con = _console()
+    if args.models:
+        t = Table(title="LLM catalog (public config.json; params derived from the architecture)")
+        cols = ["name", "type", "layers", "hidden", "heads", "kv_heads", "head_dim", "ffn", "experts",
+                "experts_per_token", "expert_ffn", "shared_experts", "vocab", "params_b", "active_params_b", "weights"]
+        for c in cols:
+            t.add_column(c)
+        for r in out["models"]:
+            t.add_row(*(str(r[c]) for c in cols))
+        con.print(t)
+        con.print("[dim]sources: " + "; ".join(f"{r['name']}: {r['source']}" for r in out["models"]) + "[/]")
+    if args.gpus:
+        t = Table(title="GPU catalog (dense tensor FLOP/s; `--json` gives the source of every number)")
+        for c in ("name", "family", "mem_GB", "bw_TB/s", "fp16_TF", "fp8_TF", "fp4_TF", "link_GB/s", "TDP_W",
+                  "limit_W", "idle_W"):
+            t.add_column(c)
+        for g in out["gpus"]:
+            t.add_row(g["name"], g["family"] or g["arch"], f"{g['mem_bytes'] / 1e9:.0f}",
+                      f"{g['mem_bw_bytes_per_s'] / 1e12:.2f}", f"{g['flops_fp16'] / 1e12:.0f}",
+                      f"{g['flops_fp8'] / 1e12:.0f}", f"{g['flops_fp4'] / 1e12:.0f}",
+                      f"{g['interconnect_bw_bytes_per_s'] / 1e9:.0f}", f"{g['tdp_w']:.0f}",
+                      f"{g['power_limit_min_w']:.0f}-{g['power_limit_max_w']:.0f}", f"{g['idle_w']:.0f}")
+        con.print(t)
     return EXIT_OK
 
 

@@ -36,3 +36,28 @@ def test_aliases_and_case_insensitive_lookup():
 def test_unknown_gpu_lists_known_names():
     with pytest.raises(OrreryInputError, match="unknown GPU 'b300'.*A100-SXM4-80GB"):
         get_gpu("b300")
+
+
+REQUIRED = ["p100", "v100", "t4", "a10g", "l4", "l40s", "rtx6000", "rtx-a6000", "a40", "a100-40gb", "a100",
+            "a100-pcie", "a100-pcie-40gb", "h100", "h100-pcie", "h200", "b200", "mi300x"]
+
+
+@pytest.mark.parametrize("alias", REQUIRED)
+def test_catalog_has_the_common_gpus_with_a_source_per_number(alias):
+    from orrery.hwmodels.gpus import NUMERIC_FIELDS
+
+    g = get_gpu(alias)
+    for f in NUMERIC_FIELDS:
+        assert g.source(f), f"{g.name}.{f} has no source"
+    assert g.mem_bytes >= 16 * 1024**3 and g.interconnect_bw_bytes_per_s > 0
+
+
+def test_datasheet_numbers_and_precisions():
+    h, b, m = get_gpu("h100"), get_gpu("b200"), get_gpu("mi300x")
+    assert h.peak_flops(8) == pytest.approx(2 * h.peak_flops(16), rel=1e-3) and h.native_bits(4.25) == 8
+    assert b.peak_flops(4) == 2 * b.peak_flops(8) == 4 * b.peak_flops(16) and b.native_bits(4.25) == 4
+    assert get_gpu("a100").native_bits(8) == 16  # no FP8 tensor cores: weight-only dequantise
+    assert m.vendor == "amd" and m.mem_bytes == 192e9 and m.mem_bw_bytes_per_s == 5.3e12
+    assert get_gpu("rtx6000").power_limit_max_w == 260  # not a multiple of 25 W
+    assert get_gpu("h200").fit_family == get_gpu("h100").fit_family == "hopper"
+    assert "estimate" in b.source("idle_w")
