@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-DOMAIN_PACKAGES = ("serving", "fl", "fedtrans", "energy", "resilience")
+DOMAIN_PACKAGES = ("serving", "fl", "fedtrans", "energy", "resilience", "routing")
 
 
 class PolicyInputError(ValueError):

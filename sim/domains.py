@@ -24,6 +24,7 @@ DOMAIN_MODULES: dict[str, str] = {
     "resilience": "orrery.sim.resilience",
     "fl_feasibility": "orrery.sim.fl_feasibility",
     "fedtrans": "orrery.sim.fedtrans",
+    "cluster_serving": "orrery.sim.cluster_serving",
 }
 
 Direction = Literal["higher", "lower"]
