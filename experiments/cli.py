@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -45,19 +46,41 @@ def _console(stderr: bool = False):
 
 # ----------------------------------------------------------------------------- run / validate
 
+DEFAULT_MAX_RUNS = 100_000
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (`--jobs 0` is an error, not 'all cores')."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {n}")
+    return n
+
+
+MAX_RUNS_ARG = arg("--max-runs", type=positive_int, metavar="N", default=DEFAULT_MAX_RUNS,
+                   help=f"refuse a study that expands to more runs than N (default {DEFAULT_MAX_RUNS:,})")
 RUN_ARGS = (
-    arg("--out", metavar="DIR", help="results folder (default: results/<study name>/)"),
+    arg("--out", metavar="DIR", help="results folder (default: results/<study name>/, "
+        "results/<study name>-<scale>/ with --scale)"),
     arg("--scale", metavar="NAME", help="apply the study's [scales.NAME] overrides"),
-    arg("--jobs", type=int, metavar="N", help="parallel runs (default: number of cores; 1: in-process)"),
+    arg("--jobs", type=positive_int, metavar="N", help="parallel runs (default: number of cores; 1: in-process)"),
     arg("--dask", metavar="ADDR", help="run on Dask: a scheduler address tcp://host:port, or 'local'"),
-    arg("--seeds", type=int, metavar="N", help="override the study's seeds with 0..N-1"),
+    arg("--seeds", type=positive_int, metavar="N", help="override the study's seeds with 0..N-1"),
     arg("--fetch", action="store_true",
         help="download the registered data files the study needs first (same as ORRERY_AUTO_FETCH=1)"),
+    arg("--wait", action="store_true", help="if another run writes to the results folder, wait for it"),
+    arg("--force", action="store_true",
+        help="the results folder holds another study (or scale): delete its results and start over"),
+    MAX_RUNS_ARG,
 )
 
 
 class RichProgress:
-    """A rich progress bar with ETA (on stderr)."""
+    """A rich progress bar with ETA (on stderr): runs, and the reproducibility re-runs apart;
+    the last finished group is shown whole (its case name included)."""
 
     def __init__(self, study_name: str):
         from rich.progress import (
@@ -81,16 +104,21 @@ class RichProgress:
             console=_console(stderr=True),
             transient=False,
         )
-        self.task = None
+        self.task = self.repro_task = None
+        self.last = ""
 
-    def start(self, total: int, resumed: int) -> None:
+    def start(self, total: int, resumed: int, repro_total: int = 0) -> None:
         if resumed:
             self.bar.console.print(f"resuming: {resumed} finished run(s) kept")
         self.bar.start()
-        self.task = self.bar.add_task(self.name, total=total, last="")
+        self.task = self.bar.add_task(f"{self.name} runs", total=total, last="")
+        if repro_total:
+            self.repro_task = self.bar.add_task("reproducibility re-runs", total=repro_total, last="")
 
-    def advance(self, label: str) -> None:
-        self.bar.update(self.task, advance=1, last=label[:40])
+    def advance(self, label: str, repro: bool = False) -> None:
+        task = self.repro_task if repro and self.repro_task is not None else self.task
+        self.last = label
+        self.bar.update(task, advance=1, last=label)  # whole: the case name is at its end
 
     def stop(self) -> None:
         self.bar.stop()
@@ -141,10 +169,11 @@ def _run(args: argparse.Namespace, study_ref: str) -> int:
     from orrery.experiments.study import load_study
 
     load_plugins(plugin_modules(args.plugin or []))
-    study = load_study(study_ref, scale=args.scale, seeds=args.seeds)
+    study = load_study(study_ref, scale=args.scale, seeds=args.seeds, max_runs=args.max_runs)
     progress = RichProgress(study.name)
     result = run_study(
-        study, args.out, jobs=args.jobs, dask=args.dask, plugins=args.plugin or [], progress=progress
+        study, args.out, jobs=args.jobs, dask=args.dask, plugins=args.plugin or [], progress=progress,
+        wait=args.wait, force=args.force,
     )
     print_summary(result)
     _note_skipped(_console(), study)
@@ -157,14 +186,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 @command("validate", "check a study's spec and setup without running it", arg("study"),
-         arg("--scale", metavar="NAME"), arg("--seeds", type=int, metavar="N"),
-         arg("--fetch", action="store_true", help="download the registered data files it needs first"))  # fmt: skip
+         arg("--scale", metavar="NAME"), arg("--seeds", type=positive_int, metavar="N"),
+         arg("--fetch", action="store_true", help="download the registered data files it needs first"),
+         MAX_RUNS_ARG)  # fmt: skip
 def cmd_validate(args: argparse.Namespace) -> int:
     from orrery.experiments.runner import load_plugins, plugin_modules
     from orrery.experiments.study import load_study, validate_setup
 
     load_plugins(plugin_modules(args.plugin or []))
-    study = load_study(args.study, scale=args.scale, seeds=args.seeds)
+    study = load_study(args.study, scale=args.scale, seeds=args.seeds, max_runs=args.max_runs)
     report = validate_setup(study)
     con = _console()
     n_groups = len(study.groups)
@@ -201,26 +231,49 @@ def _note_skipped(con, study) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from orrery.experiments.report import report_dir
 
-    path = report_dir(args.dir, plugins=args.plugin or [])
+    skipped: list[str] = []
+    path = report_dir(args.dir, plugins=args.plugin or [], skipped=skipped)
+    for why in skipped:
+        print(f"skipped corrupt run file: {why} (re-run the study to redo it)", file=sys.stderr)
     print(path)
     return EXIT_OK
 
 
 @command("demo", "run the shipped quick serving study and print its summary",
-         arg("--out", metavar="DIR"), arg("--jobs", type=int, metavar="N"))  # fmt: skip
+         arg("--out", metavar="DIR"), arg("--jobs", type=positive_int, metavar="N"),
+         arg("--wait", action="store_true"), arg("--force", action="store_true"))  # fmt: skip
 def cmd_demo(args: argparse.Namespace) -> int:
     args.scale = args.dask = args.seeds = None
+    args.max_runs = DEFAULT_MAX_RUNS
     return _run(args, "serving_quick")
 
 
 # ----------------------------------------------------------------------------- list / fit
 
 
+def shipped_studies() -> dict[str, dict[str, str]]:
+    """The studies shipped with orrery (`orrery run NAME`): name -> domain, hypothesis."""
+    import tomllib
+
+    from orrery.experiments.study import STUDIES_DIR
+
+    out: dict[str, dict[str, str]] = {}
+    for p in sorted(STUDIES_DIR.glob("*.toml")):
+        try:
+            s = tomllib.loads(p.read_text()).get("study", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        out[p.stem] = {"domain": str(s.get("domain", "")), "hypothesis": str(s.get("hypothesis", ""))}
+    return out
+
+
 def catalog() -> dict[str, Any]:
-    """Registered policies by domain, simulator domains, GPUs and LLM models."""
+    """Registered policies by domain, simulator domains, GPUs, LLM models and shipped studies."""
     from orrery.policies import registry
 
-    out: dict[str, Any] = {"policies": {}, "domains": {}, "gpus": {}, "models": {}, "unavailable": {}}
+    out: dict[str, Any] = {"policies": {}, "domains": {}, "gpus": {}, "models": {}, "studies": {},
+                           "unavailable": {}}
+    out["studies"] = shipped_studies()
     try:
         out["policies"] = registry.list_policies()
     except Exception:  # noqa: BLE001 - a domain under construction must not break `list`
@@ -261,7 +314,7 @@ def _model_info(m: Any) -> dict[str, Any]:
     return {f: getattr(m, f) for f in fields if hasattr(m, f)}
 
 
-@command("list", "registered policies by domain, GPUs and LLM models",
+@command("list", "registered policies by domain, GPUs, LLM models and shipped studies",
          arg("--json", action="store_true", help="machine-readable output"),
          arg("--models", action="store_true", help="the LLM catalog: architecture facts and their sources"),
          arg("--gpus", action="store_true", help="the GPU catalog: datasheet numbers and their sources"))  # fmt: skip
@@ -284,6 +337,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         con.print(f"  {d}: metrics {', '.join(f'{m} ({v})' for m, v in info['metrics'].items())}")
     con.print(f"[bold]gpus[/]: {', '.join(cat['gpus'])}")
     con.print(f"[bold]models[/]: {', '.join(cat['models']) or '(none)'}")
+    con.print("[bold]shipped studies[/] (orrery run NAME)")
+    for name, info in cat["studies"].items():
+        con.print(f"  {name} ({info['domain']}): {info['hypothesis']}")
     for what, why in cat["unavailable"].items():
         con.print(f"[dim]not available: {what}: {why}[/]")
     return EXIT_OK
@@ -330,7 +386,8 @@ def _list_catalog(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@command("fit", "refit a hardware model from its data (e.g. `orrery fit llm`)",
+@command("fit", "refit a hardware model from its data (e.g. `orrery fit llm --out my_fit.json`; "
+         "never writes into the package)",
          arg("target", choices=["llm"]), arg("rest", nargs=argparse.REMAINDER))  # fmt: skip
 def cmd_fit(args: argparse.Namespace) -> int:
     try:
@@ -430,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="orrery", description="Discrete-event simulation of ML-systems resource management",
         parents=[common],
     )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, args, fn) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_, parents=[common])
@@ -437,6 +495,47 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(*names, **kwargs)
         p.set_defaults(func=fn)
     return parser
+
+
+DISTRIBUTION = "orrery-sim"
+
+
+def version() -> str:
+    """The installed distribution's version (importlib.metadata), or 'unknown' when not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: shut down like Ctrl-C (workers stopped, finished runs kept)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> dict[int, Any]:
+    """SIGTERM and SIGHUP raise `Terminated` (a KeyboardInterrupt) in the main thread, so every
+    `finally` and context manager runs as on Ctrl-C; a second signal while shutting down
+    interrupts again (by default, Python would die on SIGTERM without cleaning up)."""
+    import threading
+
+    prev: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return prev
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+            prev[sig] = signal.signal(sig, _raise_terminated)
+    return prev
 
 
 def _input_error_types() -> tuple[type[BaseException], ...]:
@@ -458,11 +557,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_INPUT
+    prev_handlers = install_signal_handlers()
     try:
         return int(args.func(args) or EXIT_OK)
-    except KeyboardInterrupt:
-        print("interrupted; finished runs are kept (re-run the same command to resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Terminated) else signal.SIGINT
+        name = signal.Signals(signum).name if signum != signal.SIGINT else "interrupted"
+        print(f"{name}: stopped; finished runs are kept (re-run the same command to resume)", file=sys.stderr)
+        return 128 + int(signum)
     except Exception as err:  # noqa: BLE001 - turned into an exit status
         if isinstance(err, _input_error_types()):
             if args.debug:
@@ -480,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+    finally:
+        for sig, handler in prev_handlers.items():
+            signal.signal(sig, handler)
 
 
 def _one_paragraph(err: BaseException) -> str:

@@ -121,15 +121,19 @@ def write_outputs(
     return paths
 
 
-def report_dir(root: str | Path, plugins: list[str] | None = None) -> Path:
-    """Rebuild summary, plots and report.md of a results folder from its manifest and runs."""
+def report_dir(root: str | Path, plugins: list[str] | None = None, skipped: list[str] | None = None) -> Path:
+    """Rebuild summary, plots and report.md of a results folder from its manifest and runs.
+
+    Run files that do not read back whole (checksum mismatch, truncated) are left out and
+    listed in `skipped` (`path: why`), not fatal: re-run the study to redo them."""
     store = ResultsStore(root)
     manifest = store.load_manifest()
     if not manifest or "study" not in manifest:
         raise OrreryInputError(f"{store.root}: no study results here (missing or unreadable manifest.json)")
     study = manifest["study"]
     wanted = set(manifest.get("runs", {}))
-    records = [r for r in store.records() if r.run_id in wanted]
+    skipped = skipped if skipped is not None else []
+    records = [r for r in store.records(skipped) if r.run_id in wanted]
     if not records:
         raise OrreryInputError(f"{store.root}: no finished runs in {store.runs_dir}")
     summary, comparisons = stats.summarize(study, records)

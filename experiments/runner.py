@@ -8,15 +8,26 @@ scheduler address, or `local` for a `distributed.LocalCluster`).
 
 Reproducibility: the first seed of every group runs a second time and its result digest must
 equal the first run's; a mismatch is reported in the manifest and fails the study.
+
+Nothing lost: the results folder is locked while the study runs (a second writer gets a clear
+error, or waits), holds one study and scale, and a run's key is its scenario hash plus the hash
+of every parameter and data file it reads (`inputs_hash`), so changed inputs re-run. Pool
+workers die with the driver (parent-death signal plus a watchdog thread), and an interrupted
+driver (Ctrl-C, SIGTERM, SIGHUP) terminates its workers before it exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import importlib
+import importlib.util
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +49,13 @@ from orrery.experiments.store import (
     read_run,
     result_digest,
 )
-from orrery.experiments.study import Study, validate_setup
+from orrery.experiments.study import (
+    Study,
+    data_paths,
+    resolve_data_path,
+    sha256_file,
+    validate_setup,
+)
 from orrery.sim.errors import OrreryInputError
 
 PLUGINS_ENV = "ORRERY_PLUGINS"
@@ -118,6 +135,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
                 table=res.table,
                 series=res.series,
                 digest=digest,
+                inputs_hash=task.get("inputs_hash", ""),
             )
         return {
             "run_id": task["run_id"],
@@ -149,7 +167,7 @@ class Backend(Protocol):
 
     def map_unordered(self, fn: Callable, items: list) -> Iterator[Any]: ...
 
-    def close(self) -> None: ...
+    def close(self, abort: bool = False) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -163,11 +181,41 @@ class InProcessBackend:
         for it in items:
             yield fn(it)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         pass
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.name, "jobs": 1}
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_EVERY_S = 0.5
+
+
+def _worker_init(driver_pid: int) -> None:
+    """In each pool worker: die with the driver. Linux delivers SIGKILL when the driver exits
+    (prctl PR_SET_PDEATHSIG); elsewhere, and as a backstop, a daemon thread exits the worker
+    once its parent changes. SIGINT and SIGHUP are the driver's to handle: it terminates the
+    workers itself (a terminal's Ctrl-C reaches the whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's handler: terminate() kills
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != driver_pid:  # the driver died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == driver_pid:
+            time.sleep(WATCHDOG_EVERY_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orrery-parent-watchdog", daemon=True).start()
 
 
 class LocalPoolBackend:
@@ -179,7 +227,9 @@ class LocalPoolBackend:
         self.jobs = jobs
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+        self.pool = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+        )
         # start the workers now, before any progress-bar thread exists (fork + threads)
         self.pool.submit(int, 0).result()
 
@@ -192,7 +242,19 @@ class LocalPoolBackend:
             for f in futures:
                 f.cancel()
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down; `abort` (an interrupted study) terminates running workers
+        instead of waiting for their runs to finish."""
+        if abort:
+            procs = list((getattr(self.pool, "_processes", None) or {}).values())
+            for p in procs:
+                with contextlib.suppress(Exception):
+                    p.terminate()
+            for p in procs:
+                with contextlib.suppress(Exception):
+                    p.join(timeout=5)
+                    if p.is_alive():
+                        p.kill()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def describe(self) -> dict[str, Any]:
@@ -240,7 +302,7 @@ class DaskBackend:
             for f in futures:
                 f.release()
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
@@ -254,12 +316,17 @@ class DaskBackend:
         }
 
 
+def check_jobs(jobs: int | None) -> None:
+    """`--jobs` is a count >= 1 or absent (one per core); 0 is an error, not 'all cores'."""
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise OrreryInputError(f"--jobs must be an integer >= 1 (or left out for one per core), got {jobs!r}")
+
+
 def make_backend(jobs: int | None = None, dask: str | None = None, **dask_local_kwargs: Any) -> Backend:
+    check_jobs(jobs)
     if dask:
         return DaskBackend(dask, jobs, **dask_local_kwargs)
     jobs = jobs or os.cpu_count() or 1
-    if jobs < 1:
-        raise OrreryInputError(f"--jobs must be >= 1, got {jobs}")
     if jobs == 1:
         return InProcessBackend()
     return LocalPoolBackend(jobs)
@@ -269,18 +336,21 @@ def make_backend(jobs: int | None = None, dask: str | None = None, **dask_local_
 
 
 class Progress(Protocol):
-    def start(self, total: int, resumed: int) -> None: ...
+    """`start(runs to do, runs resumed, reproducibility re-runs to do)`; `advance(label, repro)`
+    after each finished run (`repro`: it was a reproducibility re-run, counted apart)."""
 
-    def advance(self, label: str) -> None: ...
+    def start(self, total: int, resumed: int, repro_total: int = 0) -> None: ...
+
+    def advance(self, label: str, repro: bool = False) -> None: ...
 
     def stop(self) -> None: ...
 
 
 class _NoProgress:
-    def start(self, total: int, resumed: int) -> None:
+    def start(self, total: int, resumed: int, repro_total: int = 0) -> None:
         pass
 
-    def advance(self, label: str) -> None:
+    def advance(self, label: str, repro: bool = False) -> None:
         pass
 
     def stop(self) -> None:
@@ -305,7 +375,55 @@ def _now() -> str:
 
 
 def default_out(study: Study) -> Path:
-    return Path("results") / study.name
+    """`results/<study>/`, or `results/<study>-<scale>/` for a scale variant (never mixed)."""
+    return Path("results") / (study.name if not study.scale else f"{study.name}-{study.scale}")
+
+
+PARAM_PACKAGES = ("orrery.hwmodels", "orrery.workloads", "orrery.traces", "orrery.sim")
+
+
+def shipped_param_files() -> list[Path]:
+    """Every fitted-parameter file the package ships (`<package>/params/*.json`): a run may read
+    any of them, so each is part of every run's inputs hash."""
+    out: list[Path] = []
+    for name in PARAM_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for loc in spec.submodule_search_locations:
+            out += sorted((Path(loc) / "params").glob("*.json"))
+    return out
+
+
+class InputsHasher:
+    """The hash of every parameter and data file a run reads: the shipped parameter files plus
+    every file its scenario names (`*_path` keys and `shared:` values). Files are hashed once."""
+
+    def __init__(self) -> None:
+        self._sha: dict[Path, str] = {}
+        self._base: list[tuple[str, str]] | None = None
+
+    def _file(self, p: Path) -> str:
+        if p not in self._sha:
+            try:
+                self._sha[p] = sha256_file(p) if p.is_file() else "missing"
+            except OSError as err:
+                raise OrreryInputError(f"cannot read input file {p}: {err.strerror or err}") from None
+        return self._sha[p]
+
+    def files(self, scenario: Any) -> dict[str, str]:
+        """path -> sha256 of the files this scenario's run reads."""
+        if self._base is None:
+            self._base = [(str(p), self._file(p)) for p in shipped_param_files()]
+        out = dict(self._base)
+        for _key, value in sorted(data_paths(scenario).items()):
+            p = resolve_data_path(value)
+            out[str(p)] = self._file(p)
+        return out
+
+    def __call__(self, scenario: Any) -> str:
+        payload = "\n".join(f"{sha}  {Path(p).name}" for p, sha in sorted(self.files(scenario).items()))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def run_study(
@@ -318,12 +436,37 @@ def run_study(
     progress: Progress | None = None,
     dask_local_kwargs: dict[str, Any] | None = None,
     write_outputs: bool = True,
+    wait: bool = False,
+    force: bool = False,
 ) -> StudyResult:
-    """Validate, run (resuming), check reproducibility, write manifest/summary/plots/report."""
+    """Validate, run (resuming), check reproducibility, write manifest/summary/plots/report.
+
+    The results folder is locked for the whole call (`wait`: wait for another writer instead of
+    failing) and must hold this study at this scale, or nothing (`force`: delete what it holds)."""
+    check_jobs(jobs)
     setup = validate_setup(study)
     out_dir = Path(out) if out is not None else default_out(study)
     store = ResultsStore(out_dir)
-    store.prepare()
+    with store.lock(wait=wait):
+        store.check_owner({"name": study.name, "scale": study.scale}, force=force)
+        store.prepare()
+        return _run_locked(study, store, setup, jobs=jobs, dask=dask, plugins=plugins, progress=progress,
+                           dask_local_kwargs=dask_local_kwargs, write_outputs=write_outputs)
+
+
+def _run_locked(
+    study: Study,
+    store: ResultsStore,
+    setup: Any,
+    *,
+    jobs: int | None,
+    dask: str | None,
+    plugins: Iterable[str],
+    progress: Progress | None,
+    dask_local_kwargs: dict[str, Any] | None,
+    write_outputs: bool,
+) -> StudyResult:
+    out_dir = store.root
     progress = progress or _NoProgress()
     plugins = plugin_modules(plugins)
     # workers that did not inherit this process (spawn, Dask) import the domain's module too
@@ -333,9 +476,6 @@ def run_study(
 
     old = store.load_manifest()
     old_runs = old.get("runs", {}) if old.get("study", {}).get("name") == study.name else {}
-    old_repro = {
-        c["run_id"]: c for c in old.get("reproducibility", {}).get("checks", []) if c.get("identical")
-    }
 
     started = _now()
     manifest: dict[str, Any] = {
@@ -358,19 +498,28 @@ def run_study(
         "attempts": old.get("attempts", []) if old_runs else [],
     }
 
-    # what is already done (resume)
+    # what is already done (resume): same scenario and same parameter/data files
+    hasher = InputsHasher()
+    inputs = {r.run_id: hasher(r.scenario) for r in study.runs()}
     records: dict[str, RunRecord] = {}
     for r in study.runs():
-        rec = store.finished(r.run_id, r.scenario_hash)
+        rec = store.finished(r.run_id, r.scenario_hash, inputs[r.run_id])
         if rec is not None:
             records[r.run_id] = rec
     resumed = len(records)
+    manifest["param_files"] = dict(hasher._base or [])
+    # a reproducibility check done earlier counts only for a run that is kept as it was
+    old_repro = {
+        c["run_id"]: c for c in old.get("reproducibility", {}).get("checks", [])
+        if c.get("identical") and old_runs and c.get("run_id") in records
+    }
     for r in study.runs():
         prev = old_runs.get(r.run_id, {})
         manifest["runs"][r.run_id] = {
             "group": r.group,
             "seed": r.seed,
             "scenario_hash": r.scenario_hash,
+            "inputs_hash": inputs[r.run_id],
             "status": "resumed" if r.run_id in records else "pending",
             "wall_s": prev.get("wall_s") if r.run_id in records else None,
             "digest": records[r.run_id].digest if r.run_id in records else None,
@@ -385,6 +534,7 @@ def run_study(
             "seed": r.seed,
             "scenario": r.scenario_dict,
             "scenario_hash": r.scenario_hash,
+            "inputs_hash": inputs[r.run_id],
             "domain": study.domain.name,
             "metrics": list(study.spec.study.metrics),
             "plugins": plugins,
@@ -396,17 +546,17 @@ def run_study(
         [g for g in study.groups if g.role == "control"],
         [g for g in study.groups if g.role != "control"],
     ]
-    todo_total = sum(1 for r in study.runs() if r.run_id not in records) + sum(
-        1 for r in repro_run.values() if r.run_id not in old_repro
-    )
+    todo_runs = sum(1 for r in study.runs() if r.run_id not in records)
+    todo_repro = sum(1 for r in repro_run.values() if r.run_id not in old_repro)
     failures: list[dict[str, Any]] = []
     repro_second: dict[str, dict[str, Any]] = {}
     executed = 0
     backend = make_backend(jobs, dask, **(dask_local_kwargs or {}))
     manifest["backend"] = backend.describe()
     t_start = last_save = time.perf_counter()
+    aborted = True
     try:
-        progress.start(todo_total, resumed)
+        progress.start(todo_runs, resumed, todo_repro)
         for phase in phases:
             tasks = []
             for g in phase:
@@ -430,15 +580,20 @@ def run_study(
                     entry.update(status="done", wall_s=round(res["wall_s"], 6), digest=res["digest"])
                 else:
                     repro_second[rid] = res
-                progress.advance(entry["group"])
+                progress.advance(entry["group"], repro=res["mode"] != "store")
                 if time.perf_counter() - last_save > MANIFEST_EVERY_S:
                     store.save_manifest(manifest)  # so a killed study keeps its wall times
                     last_save = time.perf_counter()
             if failures:
                 break  # a failing control group stops the study before the treatments
+        aborted = False
     finally:
         progress.stop()
-        backend.close()
+        backend.close(abort=aborted)
+        if aborted:  # interrupted (Ctrl-C, SIGTERM, SIGHUP) or crashed: keep what is known
+            manifest["status"] = "interrupted"
+            with contextlib.suppress(Exception):
+                store.save_manifest(manifest)
 
     # reproducibility
     checks = []

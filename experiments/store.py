@@ -5,17 +5,28 @@ of the run (id, group, seed, scenario and its hash, metrics, result digest) and 
 table as an Arrow IPC stream, so one file is the whole run. A file is written to a temporary
 name in the same folder and renamed into place (`os.replace`), so a killed process leaves
 either a whole run or no run, never half of one. Resume keeps every file that reads back and
-matches its scenario hash; anything else is discarded and re-run.
+matches its scenario hash and its inputs' hash (the parameter and data files the run read);
+anything else is discarded and re-run. A checksum over the file's metadata (run JSON, series
+tables, column names, row count) catches a corrupted footer that Parquet's page checksums miss.
+
+A results folder belongs to one study (and scale) and to one writer at a time: `lock()` takes
+an exclusive `flock` on `DIR/.orrery.lock`; file-system failures become `ResultsFolderError`
+(bad input, exit status 2) naming the path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -26,9 +37,37 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from orrery.sim.errors import OrreryInputError
+
 META_KEY = b"orrery.run"
 SERIES_PREFIX = b"orrery.series."
-FORMAT_VERSION = 1
+CHECKSUM_KEY = b"orrery.checksum"
+FORMAT_VERSION = 2  # 2: a checksum covers the metadata and series
+LOCK_NAME = ".orrery.lock"
+# what a run writes into a results folder (removed by `clear_outputs`, i.e. `--force`)
+OUTPUT_NAMES = ("manifest.json", "summary.csv", "metrics.csv", "metrics.parquet", "report.md", "report.html")
+
+
+class ResultsFolderError(OrreryInputError):
+    """The results folder cannot be used: not a folder, not writable, full, locked, or another study's."""
+
+
+class CorruptRunError(ValueError):
+    """A run file that does not read back whole (checksum mismatch, truncated, not a run file)."""
+
+
+def fs_error(path: str | Path, action: str, err: OSError) -> ResultsFolderError:
+    """A file-system failure as bad input naming the path (disk full, read-only, not a folder)."""
+    why = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOTDIR: "a path component is a file, not a folder",
+        errno.EEXIST: "exists and is not a folder",
+    }.get(err.errno or 0, err.strerror or str(err))
+    return ResultsFolderError(f"cannot {action} {path}: {why}")
 
 
 @dataclass
@@ -46,6 +85,7 @@ class RunRecord:
     group_label: str = ""
     domain: str = ""
     digest: str = ""
+    inputs_hash: str = ""  # hash of the parameter and data files the run read
 
 
 def result_digest(metrics: dict[str, float], table: pd.DataFrame, series: dict[str, pd.DataFrame]) -> str:
@@ -87,6 +127,7 @@ def encode_run(
     table: pd.DataFrame,
     series: dict[str, pd.DataFrame],
     digest: str,
+    inputs_hash: str = "",
 ) -> bytes:
     """The bytes of a run's Parquet file (built where the run ran; written by the driver)."""
     t = pa.Table.from_pandas(table.reset_index(drop=True), preserve_index=False)
@@ -104,26 +145,46 @@ def encode_run(
             "metrics": {k: float(v) for k, v in metrics.items()},
             "series": sorted(series),
             "digest": digest,
+            "inputs_hash": inputs_hash,
         },
         allow_nan=True,
     ).encode()
     for name, df in series.items():
         meta[SERIES_PREFIX + name.encode()] = _frame_to_ipc(df)
+    meta[CHECKSUM_KEY] = _meta_checksum(meta, t.column_names, t.num_rows).encode()
     t = t.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     pq.write_table(t, sink, write_page_checksum=True)
     return sink.getvalue().to_pybytes()
 
 
+def _meta_checksum(meta: dict[bytes, bytes], columns: list[str], num_rows: int) -> str:
+    """sha256 over every metadata entry but the checksum, the column names and the row count."""
+    h = hashlib.sha256()
+    for k in sorted(meta):
+        if k != CHECKSUM_KEY:
+            h.update(len(k).to_bytes(8, "little") + k + len(meta[k]).to_bytes(8, "little") + meta[k])
+    h.update(json.dumps([list(columns), int(num_rows)]).encode())
+    return h.hexdigest()
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` to `path` so that a crash leaves the old file or the new one, never a mix.
+
+    A failure (disk full, read-only folder) removes the temporary file and raises
+    `ResultsFolderError` naming the path."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise fs_error(path, "write", err) from None
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -135,11 +196,18 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def read_run(path: str | Path) -> RunRecord:
-    """Read one run file back (every page checksum verified)."""
-    t = pq.read_table(path, page_checksum_verification=True)
+    """Read one run file back: every page checksum and the metadata checksum verified.
+
+    Raises `CorruptRunError` for anything that is not a whole run file."""
+    try:
+        t = pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as err:
+        raise CorruptRunError(f"{path}: unreadable run file ({err})") from None
     md = t.schema.metadata or {}
     if META_KEY not in md:
-        raise ValueError(f"{path}: not an orrery run file (no {META_KEY.decode()} metadata)")
+        raise CorruptRunError(f"{path}: not an orrery run file (no {META_KEY.decode()} metadata)")
+    if md.get(CHECKSUM_KEY, b"").decode(errors="replace") != _meta_checksum(md, t.column_names, t.num_rows):
+        raise CorruptRunError(f"{path}: checksum mismatch (metadata or series corrupted, or an old format)")
     m = json.loads(md[META_KEY])
     series = {name: _ipc_to_frame(md[SERIES_PREFIX + name.encode()]) for name in m["series"]}
     table = t.replace_schema_metadata({k: v for k, v in md.items() if k == b"pandas"}).to_pandas()
@@ -155,6 +223,7 @@ def read_run(path: str | Path) -> RunRecord:
         group_label=m.get("group_label", ""),
         domain=m.get("domain", ""),
         digest=m.get("digest", ""),
+        inputs_hash=m.get("inputs_hash", ""),
     )
 
 
@@ -170,9 +239,82 @@ class ResultsStore:
         self.report_path = self.root / "report.md"
 
     def prepare(self) -> None:
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        for tmp in self.runs_dir.glob(".*.tmp"):  # left by a killed writer
+        """Create `runs/` (a clear error if the path is a file or not writable)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ResultsFolderError(f"results folder {self.root} is a file, not a folder; choose another --out")
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise fs_error(self.runs_dir, "create the results folder", err) from None
+        if not os.access(self.root, os.W_OK | os.X_OK) or not os.access(self.runs_dir, os.W_OK | os.X_OK):
+            raise ResultsFolderError(f"cannot write to results folder {self.root}: permission denied")
+        for tmp in self.runs_dir.glob(".*.tmp"):  # left by a killed writer (we hold the lock)
             tmp.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self, wait: bool = False, poll_s: float = 0.5) -> Iterator[None]:
+        """Hold `DIR/.orrery.lock` (flock, exclusive) while writing; another writer gets a clear
+        `ResultsFolderError`, or waits for it with `wait=True`. The kernel drops the lock when
+        the holder dies, so a killed run never leaves the folder locked."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ResultsFolderError(f"results folder {self.root} is a file, not a folder; choose another --out")
+        path = self.root / LOCK_NAME
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise fs_error(path, "create the lock file", err) from None
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait:
+                        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                        raise ResultsFolderError(
+                            f"results folder {self.root} is in use by another orrery run ({holder}); "
+                            "wait for it to finish, pass --wait to wait for it, or choose another --out"
+                        ) from None
+                    time.sleep(poll_s)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def check_owner(self, identity: dict[str, Any], force: bool = False) -> None:
+        """Refuse a folder that holds another study's results (or scale) unless `force`, which
+        removes the old runs and outputs first. `identity`: {"name": ..., "scale": ...}."""
+        manifest = self.load_manifest()
+        old = manifest.get("study") if isinstance(manifest.get("study"), dict) else None
+        has_runs = self.runs_dir.is_dir() and any(self.runs_dir.glob("*.parquet"))
+        if old is None and not has_runs and not (self.manifest_path.exists() and not manifest):
+            return
+        old_id = {"name": old.get("name"), "scale": old.get("scale")} if old else None
+        if old_id == identity:
+            return
+        if not force:
+            held = (f"study {old_id['name']!r}" + (f" at scale {old_id['scale']!r}" if old_id["scale"] else "")
+                    if old_id else "results of an unknown study (run files without a readable manifest.json)")
+            want = f"study {identity['name']!r}" + (f" at scale {identity['scale']!r}" if identity["scale"] else "")
+            raise ResultsFolderError(
+                f"results folder {self.root} holds {held}, not {want}; choose another --out, "
+                "or pass --force to delete the old results and start over"
+            )
+        self.clear_outputs()
+
+    def clear_outputs(self) -> None:
+        """Delete what a run wrote here (runs, plots, summary, manifest, report), nothing else."""
+        try:
+            for p in [*self.runs_dir.glob("*.parquet"), *self.runs_dir.glob(".*.tmp"), *self.plots_dir.glob("*")]:
+                if p.is_file():
+                    p.unlink()
+            for name in OUTPUT_NAMES:
+                (self.root / name).unlink(missing_ok=True)
+        except OSError as err:
+            raise fs_error(self.root, "clear the old results in", err) from None
 
     def run_path(self, run_id: str) -> Path:
         return self.runs_dir / f"{run_id}.parquet"
@@ -182,30 +324,43 @@ class ResultsStore:
         write_atomic(p, data)
         return p
 
-    def finished(self, run_id: str, scenario_hash: str) -> RunRecord | None:
-        """The stored run if it is whole and matches `scenario_hash`; else discard it (None)."""
+    def finished(self, run_id: str, scenario_hash: str, inputs_hash: str | None = None) -> RunRecord | None:
+        """The stored run if it is whole and matches `scenario_hash` (and `inputs_hash`, the
+        hash of the parameter and data files it read); else discard it (None)."""
         p = self.run_path(run_id)
         if not p.exists():
             return None
         try:
             rec = read_run(p)
-            if rec.scenario_hash == scenario_hash and rec.run_id == run_id:
+            if (rec.scenario_hash == scenario_hash and rec.run_id == run_id
+                    and (inputs_hash is None or rec.inputs_hash == inputs_hash)):
                 return rec
         except Exception:  # noqa: BLE001 - any unreadable file is discarded and re-run
             pass
         p.unlink(missing_ok=True)
         return None
 
-    def records(self) -> list[RunRecord]:
-        return [read_run(p) for p in sorted(self.runs_dir.glob("*.parquet"))]
+    def records(self, skipped: list[str] | None = None) -> list[RunRecord]:
+        """Every run file that reads back whole; corrupt ones are listed in `skipped` (when
+        given: `path: why`) instead of raising."""
+        out = []
+        for p in sorted(self.runs_dir.glob("*.parquet")):
+            try:
+                out.append(read_run(p))
+            except CorruptRunError as err:
+                if skipped is None:
+                    raise
+                skipped.append(str(err))
+        return out
 
     def load_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.is_file():
             return {}
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            m = json.loads(self.manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return {}
+        return m if isinstance(m, dict) else {}
 
     def save_manifest(self, manifest: dict[str, Any]) -> None:
         write_atomic(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False, default=str).encode())
@@ -214,7 +369,7 @@ class ResultsStore:
 # ----------------------------------------------------------------------------- provenance
 
 PROVENANCE_PACKAGES = (
-    "orrery", "numpy", "scipy", "simpy", "pandas", "pyarrow", "pydantic", "networkx",
+    "orrery-sim", "numpy", "scipy", "simpy", "pandas", "pyarrow", "pydantic", "networkx",
     "matplotlib", "rich", "scikit-learn", "dask", "distributed",
 )  # fmt: skip
 
@@ -251,9 +406,12 @@ def code_version() -> dict[str, Any]:
     return {"git_commit": None, "dirty": None, "package_version": _orrery_version()}
 
 
+DISTRIBUTION = "orrery-sim"
+
+
 def _orrery_version() -> str | None:
     try:
-        return importlib_metadata.version("orrery")
+        return importlib_metadata.version(DISTRIBUTION)
     except importlib_metadata.PackageNotFoundError:
         return None
 

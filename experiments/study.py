@@ -339,9 +339,25 @@ def resolve_study_path(name_or_path: str | Path) -> Path:
     )
 
 
+def anchor_data_paths(data: Any, base_dir: Path, key: str = "") -> Any:
+    """Relative data-file paths in a study (`trace_path = "traces/x.csv"`) made absolute against
+    the study file's folder, not the current directory: a study means the same files wherever
+    it is run from. `shared:` paths, absolute paths and `~` paths are left alone."""
+    if isinstance(data, dict):
+        return {k: anchor_data_paths(v, base_dir, f"{key}.{k}" if key else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [anchor_data_paths(v, base_dir, key) for v in data]
+    if isinstance(data, str) and is_data_key(key, data):
+        text = data.strip()
+        if text and not text.startswith(("shared:", "~")) and not Path(text).is_absolute():
+            return str((base_dir / text).resolve())
+    return data
+
+
 def load_spec(path: str | Path) -> tuple[StudySpec, str]:
     p = resolve_study_path(path)
     data = read_toml(p)
+    data = {k: (v if k == "study" else anchor_data_paths(v, p.resolve().parent)) for k, v in data.items()}
     try:
         return StudySpec.model_validate(data), str(p)
     except ValidationError as err:
@@ -349,11 +365,12 @@ def load_spec(path: str | Path) -> tuple[StudySpec, str]:
 
 
 def load_study(
-    path: str | Path, *, scale: str | None = None, seeds: int | None = None
+    path: str | Path, *, scale: str | None = None, seeds: int | None = None, max_runs: int | None = None
 ) -> Study:
-    """Load, validate the spec and expand it into groups and run specs (no setup checks yet)."""
+    """Load, validate the spec and expand it into groups and run specs (no setup checks yet).
+    `max_runs`: refuse (before building anything) a study whose grid expands to more runs."""
     spec, source = load_spec(path)
-    return expand(spec, source, scale=scale, seeds=seeds)
+    return expand(spec, source, scale=scale, seeds=seeds, max_runs=max_runs)
 
 
 def _get_domain(name: str, source: str):
@@ -380,7 +397,8 @@ def _build(base: Scenario, updates: dict[str, Any], source: str, what: str) -> S
 
 
 def expand(
-    spec: StudySpec, source: str, *, scale: str | None = None, seeds: int | None = None
+    spec: StudySpec, source: str, *, scale: str | None = None, seeds: int | None = None,
+    max_runs: int | None = None,
 ) -> Study:
     s = spec.study
     domain = _get_domain(s.domain, source)
@@ -406,6 +424,8 @@ def expand(
         seed_list = list(s.seeds)
 
     names = spec.variable_names
+    if max_runs is not None:
+        check_size(spec, source, len(seed_list), max_runs)
     # combinations of independent-variable values, each with its extra overrides
     if spec.variables:
         combos: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {})]
@@ -520,6 +540,23 @@ def expand(
             h = scs.stable_hash()
             g.runs.append(RunSpec(f"{gslug}-s{seed}-{h[:8]}", g.label, dict(g.values), seed, scs, h))
     return Study(spec, source, scale, seed_list, domain, base, groups, skipped, unrun)
+
+
+def check_size(spec: StudySpec, source: str, n_seeds: int, max_runs: int) -> int:
+    """The most runs the study can expand to (grid points x cases x seeds); a clear error,
+    before anything is built, when that exceeds `max_runs`."""
+    import math
+
+    n_points = math.prod(len(v) for v in spec.variables.values()) if spec.variables else len(spec.runs)
+    n_cases = max(1, len(spec.cases))
+    total = n_points * n_cases * n_seeds
+    if total > max_runs:
+        raise ScenarioError(
+            f"{source}: the study expands to {total:,} runs ({n_points:,} grid points"
+            + (f" x {n_cases} cases" if spec.cases else "") + f" x {n_seeds} seeds), more than "
+            f"--max-runs {max_runs:,}; shrink [variables] or pass a larger --max-runs"
+        )
+    return total
 
 
 def _show(v: Any) -> str:
@@ -647,37 +684,37 @@ def validate_setup(study: Study) -> SetupReport:
     for g in study.groups:
         by_case.setdefault(g.case, []).append(g)
     for case, gs in by_case.items():
-        for var in names:
-            for i, a in enumerate(gs):
-                for b in gs[i + 1 :]:
-                    others_equal = all(
-                        canon(a.values[n]) == canon(b.values[n]) for n in names if n != var
-                    )
-                    if others_equal and canon(a.values[var]) != canon(b.values[var]):
-                        if run0(a).scenario_hash == run0(b).scenario_hash:
-                            raise ScenarioError(
-                                f"{src}: independent variable {var!r} does not change the scenario: "
-                                f"{var} = {a.values[var]!r} and {b.values[var]!r} give the same "
-                                f"scenario (hash {run0(a).scenario_hash})"
-                                + (f" in case {case!r} (the case overrides it?)" if case else "")
-                                + "; check the dotted path and the values"
-                            )
-        seen: dict[str, str] = {}
+        # linear in the groups: distinct groups must give distinct scenarios; a collision
+        # between two groups that differ in one variable names that variable
+        seen: dict[str, Group] = {}
         for g in gs:
             h = run0(g).scenario_hash
-            if h in seen:
+            a = seen.get(h)
+            if a is None:
+                seen[h] = g
+                continue
+            differ = [n for n in names if canon(a.values[n]) != canon(g.values[n])]
+            if len(differ) == 1:
+                var = differ[0]
                 raise ScenarioError(
-                    f"{src}: groups {seen[h]} and {g.label} produce the same scenario "
-                    f"(hash {h}): the independent variables do not change it"
+                    f"{src}: independent variable {var!r} does not change the scenario: "
+                    f"{var} = {a.values[var]!r} and {g.values[var]!r} give the same "
+                    f"scenario (hash {h})"
+                    + (f" in case {case!r} (the case overrides it?)" if case else "")
+                    + "; check the dotted path and the values"
                 )
-            seen[h] = g.label
+            raise ScenarioError(
+                f"{src}: groups {a.label} and {g.label} produce the same scenario "
+                f"(hash {h}): the independent variables do not change it"
+            )
     checks.append(f"each independent variable ({', '.join(names)}) changes the scenario hash")
 
     # 3. control and treatment differ only in the independent variables
+    by_label = {g.label: g for g in study.groups}
     for g in study.groups:
         if g.role != "treatment":
             continue
-        c = study.group(g.control or "")
+        c = by_label[g.control or ""]
         ft, fc = flat_dump(run0(g).scenario), flat_dump(run0(c).scenario)
         diff = sorted(k for k in set(ft) | set(fc) if canon(ft.get(k)) != canon(fc.get(k)))
         bad = [k for k in diff if not _allowed_diff(k, names)]

@@ -22,12 +22,17 @@ collinear on this data (context per sequence hardly changes between rows), so we
 bandwidth and GEMM efficiency on Hopper) and let the data decide the rest.
 Every third row (ascending max_num_seqs) is held out and reported separately.
 
-Run `python -m hwmodels.fit_llm [--data PATH] [--out PATH]` to refit and rewrite the JSON.
+Run `orrery fit llm [--data PATH] [--out PATH]` to refit. The data default is
+`shared:llm/mlenergy_llama3.1-8b_chat.json` (so `ORRERY_SHARED_DATA` moves it); the fitted JSON
+goes where `--out` says (default `results/fit/llm_h100_mlenergy.json` under the current
+folder), never into the installed package: the shipped parameters stay as committed, and a
+scenario that should use a refit names its file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -39,11 +44,11 @@ from scipy.optimize import least_squares
 
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
-from orrery.hwmodels.llm_perf import DEFAULT_PARAMS_PATH, LatencyPowerParams, LLMPerfModel
+from orrery.hwmodels.llm_perf import DEFAULT_PARAMS_PATH, LatencyPowerParams, LLMPerfModel  # noqa: F401
 from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
 
-DEFAULT_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "llm"
-                / "mlenergy_llama3.1-8b_chat.json")
+DEFAULT_DATA = "shared:llm/mlenergy_llama3.1-8b_chat.json"
+DEFAULT_OUT = Path("results") / "fit" / "llm_h100_mlenergy.json"
 PROMPT_TOKENS = 400.0
 GPU_NAME = "H100"
 MODEL_NAME = "Llama-3.1-8B"
@@ -64,9 +69,16 @@ def _num(path: Path, i: int, row: dict, key: str) -> float:
     return float(v)
 
 
+def _data_file(data_path: str | Path) -> Path:
+    """The measurement file: a path, or `shared:<path>` in the shared data folder."""
+    from orrery.traces.paths import data_path as resolve
+
+    return require_file(resolve(data_path), "ML.ENERGY LLM measurement file")
+
+
 def load_rows(data_path: str | Path) -> list[dict]:
     """The single-GPU H100 rows of the ML.ENERGY file, sorted by max_num_seqs, validated."""
-    path = require_file(data_path, "ML.ENERGY LLM measurement file")
+    path = _data_file(data_path)
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -140,7 +152,7 @@ def evaluate(params: LatencyPowerParams, data_path: str | Path = DEFAULT_DATA) -
 
 def fit(data_path: str | Path = DEFAULT_DATA) -> dict:
     """Fit latency then power parameters on the non-held-out H100 rows."""
-    path = require_file(data_path, "ML.ENERGY LLM measurement file")
+    path = _data_file(data_path)
     rows = load_rows(path)
     held = np.arange(len(rows)) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
     train = [r for r, h in zip(rows, held, strict=True) if not h]
@@ -195,27 +207,64 @@ def fit(data_path: str | Path = DEFAULT_DATA) -> dict:
     }
 
 
-def write_params(result: dict, path: str | Path = DEFAULT_PARAMS_PATH) -> Path:
+def package_dirs() -> list[Path]:
+    """The installed orrery package folders (fitting must never write into them)."""
+    import importlib.util
+
+    out = []
+    for name in ("sim", "hwmodels", "workloads", "traces", "policies", "realbackend", "experiments"):
+        spec = importlib.util.find_spec(f"orrery.{name}")
+        if spec is not None and spec.submodule_search_locations:
+            out += [Path(p).resolve() for p in spec.submodule_search_locations]
+    return out
+
+
+def check_out_path(path: str | Path) -> Path:
+    """`path` resolved, or an `OrreryInputError` if it lies inside the installed package
+    (e.g. over the shipped `hwmodels/params/llm_h100_mlenergy.json`)."""
+    p = Path(path).expanduser().resolve()
+    for d in package_dirs():
+        if p.is_relative_to(d):
+            raise OrreryInputError(
+                f"--out {path}: refusing to write inside the installed package ({d}); the shipped "
+                "parameter files stay as committed. Write the fit elsewhere (e.g. --out my_fit.json)")
+    if p.is_dir():
+        raise OrreryInputError(f"--out {path}: is a folder; name the JSON file to write")
+    return p
+
+
+def write_params(result: dict, path: str | Path = DEFAULT_OUT) -> Path:
     """Write the fitted parameters and summary errors; the per-row comparison (which holds
-    the measured values) stays out of the repository and is printed by `main` instead."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    the measured values) stays out of the repository and is printed by `main` instead.
+    Never inside the package (see `check_out_path`); the file is replaced atomically."""
+    p = check_out_path(path)
     kept = {k: v for k, v in result.items() if k != "rows"}
-    p.write_text(json.dumps(kept, indent=2, sort_keys=False) + "\n")
+    tmp = p.with_name(f".{p.name}.tmp")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(kept, indent=2, sort_keys=False) + "\n")
+        tmp.replace(p)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OrreryInputError(f"--out {path}: cannot write the fitted parameters ({err.strerror or err})") from None
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hwmodels.fit_llm", description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="ML.ENERGY Llama-3.1-8B JSON")
-    ap.add_argument("--out", default=str(DEFAULT_PARAMS_PATH), help="where to write the fitted JSON")
+    ap = argparse.ArgumentParser(prog="orrery fit llm", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=DEFAULT_DATA,
+                    help=f"ML.ENERGY Llama-3.1-8B JSON, a path or shared:<path> (default {DEFAULT_DATA})")
+    ap.add_argument("--out", default=str(DEFAULT_OUT),
+                    help=f"where to write the fitted JSON (default {DEFAULT_OUT}; never inside the package)")
     args = ap.parse_args(argv)
     try:
+        check_out_path(args.out)
         result = fit(args.data)
+        out = write_params(result, args.out)
     except OrreryInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = write_params(result, args.out)
     print(json.dumps({"out": str(out), "params": result["params"], "errors": result["errors"]}, indent=2))
     return 0
 
