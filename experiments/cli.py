@@ -477,6 +477,43 @@ def cmd_validate_real(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- main
 
 
+# ----------------------------------------------------------------------------- plan
+
+
+@command("plan", "deployment search: cheapest, greenest serving deployment meeting a QoE target",
+         arg("plan", help="a plan TOML (or a shipped plan's name, e.g. azure_conv)"),
+         arg("--out", metavar="DIR", help="results folder (default: results/plans/<plan name>/)"),
+         arg("--jobs", type=int, metavar="N", help="parallel simulations (default: number of cores)"),
+         arg("--dask", metavar="ADDR", help="simulate on Dask: tcp://host:port or 'local'"),
+         arg("--exhaustive", action="store_true", help="simulate every point that fits (no pruning)"))
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from orrery.experiments.plan import load_plan, search
+
+    plan = load_plan(args.plan)
+    out = Path(args.out) if args.out else Path("results") / "plans" / plan.name
+    con = _console(stderr=True)
+    con.print(f"plan {plan.name}: {len(plan.points)} configurations -> {out}")
+
+    def progress(rec, row):
+        con.print(f"  {row['key']}: {row['status']} {row.get('reason', '')[:90]} ({rec['wall_s']:.1f} s)")
+
+    res = search(plan, out, jobs=args.jobs, dask=args.dask, prune=not args.exhaustive, progress=progress)
+    c = res.counts
+    print(f"{c['configurations']} configurations: {c['simulated']} simulated ({c['stopped_early']} stopped "
+          f"early), {c['resumed']} resumed, {c['pruned']} pruned without simulating; {c['feasible']} feasible, "
+          f"{len(res.pareto)} on the Pareto front; {res.wall_s:.1f} s")
+    for o, r in res.best.items():
+        print(f"best {o}: {r['key']}  cost {r['cost_usd_per_h']:.2f} $/h, energy {r['energy_j'] / 3.6e6:.2f} kWh, "
+              f"carbon {r['carbon_g'] / 1e3:.2f} kg, QoE {r['qoe_mean']:.3f}")
+    if not res.best:
+        print("no configuration meets the constraints; see rejections.csv")
+    print(f"wrote {out}/pareto.csv, pareto.png, points.csv, rejections.csv, summary.json")
+    return EXIT_OK
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

@@ -10,8 +10,9 @@ Sources (list prices move; override them with your own contract rates):
 - H200-SXM-141GB 3.99: the top of the H100 SXM range above (H200 lists at a premium over H100).
 - A100-PCIE-80GB 1.49: the bottom of the A100 80GB range above (PCIe parts rent below SXM).
 - L4 0.80: AWS g6.xlarge (1x L4) on-demand, us-east-1, $0.8048/h (aws.amazon.com/ec2/pricing).
-- A40 0.69 and V100-PCIE-32GB 0.50: approximate community-cloud rates (RunPod/vast.ai listings,
-  2024); treat as placeholders.
+- H100-PCIE-80GB 2.49: the bottom of the H100 range above; A100-PCIE-40GB 1.29: as A100 SXM 40GB.
+- A40 0.69, V100-PCIE-32GB 0.50, L40S 0.99 and B200-SXM-180GB 4.99: approximate on-demand
+  rates of GPU clouds (Lambda, RunPod, vast.ai listings, 2024-2025); treat as placeholders.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ PRICE_USD_PER_GPU_H: dict[str, float] = {
     "L4": 0.80,
     "V100-SXM2-32GB": 0.55,
     "V100-PCIE-32GB": 0.50,
+    "H100-PCIE-80GB": 2.49,
+    "A100-PCIE-40GB": 1.29,
+    "L40S": 0.99,
+    "B200-SXM-180GB": 4.99,
 }
 
 

@@ -1,0 +1,129 @@
+"""Deployment search: same Pareto set and best points as exhaustive simulation on a 60-point
+space; resume without re-simulating; bad input exits 2 naming the field."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from orrery.experiments.cli import main
+from orrery.experiments.plan import load_plan, search
+from orrery.sim.errors import OrreryInputError
+
+
+def plan_dict(**over):
+    d = {
+        "plan": {"name": "tiny", "model": "llama-2-13b", "objectives": ["cost", "energy", "carbon"]},
+        "trace": {"arrival": "poisson", "rate_rps": 4.0, "n_requests": 20, "max_total_tokens": 2048},
+        "space": {"gpu": ["a100", "h100", "l4"], "tp": [1, 2], "replicas": {"min": 1, "max": 5},
+                  "scheduler": ["vllm_fcfs", "andes"], "max_num_seqs": [8]},
+        "constraints": {"qoe_mean_min": 0.97, "ttft_p99_s_max": 2.0},
+        "scenario": {"carbon_trace": "synthetic:US-CAL-CISO"},
+    }
+    for k, v in over.items():
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
+    return d
+
+
+def test_search_matches_exhaustive_on_60_points():
+    plan = load_plan(plan_dict())
+    assert len(plan.points) == 60
+    fast = search(plan, jobs=1, check_every_s=1.0)
+    full = search(plan, jobs=1, prune=False)
+    # Llama-2-13B's weights do not fit one L4: never simulated, in either mode
+    assert full.counts["simulated"] == 50 and full.counts["pruned"] == 10
+    assert fast.counts["stopped_early"] > 0
+    assert full.counts["feasible"] > 0 and full.counts["infeasible"] > 0
+    assert sorted(fast.pareto["key"]) == sorted(full.pareto["key"])
+    assert {o: r["key"] for o, r in fast.best.items()} == {o: r["key"] for o, r in full.best.items()}
+    # every pruned or stopped point is indeed not on the exhaustive Pareto front
+    skipped = set(fast.points.loc[fast.points["status"].isin(["pruned", "stopped"]), "key"])
+    assert not skipped & set(full.pareto["key"])
+
+
+def test_resume_and_outputs(tmp_path):
+    d = plan_dict(space={"gpu": ["h100"], "tp": [1], "replicas": [1, 2, 3], "scheduler": ["vllm_fcfs"]})
+    plan = load_plan(d)
+    first = search(plan, tmp_path, jobs=2, check_every_s=1.0)  # local process pool
+    for f in ("points.csv", "pareto.csv", "pareto.png", "rejections.csv", "summary.json", "points.jsonl"):
+        assert (tmp_path / f).is_file(), f
+    n = first.counts["simulated"]
+    assert n >= 1
+    again = search(plan, tmp_path, jobs=1, check_every_s=1.0)
+    assert again.counts["simulated"] == 0 and again.counts["resumed"] == n
+    assert list(again.pareto["key"]) == list(first.pareto["key"])
+    # an interrupted run: only the first point was stored
+    lines = (tmp_path / "points.jsonl").read_text().splitlines()
+    (tmp_path / "points.jsonl").write_text(lines[0] + "\n" + '{"cut')
+    third = search(plan, tmp_path, jobs=1, check_every_s=1.0)
+    assert third.counts["resumed"] == 1 and third.counts["simulated"] == n - 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"]["configurations"] == 3
+
+
+def _toml(d) -> str:
+    out = []
+    for table, body in d.items():
+        out.append(f"[{table}]")
+        for k, v in body.items():
+            out.append(f"{k} = {json.dumps(v) if not isinstance(v, dict) else _inline(v)}")
+    return "\n".join(out) + "\n"
+
+
+def _inline(v: dict) -> str:
+    return "{" + ", ".join(f"{json.dumps(k)} = {json.dumps(x)}" for k, x in v.items()) + "}"
+
+
+@pytest.mark.parametrize("over, field", [
+    ({"space": {"gpu": ["h100", "z9000"]}}, "space.gpu[1]"),
+    ({"plan": {"model": "gpt-9"}}, "plan.model"),
+    ({"space": {"tp": [1, 3]}}, "space.tp[1]"),
+    ({"constraints": {"cost_usd_per_h_max": 0.01}}, "space/constraints"),
+    ({"scenario": {"prices_usd_per_gpu_h": {"h100": -2.0}}}, "scenario.prices_usd_per_gpu_h"),
+    ({"constraints": {"qoe_avg_min": 0.9}}, "constraints.qoe_avg_min"),
+])
+def test_bad_input_exit_2_naming_the_field(tmp_path, capsys, over, field):
+    p = tmp_path / "p.toml"
+    p.write_text(_toml(plan_dict(**over)))
+    assert main(["plan", str(p), "--out", str(tmp_path / "o"), "--jobs", "1"]) == 2
+    assert field in capsys.readouterr().err
+
+
+def test_trace_without_requests(tmp_path, capsys):
+    csv = tmp_path / "empty.csv"
+    csv.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
+    d = plan_dict()
+    d["trace"] = {"path": str(csv)}
+    p = tmp_path / "p.toml"
+    p.write_text(_toml(d))
+    assert main(["plan", str(p), "--out", str(tmp_path / "o"), "--jobs", "1"]) == 2
+    assert "trace" in capsys.readouterr().err
+
+
+def test_cli_plan_runs(tmp_path, capsys):
+    d = plan_dict(space={"gpu": ["a100"], "tp": [1], "replicas": [1, 2], "scheduler": ["vllm_fcfs"]})
+    p = tmp_path / "p.toml"
+    p.write_text(_toml(d))
+    assert main(["plan", str(p), "--out", str(tmp_path / "o"), "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 configurations" in out
+    t = pd.read_csv(tmp_path / "o" / "points.csv")
+    assert set(t["status"]) <= {"feasible", "infeasible", "pruned", "stopped"}
+    assert all(math.isfinite(x) for x in t["cost_usd_per_h"])
+
+
+def test_shipped_plan_loads_and_prunes_by_capacity(shared_data, monkeypatch):
+    from orrery.experiments.plan import Point, analytic, trace_demand
+
+    monkeypatch.setenv("ORRERY_DATA", str(shared_data))
+    plan = load_plan("azure_conv")
+    assert len(plan.points) >= 500
+    d = trace_demand(plan)
+    assert d.n == 19366 and 3400 < d.span_s <= 3600
+    tiny = analytic(plan, Point("L4", 1, 1, 256, "vllm_fcfs", "least_outstanding_tokens", 1.0), d, 50.0, {})
+    big = analytic(plan, Point("H100-SXM5-80GB", 1, 4, 256, "vllm_fcfs", "least_outstanding_tokens", 1.0), d, 50.0, {})
+    assert tiny.work_s > d.deadline_span_s + plan.capacity_slack_s > big.work_s  # one L4 cannot keep up
+    assert len(plan.points) >= 100 and plan.constraints
+    with pytest.raises(OrreryInputError):
+        load_plan({"space": {}})
