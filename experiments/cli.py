@@ -220,7 +220,9 @@ def _vs_control(ratio, diff) -> str:
 
 def _note_skipped(con, study) -> None:
     for case, missing in study.skipped_cases.items():
-        con.print(f"note: optional case {case!r} skipped: data file {missing!r} not found")
+        con.print(f"note: optional case {case!r} skipped: data file {missing!r} not found"
+                  + (" (`orrery data fetch NAME` or --fetch downloads registered files)"
+                     if str(missing).startswith("shared:") else ""))
     if study.unrun_groups:
         shown = ", ".join(study.unrun_groups[:3]) + (", ..." if len(study.unrun_groups) > 3 else "")
         con.print(f"note: {len(study.unrun_groups)} grid point(s) are neither the control nor a named "

@@ -196,3 +196,127 @@ def load_sharegpt_stats(path: str | Path) -> LengthSamples:
     prompt = _token_column(df, lines, p, "num_prefill_tokens")
     output = _token_column(df, lines, p, "num_decode_tokens")
     return LengthSamples(_frozen(prompt), _frozen(output), source=str(p))
+
+
+# --- one day (or several) of a long trace ------------------------------------------------------
+
+DAY_S = 86400.0
+_CHUNK_ROWS = 1_000_000
+
+
+def _line_timestamp(line: bytes) -> pd.Timestamp | None:
+    """The UTC timestamp in the first field of a CSV data line, or None if it is not one."""
+    field = line.split(b",", 1)[0].strip().decode("utf-8", "replace")
+    try:
+        ts = pd.Timestamp(field)
+    except (ValueError, TypeError):
+        return None
+    if ts is pd.NaT:
+        return None
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def _offset_of_first_at_or_after(f, start: pd.Timestamp, lo: int, hi: int) -> int:
+    """Byte offset of the first data line whose timestamp is >= start (file sorted by time).
+
+    Bisection over byte offsets: each probe reads the first whole line after an offset, so a
+    day of a week-long, gigabyte file is found in ~30 reads instead of a full scan.
+    """
+    while hi - lo > 1 << 16:
+        mid = (lo + hi) // 2
+        f.seek(mid)
+        f.readline()  # the rest of a line cut by the seek
+        pos = f.tell()
+        ts = None
+        while ts is None:
+            line = f.readline()
+            if not line:
+                break
+            ts = _line_timestamp(line)
+        if ts is None or ts >= start:
+            hi = mid
+        else:
+            lo = pos
+    return lo
+
+
+def load_azure_llm_window(
+    path: str | Path, *, day: int | None = None, days: int = 1, every: int = 1
+) -> RequestTrace:
+    """Requests of calendar days `day .. day+days-1` of an Azure LLM trace, every `every`-th row.
+
+    Day 0 is the UTC calendar day of the first request; arrivals are seconds from that day's
+    midnight plus `day` days, so a replayed day keeps its time-of-day pattern. `day=None` keeps
+    the whole trace (arrivals from the first request, as `load_azure_llm`). `every=k` keeps rows
+    0, k, 2k, ... of the selection: a deterministic thinning that scales a fleet-wide trace (the
+    2024 week holds 16.8M code and 27.3M conversation requests) down to a few replicas' load
+    while keeping its diurnal shape. Reads the file in chunks; a day is located by bisection.
+    """
+    if every < 1 or days < 1 or (day is not None and day < 0):
+        raise ValueError("day >= 0, days >= 1 and every >= 1 expected")
+    p = Path(path)
+    if day is None and every == 1:
+        return load_azure_llm(p)
+    with p.open("rb") as f:
+        header = f.readline()
+        cols = [c.strip() for c in header.decode("utf-8", "replace").strip().split(",")]
+        for col in AZURE_COLUMNS:
+            if col not in cols:
+                raise TraceFormatError(p, f"missing column {col!r}; header has {cols}", line=1,
+                                       column=col, expected="header with columns " + ",".join(AZURE_COLUMNS))
+        data_start = f.tell()
+        first = _line_timestamp(f.readline())
+        if first is None:
+            raise TraceFormatError(p, "unparsable first timestamp", line=2, column="TIMESTAMP",
+                                   expected="a timestamp like '2024-05-10 00:00:00.0095750+00:00'")
+        if day is None:
+            origin, start, end = first, first, None
+        else:
+            origin = start = first.normalize() + pd.Timedelta(days=day)
+            end = start + pd.Timedelta(days=days)
+        size = p.stat().st_size
+        offset = data_start if start <= first else _offset_of_first_at_or_after(f, start, data_start, size)
+        f.seek(offset)
+        reader = pd.read_csv(f, header=None, names=cols, usecols=list(AZURE_COLUMNS), dtype=str,
+                             chunksize=_CHUNK_ROWS, skip_blank_lines=True)
+        parts_t, parts_p, parts_o, kept = [], [], [], 0
+        for chunk in reader:
+            ts = pd.to_datetime(chunk["TIMESTAMP"].str.strip(), format="ISO8601", utc=True, errors="coerce")
+            bad = ts.isna().to_numpy()
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise TraceFormatError(p, f"unparsable timestamp {chunk['TIMESTAMP'].iloc[i]!r} "
+                                          f"(near byte {offset}; `orrery trace check {p} --kind llm` "
+                                          "lists the line)", column="TIMESTAMP")
+            t = ts.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+            sel = t >= np.datetime64(start.to_datetime64())
+            done = False
+            if end is not None:
+                before_end = t < np.datetime64(end.to_datetime64())
+                done = not before_end.all()
+                sel &= before_end
+            idx = np.flatnonzero(sel)
+            if idx.size:
+                take = idx[(kept + np.arange(idx.size)) % every == 0]
+                kept += idx.size
+                tok = chunk.iloc[take]
+                parts_t.append(t[take])
+                parts_p.append(pd.to_numeric(tok["ContextTokens"], errors="coerce").to_numpy(float))
+                parts_o.append(pd.to_numeric(tok["GeneratedTokens"], errors="coerce").to_numpy(float))
+            if done:
+                break
+    if not parts_t:
+        raise TraceFormatError(p, f"no requests on day {day} (the trace starts {first})",
+                               expected="a day within the trace")
+    t_all = np.concatenate(parts_t)
+    if (np.diff(t_all.astype(np.int64)) < 0).any():
+        raise TraceFormatError(p, "timestamps are not in order", column="TIMESTAMP",
+                               expected="non-decreasing timestamps (`orrery trace check` lists the lines)")
+    prompt, output = np.concatenate(parts_p), np.concatenate(parts_o)
+    for name, v in (("ContextTokens", prompt), ("GeneratedTokens", output)):
+        if not (np.isfinite(v) & (v >= 0) & (v == np.floor(v))).all():
+            raise TraceFormatError(p, "a token count is missing, negative or fractional", column=name,
+                                   expected="non-negative integers (`orrery trace check` lists the lines)")
+    arrival_s = (t_all - np.datetime64(origin.to_datetime64())).astype(np.int64).astype(np.float64) / 1e9
+    return RequestTrace(_frozen(arrival_s), _frozen(prompt.astype(np.int64)),
+                        _frozen(output.astype(np.int64)), source=f"{p} (day {day}, days {days}, every {every})")

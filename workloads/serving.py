@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from orrery.sim.errors import OrreryInputError
 from orrery.sim.scenario import Strict
-from orrery.traces.llm import RequestTrace, load_azure_llm, load_sharegpt_stats
+from orrery.traces.llm import RequestTrace, load_azure_llm_window, load_sharegpt_stats
 from orrery.traces.paths import resolve_data_path
 from orrery.workloads.arrivals import gamma_arrivals, poisson_arrivals, replay_arrivals
 from orrery.workloads.lengths import EmpiricalLengths, clip_total, fitted_sharegpt_lengths
@@ -43,8 +43,9 @@ class Requests:
 
 
 @lru_cache(maxsize=8)
-def _cached_trace(path: str, mtime_ns: int, size: int) -> RequestTrace:
-    return load_azure_llm(path)
+def _cached_trace(path: str, mtime_ns: int, size: int, day: int | None = None, days: int = 1,
+                  every: int = 1) -> RequestTrace:
+    return load_azure_llm_window(path, day=day, days=days, every=every)
 
 
 @lru_cache(maxsize=8)
@@ -71,6 +72,13 @@ class ServingWorkload(Strict):
     duration_s: float | None = Field(None, gt=0, description="arrival window (s)")
     trace_path: str | None = Field(None, description="Azure LLM CSV; path or 'shared:<path>'")
     time_scale: float = Field(1.0, gt=0, description="trace replay: >1 stretches time (lower rate)")
+    trace_day: int | None = Field(
+        None, ge=0, description="replay only UTC calendar day N of the trace (0: its first day); None: all of it"
+    )
+    trace_days: int = Field(1, ge=1, description="with trace_day: how many days from it (7: a whole week)")
+    trace_sample_every: int = Field(
+        1, ge=1, description="keep every k-th request of the trace (scales a fleet-wide trace to a few replicas)"
+    )
     lengths: Literal["sharegpt_default", "sharegpt_file", "trace"] = Field(
         "sharegpt_default", description="length model"
     )
@@ -114,7 +122,8 @@ class ServingWorkload(Strict):
         trace: RequestTrace | None = None
         if self.arrival == "trace" or self.lengths == "trace":
             assert self.trace_path is not None
-            trace = _cached_trace(*_stat_key(_resolve("trace_path", self.trace_path)))
+            trace = _cached_trace(*_stat_key(_resolve("trace_path", self.trace_path)),
+                                  self.trace_day, self.trace_days, self.trace_sample_every)
 
         if self.arrival == "trace":
             assert trace is not None
