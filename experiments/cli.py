@@ -591,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.debug = getattr(args, "debug", False) or bool(os.environ.get("ORRERY_DEBUG"))
     args.plugin = getattr(args, "plugin", None) or []
-    if getattr(args, "fetch", False):  # workers and nested loads see it too
+    prev_auto_fetch = os.environ.get("ORRERY_AUTO_FETCH")
+    if getattr(args, "fetch", False):  # workers and nested loads see it too (restored on return)
         os.environ["ORRERY_AUTO_FETCH"] = "1"
     if not getattr(args, "func", None):
         parser.print_help()
@@ -624,6 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in prev_handlers.items():
             signal.signal(sig, handler)
+        if prev_auto_fetch is None:
+            os.environ.pop("ORRERY_AUTO_FETCH", None)
+        else:
+            os.environ["ORRERY_AUTO_FETCH"] = prev_auto_fetch
 
 
 def _one_paragraph(err: BaseException) -> str:

@@ -20,3 +20,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder not found: {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_automatic_downloads(monkeypatch):
+    """No test downloads data on its own: `shared:` names never trigger a fetch unless a test
+    sets ORRERY_AUTO_FETCH itself (against a loopback server)."""
+    monkeypatch.delenv("ORRERY_AUTO_FETCH", raising=False)
