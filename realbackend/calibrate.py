@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 
 import numpy as np
 from scipy.optimize import nnls
@@ -29,6 +29,15 @@ FULL_GRID = {
     "prefill_tokens": (8, 32, 96, 192, 320, 480),
     "prefill_seqs": (1, 2, 4),
     "repeats": 9,
+}
+# A real-size model on a GPU: batches up to the engine's 64 slots, contexts up to its 1024-token
+# slots, and prefills as large as a vLLM prefill iteration (max_num_batched_tokens 2048).
+GPU_GRID = {
+    "decode_batch": (1, 2, 4, 8, 16, 24, 32, 48, 64),
+    "decode_ctx": (32, 128, 384, 768),
+    "prefill_tokens": (16, 64, 256, 768, 1536, 2048),
+    "prefill_seqs": (1, 2, 4, 8),
+    "repeats": 5,
 }
 QUICK_GRID = {
     "decode_batch": (1, 4, 16, 32),
@@ -188,8 +197,9 @@ def profile_engine_load(cfg: EngineConfig, n_requests: int = 120, rate_rps: floa
     contexts scattered over the cache, with its own bookkeeping between steps, and on the
     machines tried that runs a few percent slower at large batches. So the engine serves a
     calibration workload of its own (vLLM-FCFS; `n_requests` arriving within a fraction of a
-    second fill the KV cache, and the batch then drains to 1, whatever the engine's speed;
-    seed and rate unrelated to any validation study), and each batch size seen
+    second fill the KV cache, and the batch then drains as requests finish; how far it drains
+    depends on which requests finish together, i.e. on timing; seed and rate unrelated to any
+    validation study), and each batch size seen
     at least `min_iterations` times gives a point (batch, mean context, mean step time). Means,
     not medians: the step model is linear, so means keep the least-squares fit exact.
     """
@@ -273,37 +283,87 @@ def add_host_overhead(params: EngineLatencyParams, host: dict) -> tuple[EngineLa
     return replace(params, **upd), info
 
 
-def measure_power(model: TinyLLM, monitor, seconds: float = 2.0) -> tuple[float, float]:
-    """(idle W, busy W) from NVML windows: idle while sleeping, busy while decoding batch 32."""
-    with monitor.window() as idle:
-        time.sleep(seconds / 2)
-    b = min(32, model.n_slots)
-    work = _decode_work(b, 64)
-    for j in range(b):
-        model.step([SeqWork(j, 0, [1] * 64)])
-    with monitor.window() as busy:
-        t_end = time.perf_counter() + seconds / 2
+POWER_BATCHES = (1, 8, 32, 64)
+
+
+def measure_power(model: TinyLLM, monitor, seconds: float = 1.0, batches=POWER_BATCHES,
+                  ctx: int = 256) -> dict:
+    """Power from NVML windows of `seconds` each: idle while sleeping, decoding at each batch
+    size (`ctx` tokens of context per sequence) and prefilling 1024-token prompts. Each busy
+    window also integrates sampled power (the energy counter's cross-check)."""
+    with monitor.window(cross_check=True) as idle:
+        time.sleep(seconds)
+    ctx = min(ctx, model.cfg.max_len - 2)
+    out: dict = {"idle_w": idle.avg_power_w, "source": monitor.source,
+                 "decode": {"batch": [], "context_tokens": [], "power_w": [], "sampled_w": [], "step_s": []}}
+    for b in sorted({min(b, model.n_slots) for b in batches}):
+        work = _decode_work(b, ctx)
+        model.step(work)
+        n = 0
+        with monitor.window(cross_check=True) as w:
+            t_end = time.perf_counter() + seconds
+            while time.perf_counter() < t_end:
+                model.step(work)
+                n += 1
+            model.synchronize()
+        d = out["decode"]
+        d["batch"].append(b)
+        d["context_tokens"].append(b * (ctx + 1))
+        d["power_w"].append(w.avg_power_w)
+        d["sampled_w"].append(w.sampled_j / w.time_s if w.time_s > 0 else math.nan)
+        d["step_s"].append(w.time_s / max(n, 1))
+    per = max(1, min(1024, model.cfg.max_len - 1) // 2)
+    work = _prefill_work(min(2, model.n_slots), per)
+    model.step(work)
+    with monitor.window(cross_check=True) as w:
+        t_end = time.perf_counter() + seconds
         while time.perf_counter() < t_end:
             model.step(work)
         model.synchronize()
-    return idle.avg_power_w, busy.avg_power_w
+    out["prefill_w"] = w.avg_power_w
+    return out
 
 
-def calibrate(cfg: EngineConfig, quick: bool = False, monitor=None, log=None) -> CalibrationFile:
-    """Profile and fit the engine built from `cfg`. `monitor`: a `GPUMonitor` (CUDA runs)."""
-    grid = QUICK_GRID if quick else FULL_GRID
+def fit_power(meas: dict) -> dict:
+    """Decode power = busy + per_doubling·log2(batch) (least squares), prefill and idle power."""
+    d = meas["decode"]
+    b = np.log2(np.maximum(np.asarray(d["batch"], float), 1.0))
+    p = np.asarray(d["power_w"], float)
+    ok = np.isfinite(p)
+    if ok.sum() >= 2 and np.ptp(b[ok]) > 0:
+        slope, icpt = np.polyfit(b[ok], p[ok], 1)
+    elif ok.any():
+        slope, icpt = 0.0, float(p[ok].mean())
+    else:
+        slope, icpt = 0.0, math.nan
+    return {"idle_power_w": float(meas["idle_w"]), "busy_power_w": float(icpt),
+            "busy_power_per_doubling_w": float(slope), "prefill_power_w": float(meas.get("prefill_w", math.nan))}
+
+
+def calibrate(cfg: EngineConfig, quick: bool = False, monitor=None, log=None, grid: dict | None = None,
+              load_requests: int | None = None, power_seconds: float = 1.0) -> CalibrationFile:
+    """Profile and fit the engine built from `cfg`. `monitor`: a `GPUMonitor` (CUDA runs);
+    `grid`: the profiling grid (default FULL_GRID, QUICK_GRID with `quick`, GPU_GRID for a
+    real-size model); `load_requests`: requests of the under-load profile."""
+    from orrery.realbackend.serving import resolve_kv_capacity
+
+    grid = grid or (QUICK_GRID if quick else FULL_GRID)
     n_slots = min(max(grid["decode_batch"]), cfg.max_slots)
     model = build_model(cfg, n_slots)
+    cfg = replace(cfg, kv_capacity_tokens=resolve_kv_capacity(cfg, model))
     max_ctx = model.cfg.max_len
+    model.capture_graphs(n_slots)
     samples = profile(model, grid, max_ctx)
     samples["probe"] = {"time_s": probe(model), "n_slots": model.n_slots}
-    samples["decode_load"] = profile_engine_load(cfg, n_requests=40 if quick else 120)
-    idle_w = busy_w = math.nan
+    samples["decode_load"] = profile_engine_load(cfg, n_requests=load_requests or (40 if quick else 120))
+    power = {"idle_power_w": math.nan, "busy_power_w": math.nan}
     source = "none (CPU run: no GPU energy source present)"
     if monitor is not None:
-        idle_w, busy_w = measure_power(model, monitor)
+        samples["power"] = measure_power(model, monitor, seconds=power_seconds)
+        power = fit_power(samples["power"])
         source = monitor.source
-    step_params, fitinfo = fit(samples, model.cfg.kv_bytes_per_token, cfg.kv_capacity_tokens, idle_w, busy_w)
+    step_params, fitinfo = fit(samples, model.cfg.kv_bytes_per_token, cfg.kv_capacity_tokens)
+    step_params = replace(step_params, **power)
     host = profile_host_overhead(cfg, step_params, batches=(1, 8, 32) if quick else (1, 4, 16, 32, 64))
     samples["host"] = host
     params, hostfit = add_host_overhead(step_params, host)
@@ -315,6 +375,7 @@ def calibrate(cfg: EngineConfig, quick: bool = False, monitor=None, log=None) ->
     import torch
 
     name = torch.cuda.get_device_name(model.device) if device.startswith("cuda") else "CPU"
-    return CalibrationFile(params=params, device=device, device_name=name, model=asdict(model.cfg),
+    fitinfo["execution"] = model.execution()
+    return CalibrationFile(params=params, device=device, device_name=name, model=model.cfg.describe(),
                            threads=torch.get_num_threads() if device == "cpu" else None, fit=fitinfo,
                            samples=samples, energy_source=source)

@@ -43,12 +43,14 @@ class EngineLatencyParams:
     kv_bytes_per_token: float
     kv_capacity_tokens: int
     idle_power_w: float = math.nan  # NaN: no GPU energy source (CPU)
-    busy_power_w: float = math.nan
+    busy_power_w: float = math.nan  # decoding one sequence
+    busy_power_per_doubling_w: float = 0.0  # decode power grows by this per doubling of the batch
+    prefill_power_w: float = math.nan  # NaN: as decode at batch 1
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name.endswith("_power_w"):
+            if "power" in f.name:
                 continue
             if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise OrreryInputError(f"engine latency parameter {f.name} must be a finite number >= 0, got {v!r}")
@@ -59,6 +61,13 @@ class EngineLatencyParams:
     def decode_s(self, batch_size, context_tokens):
         return self.decode_a_s + self.decode_b_s * np.asarray(batch_size, float) + self.decode_c_s * np.asarray(
             context_tokens, float)
+
+    def decode_power_w(self, batch_size):
+        """Power while decoding `batch_size` sequences: busy + per_doubling·log2(B), never
+        below idle (scalar or array; NaN without a GPU energy source)."""
+        b = np.maximum(np.asarray(batch_size, float), 1.0)
+        p = self.busy_power_w + self.busy_power_per_doubling_w * np.log2(b)
+        return np.maximum(p, self.idle_power_w) if math.isfinite(self.idle_power_w) else p
 
     def prefill_s(self, n_tokens, n_seqs=1):
         s = np.maximum(np.asarray(n_seqs, float), 1.0)
@@ -162,13 +171,18 @@ class EnginePerfModel:
         return float(t) if np.ndim(t) == 0 else t
 
     def power_w(self, batch_size, busy: bool = True):
-        p = self.params.busy_power_w if busy else self.params.idle_power_w
+        prm = self.params
         if isinstance(batch_size, np.ndarray):
-            return np.full(batch_size.shape, p if busy else self.params.idle_power_w, dtype=float)
-        return float(p if (busy and batch_size > 0) else self.params.idle_power_w)
+            if not busy:
+                return np.full(batch_size.shape, prm.idle_power_w, dtype=float)
+            return np.where(batch_size > 0, prm.decode_power_w(batch_size), prm.idle_power_w)
+        if not busy or batch_size <= 0:
+            return float(prm.idle_power_w)
+        return float(prm.decode_power_w(batch_size))
 
     def prefill_power_w(self, n_tokens: int, n_seqs: int = 1, context_tokens: int = 0) -> float:
-        return float(self.params.busy_power_w)
+        p = self.params.prefill_power_w
+        return float(p if math.isfinite(p) else self.params.decode_power_w(1))
 
     def kv_capacity_tokens(self, gpu_memory_utilization: float = 0.9, activation_reserve_bytes: float | None = None) -> int:
         return int(self.params.kv_capacity_tokens)

@@ -19,6 +19,7 @@ inject a fake at this boundary; real writes are never exercised in tests.
 from __future__ import annotations
 
 import atexit
+import math
 import signal
 import threading
 import time
@@ -144,6 +145,7 @@ class EnergyWindow:
     time_s: float = 0.0
     energy_j: float = 0.0
     samples: list[tuple[float, float]] = field(default_factory=list)  # (t, W) when sampled
+    sampled_j: float = float("nan")  # counter windows with cross_check: integrated sampled power
 
     @property
     def avg_power_w(self) -> float:
@@ -216,33 +218,40 @@ class GPUMonitor:
     def power_w(self) -> float:
         return float(self.nvml.nvmlDeviceGetPowerUsage(self.handle)) / 1000.0
 
-    def window(self) -> _Window:
-        return _Window(self, self.mode)
+    def window(self, cross_check: bool = False) -> _Window:
+        """A measurement window. `cross_check`: on a counter window, also sample power over
+        the same span (`EnergyWindow.sampled_j`), the check that both tell the same story."""
+        return _Window(self, self.mode, cross_check)
 
 
 class _Window:
-    def __init__(self, mon: GPUMonitor, mode: str):
+    def __init__(self, mon: GPUMonitor, mode: str, cross_check: bool = False):
         self.mon, self.mode = mon, mode
         self.result = EnergyWindow(source=mon.source)
         self._sampler: PowerSampler | None = None
+        self._sample = mode != "counter" or cross_check
         self._e0 = 0.0
 
     def __enter__(self) -> EnergyWindow:
         self.result.t_start = time.perf_counter()
         if self.mode == "counter":
             self._e0 = self.mon.energy_counter_j()
-        else:
+        if self._sample:
             self._sampler = PowerSampler(self.mon.nvml, self.mon.handle, self.mon.sample_interval_s)
             self._sampler.start()
         return self.result
 
     def __exit__(self, *exc) -> None:
+        sampled = math.nan
+        if self._sampler is not None:
+            sampled = self._sampler.stop()
+            self.result.samples = self._sampler.samples
         if self.mode == "counter":
             self.result.energy_j = self.mon.energy_counter_j() - self._e0
+            self.result.sampled_j = sampled
         else:
-            assert self._sampler is not None
-            self.result.energy_j = self._sampler.stop()
-            self.result.samples = self._sampler.samples
+            self.result.energy_j = sampled
+            self.result.sampled_j = sampled
         self.result.time_s = time.perf_counter() - self.result.t_start
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -69,7 +69,11 @@ def resolve_device(device: str = "auto") -> str:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How the real engine is built. `time_scale`: real seconds per workload second."""
+    """How the real engine is built. `time_scale`: real seconds per workload second.
+
+    `kv_capacity_tokens`: the KV capacity the policies see; 0 = what the memory holds (on CUDA
+    the memory left after the weights, vLLM's rule; on the CPU `kv_budget_bytes`).
+    `kv_budget_bytes`: bytes the KV cache may use (None on CUDA = free GPU memory)."""
 
     device: str = "auto"
     model: TinyLLMConfig = field(default_factory=TinyLLMConfig)
@@ -78,10 +82,11 @@ class EngineConfig:
     threads: int | None = 1  # CPU: intra-op threads (1: steadier timing; the model is tiny)
     seed: int = 0
     max_slots: int = 128  # cap on requests holding KV at once (physical cache slots)
+    kv_budget_bytes: int | None = None
 
     def describe(self) -> dict:
         d = asdict(self)
-        d["model"] = asdict(self.model)
+        d["model"] = self.model.describe()
         return d
 
 
@@ -92,12 +97,38 @@ def setup_torch(cfg: EngineConfig) -> str:
     return device
 
 
+_MODEL_CACHE: dict[tuple, TinyLLM] = {}
+
+
 def build_model(cfg: EngineConfig, n_slots: int) -> TinyLLM:
+    """The engine's model on its device (bf16 on CUDA unless the config says float16/bfloat16).
+
+    The last model built is kept and handed out again for the same device, architecture, seed
+    and at least as many slots: a real-size model takes seconds to initialise and to capture its decode graphs,
+    and calibration, drift probes and every validation run use the same one. Cache contents
+    carry over harmlessly (a sequence only reads positions it wrote)."""
     device = setup_torch(cfg)
     mcfg = cfg.model
     if device.startswith("cuda") and mcfg.dtype == "float32":
-        mcfg = TinyLLMConfig(**{**asdict(mcfg), "dtype": "float16"})
-    return TinyLLM(mcfg, n_slots, device=device, seed=cfg.seed)
+        mcfg = replace(mcfg, dtype="bfloat16")
+    key = (device, mcfg, int(cfg.seed), cfg.kv_budget_bytes)
+    model = _MODEL_CACHE.get(key)
+    if model is None or model.n_slots < n_slots:
+        _MODEL_CACHE.clear()  # free the previous model's memory first
+        model = TinyLLM(mcfg, n_slots, device=device, seed=cfg.seed, kv_budget_bytes=cfg.kv_budget_bytes)
+        _MODEL_CACHE[key] = model
+    return model
+
+
+def resolve_kv_capacity(cfg: EngineConfig, model: TinyLLM) -> int:
+    """`cfg.kv_capacity_tokens`, or (0) the tokens the KV budget holds: on CUDA the memory
+    left after the weights (vLLM's sizing), on the CPU `kv_budget_bytes`."""
+    if cfg.kv_capacity_tokens:
+        return int(cfg.kv_capacity_tokens)
+    budget = model.kv_budget_bytes
+    if budget is None:
+        raise OrreryInputError("kv_capacity_tokens = 0 (from memory) needs kv_budget_bytes on the CPU")
+    return int(budget // model.cfg.kv_bytes_per_token)
 
 
 @dataclass
@@ -181,7 +212,7 @@ class RealServingEngine:
         sched_real = 0.0
         horizon = scn.horizon_s
         self._warmup()
-        window = self.monitor.window() if self.monitor is not None else None
+        window = self.monitor.window(cross_check=True) if self.monitor is not None else None
         if window is not None:
             window.__enter__()
         t0 = time.perf_counter()
@@ -342,7 +373,7 @@ class RealServingEngine:
             energy = None
             if window is not None:
                 window.__exit__(None, None, None)
-                energy = window
+                energy = window.result
         return self._collect(r, its, tok_req, tok_t, preemptions, swap_bytes, busy_real, sched_real,
                              wall_real, energy, end_w)
 
@@ -352,20 +383,24 @@ class RealServingEngine:
         m.step([SeqWork(0, 0, [1] * 16)])
         for k in range(3):
             m.step([SeqWork(0, 16 + k, [2])])
+        m.capture_graphs(min(self.max_num_seqs, m.n_slots))
         m.synchronize()
 
     def _collect(self, r: RequestState, its, tok_req, tok_t, preemptions, swap_bytes, busy_real, sched_real,
                  wall_real, energy, end_w: float) -> RealServingRun:
         table, metrics, _ = summarize_requests(r, end_w)
         tokens = int(r.generated.sum())
-        energy_j = math.nan
+        energy_j = power_w = sampled_j = math.nan
         source = NO_GPU_ENERGY if not self.device.startswith("cuda") else "none (no NVML monitor given)"
         if energy is not None:
-            energy_j = float(energy.energy_j)
+            energy_j, power_w, sampled_j = float(energy.energy_j), float(energy.avg_power_w), energy.sampled_j
             source = energy.source
+        n_done = float(np.isfinite(r.finish_s).sum())
         metrics.update({
             "energy_j": energy_j,
             "energy_per_token_j": energy_j / max(tokens, 1),
+            "energy_per_request_j": energy_j / max(n_done, 1.0),
+            "avg_power_w": power_w,
             "iterations": float(len(its["kind"])),
             "swap_bytes": float(swap_bytes),
             "sim_time_s": end_w,
@@ -385,6 +420,12 @@ class RealServingEngine:
             "schedule_real_s": sched_real,
             "threads": torch.get_num_threads(),
             "policy_class": f"{type(self.policy).__module__}.{type(self.policy).__qualname__}",
+            "model": self.model.cfg.name,
+            "execution": self.model.execution(),
+            # the energy counter cross-checked by integrating sampled power over the same window
+            "energy_sampled_j": sampled_j,
+            "energy_counter_vs_sampled": (abs(energy_j - sampled_j) / energy_j
+                                          if energy_j > 0 and math.isfinite(sampled_j) else math.nan),
         }
         # measured iteration time (model step + host work) over the calibrated model's
         # prediction: ~1 when the machine behaves as it did during calibration

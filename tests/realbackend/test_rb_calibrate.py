@@ -128,5 +128,13 @@ def test_drift_ratio_and_scaling():
 def test_engine_load_profile_ramps_the_batch():
     cfg = EngineConfig(device="cpu", model=SMALL, kv_capacity_tokens=1024)
     out = profile_engine_load(cfg, n_requests=24, min_iterations=1)
-    assert out["batch"][0] == 1 and max(out["batch"]) > 4  # drains to one sequence, loads several
+    # The burst fills the cache (several sequences per step) and drains as requests finish.
+    # How far it drains depends on which requests finish in the same step, i.e. on wall-clock
+    # timing, so only timing-free facts are asserted: several batch sizes, one well above 4,
+    # one point per batch size in increasing order, and each point's context at least one
+    # token per sequence.
+    b = out["batch"]
+    assert len(b) >= 2 and max(b) > 4 and min(b) < max(b)
+    assert b == sorted(set(b))
+    assert all(c >= k for k, c in zip(b, out["context_tokens"], strict=True))
     assert all(t > 0 for t in out["time_s"]) and sum(out["n"]) > 24
