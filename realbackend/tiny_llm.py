@@ -61,6 +61,9 @@ class TinyLLMConfig:
     experts_per_token: int = 0
     n_shared_experts: int = 0
     expert_intermediate_size: int = 0
+    shared_intermediate_size: int = 0  # 0: expert_intermediate_size
+    n_dense_layers: int = 0  # MoE models: this many layers keep a dense MLP (intermediate_size)
+    tie_embeddings: bool = False
     gated_mlp: bool = True  # SwiGLU (Llama, Qwen, Mistral...); False: GELU MLP of two matrices (OPT)
     name: str = "tiny"
     attention: str = "auto"  # auto: batched on CUDA, per_seq on the CPU
@@ -68,10 +71,10 @@ class TinyLLMConfig:
 
     def __post_init__(self) -> None:
         zero_ok = {"n_kv_heads", "head_size", "n_experts", "experts_per_token", "n_shared_experts",
-                   "expert_intermediate_size"}
+                   "expert_intermediate_size", "shared_intermediate_size", "n_dense_layers", "intermediate_size"}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("dtype", "name", "attention", "cuda_graphs", "gated_mlp"):
+            if f.name in ("dtype", "name", "attention", "cuda_graphs", "gated_mlp", "tie_embeddings"):
                 continue
             lo = 0 if f.name in zero_ok else 1
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -89,6 +92,10 @@ class TinyLLMConfig:
         if self.n_experts and not 1 <= self.experts_per_token <= self.n_experts:
             raise OrreryInputError(f"experts_per_token must be in [1, n_experts={self.n_experts}], "
                                    f"got {self.experts_per_token}")
+        if self.n_dense_layers > self.n_layers:
+            raise OrreryInputError(f"n_dense_layers {self.n_dense_layers} exceeds n_layers {self.n_layers}")
+        if self.intermediate_size == 0 and (not self.n_experts or self.n_dense_layers):
+            raise OrreryInputError("intermediate_size must be >= 1 for dense MLP layers")
 
     # derived shapes ------------------------------------------------------------------------
     @property
@@ -102,6 +109,13 @@ class TinyLLMConfig:
     @property
     def expert_ffn(self) -> int:
         return self.expert_intermediate_size or self.intermediate_size
+
+    @property
+    def shared_ffn(self) -> int:
+        return self.shared_intermediate_size or self.expert_ffn
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return bool(self.n_experts) and layer >= self.n_dense_layers
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -121,12 +135,10 @@ class TinyLLMConfig:
         h, d = self.hidden_size, self.head_dim
         attn = h * (self.n_heads + 2 * self.kv_heads) * d + self.n_heads * d * h
         m = 3 if self.gated_mlp else 2
-        if self.n_experts:
-            mlp = h * self.n_experts + self.n_experts * m * h * self.expert_ffn
-            mlp += m * h * self.expert_ffn * self.n_shared_experts
-        else:
-            mlp = m * h * self.intermediate_size
-        return 2 * self.vocab_size * h + self.n_layers * (attn + mlp)
+        moe = h * self.n_experts + self.n_experts * m * h * self.expert_ffn + m * h * self.shared_ffn * self.n_shared_experts
+        n_moe = sum(self.is_moe_layer(k) for k in range(self.n_layers))
+        mlp = n_moe * moe + (self.n_layers - n_moe) * m * h * self.intermediate_size
+        return (1 if self.tie_embeddings else 2) * self.vocab_size * h + self.n_layers * attn + mlp
 
     @property
     def weight_bytes(self) -> int:
@@ -135,25 +147,30 @@ class TinyLLMConfig:
     # catalog ---------------------------------------------------------------------------------
     @classmethod
     def from_catalog(cls, model, max_len: int = 1024, dtype: str = "bfloat16", **over) -> TinyLLMConfig:
-        """The real shapes of a catalog architecture (`hwmodels.llm.LLMConfig` or a name).
-        Fields the catalog may lack (head size, experts) are read when present."""
+        """The real shapes of a catalog architecture (`hwmodels.llm.LLMConfig` or its name).
+        Attention is full (sliding windows no wider than the slot change nothing; narrower
+        ones are attended in full, a small overcount); multi-head latent attention (DeepSeek)
+        is not built."""
         if isinstance(model, str):
             from orrery.hwmodels.llm import get_model
 
             model = get_model(model)
-        g = lambda k, default=0: int(getattr(model, k, default) or default)  # noqa: E731
-        head = g("head_dim") or model.hidden_size // model.n_heads
+        g = lambda k: int(getattr(model, k, 0) or 0)  # noqa: E731 - fields older catalogs lack
+        if g("kv_lora_rank"):
+            raise OrreryInputError(f"{model.name}: multi-head latent attention (MLA) is not built by the real "
+                                   "engine; pick a model with grouped-query attention")
         n_exp = g("n_experts")
         kw = dict(n_layers=model.n_layers, hidden_size=model.hidden_size, n_heads=model.n_heads,
                   intermediate_size=model.intermediate_size, vocab_size=model.vocab_size, max_len=int(max_len),
-                  dtype=dtype, n_kv_heads=g("n_kv_heads") or model.n_heads, head_size=head, n_experts=n_exp,
-                  experts_per_token=g("experts_per_token") if n_exp else 0,
+                  dtype=dtype, n_kv_heads=g("n_kv_heads") or model.n_heads,
+                  head_size=int(getattr(model, "head_dim", 0) or model.hidden_size // model.n_heads),
+                  n_experts=n_exp, experts_per_token=g("experts_per_token") if n_exp else 0,
                   n_shared_experts=g("n_shared_experts") if n_exp else 0,
-                  expert_intermediate_size=(g("expert_intermediate_size") or g("moe_intermediate_size"))
-                  if n_exp else 0,
-                  name=str(model.name))
-        gated = getattr(model, "gated_mlp", None)
-        kw["gated_mlp"] = bool(gated) if gated is not None else not str(model.name).upper().startswith("OPT")
+                  expert_intermediate_size=g("moe_intermediate_size") if n_exp else 0,
+                  shared_intermediate_size=g("shared_intermediate_size") if n_exp else 0,
+                  n_dense_layers=g("n_dense_layers") if n_exp else 0,
+                  tie_embeddings=bool(getattr(model, "tie_embeddings", False)),
+                  gated_mlp=bool(getattr(model, "gated_mlp", True)), name=str(model.name))
         kw.update(over)
         return cls(**kw)
 
@@ -167,12 +184,15 @@ class TinyLLMConfig:
         hidden = max(group * head, self.hidden_size // f)
         kv = max(1, hidden // head // group)
         n_exp = max(self.experts_per_token, self.n_experts // f) if self.n_experts else 0
+        layers = max(1, self.n_layers // f)
+        dense = min(layers - 1, -(-self.n_dense_layers // f)) if n_exp and self.n_dense_layers else 0
         return replace(
-            self, n_layers=max(1, self.n_layers // f), hidden_size=hidden, n_heads=kv * group, n_kv_heads=kv,
-            head_size=head, intermediate_size=max(16, self.intermediate_size // f),
+            self, n_layers=layers, hidden_size=hidden, n_heads=kv * group, n_kv_heads=kv,
+            head_size=head, intermediate_size=max(16, self.intermediate_size // f) if self.intermediate_size else 0,
             vocab_size=max(64, self.vocab_size // f), max_len=int(max_len or self.max_len), dtype=dtype,
             n_experts=n_exp, expert_intermediate_size=max(16, self.expert_ffn // f) if n_exp else 0,
-            name=f"{self.name} (shrunk x{f})")
+            shared_intermediate_size=max(16, self.shared_ffn // f) if n_exp and self.n_shared_experts else 0,
+            n_dense_layers=dense, name=f"{self.name} (shrunk x{f})")
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -272,20 +292,17 @@ class TinyLLM:
         m = 2 if cfg.gated_mlp else 1  # gate+up in one matrix, or up alone
         with torch.inference_mode():
             self.tok_emb = w(cfg.vocab_size, h)
-            self.lm_head = w(h, cfg.vocab_size)
+            self.lm_head = self.tok_emb.T if cfg.tie_embeddings else w(h, cfg.vocab_size)
             self.wqkv = [w(h, (H + 2 * K) * d) for _ in range(L)]
             self.wo = [w(H * d, h) for _ in range(L)]
-            if cfg.n_experts:
-                E, fe = cfg.n_experts, cfg.expert_ffn
-                self.router = [w(h, E) for _ in range(L)]
-                self.w_gu = [w(E, h, m * fe) for _ in range(L)]
-                self.w_down = [w(E, fe, h) for _ in range(L)]
-                ns = cfg.n_shared_experts * fe
-                self.ws_gu = [w(h, m * ns) for _ in range(L)] if ns else []
-                self.ws_down = [w(ns, h) for _ in range(L)] if ns else []
-            else:
-                self.w_gu = [w(h, m * cfg.intermediate_size) for _ in range(L)]
-                self.w_down = [w(cfg.intermediate_size, h) for _ in range(L)]
+            # per layer: a dense MLP, or (MoE layers) a router, stacked experts, shared experts
+            E, fe, ns = cfg.n_experts, cfg.expert_ffn, cfg.n_shared_experts * cfg.shared_ffn
+            self.router = [w(h, E) if cfg.is_moe_layer(k) else None for k in range(L)]
+            self.w_gu = [w(E, h, m * fe) if cfg.is_moe_layer(k) else w(h, m * cfg.intermediate_size)
+                         for k in range(L)]
+            self.w_down = [w(E, fe, h) if cfg.is_moe_layer(k) else w(cfg.intermediate_size, h) for k in range(L)]
+            self.ws_gu = [w(h, m * ns) if cfg.is_moe_layer(k) and ns else None for k in range(L)]
+            self.ws_down = [w(ns, h) if cfg.is_moe_layer(k) and ns else None for k in range(L)]
             inv = 1.0 / (10000.0 ** (torch.arange(0, d, 2, device=self.device, dtype=torch.float32) / d))
             ang = torch.arange(cfg.max_len, device=self.device, dtype=torch.float32)[:, None] * inv[None, :]
             self.cos, self.sin = ang.cos().to(dt), ang.sin().to(dt)
@@ -319,7 +336,7 @@ class TinyLLM:
 
     def _mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        if not cfg.n_experts:
+        if not cfg.is_moe_layer(layer):
             return self._act(x @ self.w_gu[layer]) @ self.w_down[layer]
         k = cfg.experts_per_token
         top_v, top_i = (x @ self.router[layer]).topk(k, dim=-1)
@@ -337,7 +354,7 @@ class TinyLLM:
             y = (self._act(x[rows] @ self.w_gu[layer][e]) @ self.w_down[layer][e]) * gate[sel][:, None]
             out.index_add_(0, rows, y)
             at += c
-        if self.ws_gu:
+        if self.ws_gu[layer] is not None:
             out = out + self._act(x @ self.ws_gu[layer]) @ self.ws_down[layer]
         return out
 
