@@ -36,7 +36,8 @@ from orrery.sim.errors import OrreryInputError
 
 AUTO_REF_CONTEXT = 256
 COMPARED = (("ttft_mean_s", "TTFT mean (s)"), ("tpot_mean_s", "token latency (s/tok)"),
-            ("throughput_tok_s", "throughput (tok/s)"), ("qoe_mean", "QoE mean"))
+            ("throughput_tok_s", "throughput (tok/s)"), ("qoe_mean", "QoE mean"),
+            ("energy_per_token_j", "energy per token (J)"))  # NaN on both sides without a GPU
 SHIPPED_STUDY = Path(__file__).resolve().parent / "studies" / "validate_cpu.toml"
 
 
@@ -66,14 +67,17 @@ def rel_err(sim: float, real: float) -> float:
 def validate_scenarios(scenarios: list[tuple[str, object]], cfg: EngineConfig, calib: CalibrationFile,
                        time_scale: float | None = None,
                        log: Callable[[str], None] | None = None,
-                       drift: bool = True) -> tuple[pd.DataFrame, list[RealServingRun]]:
+                       drift: bool = True, monitor=None) -> tuple[pd.DataFrame, list[RealServingRun]]:
     """Run each (label, ServingScenario) on the real engine and in the simulator.
 
     `drift`: bracket each real run with the calibration's drift probe (before and after) and
     simulate with the calibrated model rescaled by the mean of the two ratios, as a lab
     instrument is calibrated around a measurement; needs a calibration that recorded the probe
     (ratio 1 otherwise). Returns a long table (label, policy, metric, sim, real, rel_err,
-    drift) and the real runs."""
+    drift) and the real runs, each with the simulator's metrics for the same case in
+    `info["sim_metrics"]`. `monitor`: an NVML `GPUMonitor`; each real run's energy then comes
+    from the GPU (energy counter, cross-checked by sampled power) and is compared with the
+    simulator's prediction (the calibrated power model)."""
     from orrery.realbackend.calibrate import PROBE_POINTS, drift_ratio, probe, scale_times
     from orrery.realbackend.serving import build_model
 
@@ -95,13 +99,14 @@ def validate_scenarios(scenarios: list[tuple[str, object]], cfg: EngineConfig, c
         ts = time_scale if time_scale is not None else auto_time_scale(scn, calib.params)
         run_cfg = replace(cfg, time_scale=ts)
         before = drift_ratio(baseline, probe(probe_model)) if probe_model is not None else 1.0
-        real = run_real_serving(scn, run_cfg, calib.params)
+        real = run_real_serving(scn, run_cfg, calib.params, monitor=monitor)
         after = drift_ratio(baseline, probe(probe_model)) if probe_model is not None else 1.0
         factor = 0.5 * (before + after)
         perf = EnginePerfModel(scale_times(calib.params, factor), ts)
         simr = simulate_with_perf(scn, perf)
         runs.append(real)
         real.info["drift_before"], real.info["drift_after"] = before, after
+        real.info["sim_metrics"] = dict(simr.metrics)
         for key, _ in COMPARED:
             s, m = float(simr.metrics[key]), float(real.metrics[key])
             rows.append({"label": label, "policy": scn.policy, "time_scale": ts, "metric": key, "sim": s,

@@ -91,9 +91,14 @@ def test_small_validation_runs_both_sides():
         "arrival": "poisson", "rate_rps": 0.5, "n_requests": 8, "max_total_tokens": 96}}, "t"))
         for pol in ("vllm_fcfs", "andes")]
     long, runs = validate_scenarios(scs, EngineConfig(device="cpu", model=SMALL, kv_capacity_tokens=1024), cal)
-    assert set(long.policy) == {"vllm_fcfs", "andes"} and len(long) == 8
+    assert set(long.policy) == {"vllm_fcfs", "andes"} and len(long) == 10
     assert (long.drift > 0).all() and all("drift_before" in r.info for r in runs)
-    assert np.isfinite(long.sim).all() and np.isfinite(long.real).all()
+    timing = long[long.metric != "energy_per_token_j"]
+    assert np.isfinite(timing.sim).all() and np.isfinite(timing.real).all()
+    # no GPU energy source on the CPU: energy is NaN on both sides, and its error is n/a
+    energy = long[long.metric == "energy_per_token_j"]
+    assert len(energy) == 2 and energy.real.isna().all() and energy.rel_err.isna().all()
+    assert all(r.info["sim_metrics"]["n_finished"] == 8 for r in runs)
     assert all(r.table.finished.all() for r in runs)
     assert "TTFT" in format_table(long)
 
