@@ -125,10 +125,15 @@ def profile(model: TinyLLM, grid: dict, max_ctx: int, seed: int = 0) -> dict[str
 
 
 def profile_host_overhead(cfg: EngineConfig, params: EngineLatencyParams, batches=(1, 8, 32, 64),
-                          prompt_tokens: int = 24, output_tokens: int = 24) -> dict[str, list]:
-    """Host-side time per engine iteration besides the model step (view building, the policy
-    call under vLLM-FCFS, decision checks, bookkeeping), measured by running the real engine
-    on `b` requests that all arrive at once, for each batch size b."""
+                          prompt_tokens: int = 24, output_tokens: int = 24,
+                          include_decision: bool = False) -> dict[str, list]:
+    """Host-side time per engine iteration besides the model step (bookkeeping), measured by
+    running the real engine on `b` requests that all arrive at once, for each batch size b.
+
+    `include_decision`: add the scheduling decision itself (view, the vLLM-FCFS call, checks).
+    The engine charges that at its real duration; in real time (time_scale 1, a real-size model
+    on a GPU) it is part of every iteration, as vLLM's scheduler is, so the model should hold it.
+    """
     from orrery.realbackend.serving import RealServingEngine
     from orrery.sim.serving import ServingScenario
     from orrery.workloads.serving import Requests
@@ -148,7 +153,8 @@ def profile_host_overhead(cfg: EngineConfig, params: EngineLatencyParams, batche
             if len(rows):
                 out["kind"].append(kind)
                 out["batch"].append(int(rows.batch.median()))
-                out["host_s"].append(float(rows.host_s.median()))
+                host = rows.host_s + rows.schedule_s if include_decision else rows.host_s
+                out["host_s"].append(float(host.median()))
     return out
 
 
@@ -341,10 +347,12 @@ def fit_power(meas: dict) -> dict:
 
 
 def calibrate(cfg: EngineConfig, quick: bool = False, monitor=None, log=None, grid: dict | None = None,
-              load_requests: int | None = None, power_seconds: float = 1.0) -> CalibrationFile:
+              load_requests: int | None = None, power_seconds: float = 1.0,
+              include_decision: bool = False) -> CalibrationFile:
     """Profile and fit the engine built from `cfg`. `monitor`: a `GPUMonitor` (CUDA runs);
     `grid`: the profiling grid (default FULL_GRID, QUICK_GRID with `quick`, GPU_GRID for a
-    real-size model); `load_requests`: requests of the under-load profile."""
+    real-size model); `load_requests`: requests of the under-load profile; `include_decision`:
+    the per-iteration overhead holds the scheduling decision too (for real-time runs)."""
     from orrery.realbackend.serving import resolve_kv_capacity
 
     grid = grid or (QUICK_GRID if quick else FULL_GRID)
@@ -364,7 +372,9 @@ def calibrate(cfg: EngineConfig, quick: bool = False, monitor=None, log=None, gr
         source = monitor.source
     step_params, fitinfo = fit(samples, model.cfg.kv_bytes_per_token, cfg.kv_capacity_tokens)
     step_params = replace(step_params, **power)
-    host = profile_host_overhead(cfg, step_params, batches=(1, 8, 32) if quick else (1, 4, 16, 32, 64))
+    host = profile_host_overhead(cfg, step_params, batches=(1, 8, 32) if quick else (1, 4, 16, 32, 64),
+                                 include_decision=include_decision)
+    host["include_decision"] = include_decision
     samples["host"] = host
     params, hostfit = add_host_overhead(step_params, host)
     fitinfo["host"] = hostfit

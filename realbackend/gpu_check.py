@@ -237,7 +237,7 @@ def run_check(a, nvml=None, log=print) -> dict:
     # ---- 3. calibration
     tc = time.time()
     cal = calibrate(cfg, monitor=mon, log=log, grid=QUICK_GRID if a.cpu_smoke else GPU_GRID,
-                    load_requests=a.load_requests, power_seconds=a.power_s)
+                    load_requests=a.load_requests, power_seconds=a.power_s, include_decision=True)
     kv_from_memory = cal.params.kv_capacity_tokens
     params = replace(cal.params, kv_capacity_tokens=min(a.kv_tokens, kv_from_memory))
     cal.params = params
