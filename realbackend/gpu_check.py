@@ -169,9 +169,10 @@ def uncalibrated(model_name: str, gpu_catalog: str | None, cal) -> dict:
             "power_median_abs_err": float(np.median(e_pw)) if e_pw.size else math.nan}
 
 
-def run_check(a, nvml=None, log=print) -> dict:
+def run_check(a, nvml=None, log=print, checkpoint=None) -> dict:
     """Everything the check measures, as one JSON-ready dict. `nvml`: an injected NVML
-    (tests pass the fake one); None loads pynvml when a GPU is present."""
+    (tests pass the fake one); None loads pynvml when a GPU is present. `checkpoint(doc)` is
+    called after every phase and case, so a run cut short still leaves what it measured."""
     import torch
 
     from orrery.realbackend.calibrate import GPU_GRID, QUICK_GRID, calibrate
@@ -234,6 +235,9 @@ def run_check(a, nvml=None, log=print) -> dict:
             log(f"energy check {label}: counter {r['counter_j']:.1f} J ({r['counter_avg_w']:.1f} W) vs sampled "
                 f"{r['sampled_j']:.1f} J: {100 * r['rel_diff']:.1f}% apart")
     doc["energy_check"] = checks
+    save = (lambda: checkpoint({**doc, "targets": targets(doc), "wall_s": time.time() - t0})) if checkpoint else (
+        lambda: None)
+    save()
     # ---- 3. calibration
     tc = time.time()
     cal = calibrate(cfg, monitor=mon, log=log, grid=QUICK_GRID if a.cpu_smoke else GPU_GRID,
@@ -247,7 +251,10 @@ def run_check(a, nvml=None, log=print) -> dict:
     log(f"calibration: {time.time() - tc:.0f} s; decode = {params.decode_a_s:.3e} + {params.decode_b_s:.3e}*B + "
         f"{params.decode_c_s:.3e}*ctx s (MAPE {cal.fit['decode']['mape_pct']:.1f}%); KV from memory "
         f"{kv_from_memory} tokens, study cap {params.kv_capacity_tokens}")
-    # ---- 4. sim vs real
+    # ---- 4. uncalibrated catalog prediction (needs only the calibration's measurements)
+    doc["uncalibrated"] = uncalibrated(a.model, gpu_catalog, cal)
+    save()
+    # ---- 5. sim vs real
     sat = saturation_rps(a, params, gpu_catalog)
     rates = {"saturation_rps": sat, "light_rps": a.light * sat, "overload_rps": a.overload * sat}
     doc["rates"] = rates
@@ -261,12 +268,12 @@ def run_check(a, nvml=None, log=print) -> dict:
         n = int(min(n, max(a.min_requests, round(a.case_budget_s * span_rps))))
         for pol in ("vllm_fcfs", "andes"):
             scenarios.append((f"{pol}@{kind}", _scenario(a, pol, rate, n, gpu_catalog)))
-    long, runs = validate_scenarios(scenarios, replace(cfg, kv_capacity_tokens=params.kv_capacity_tokens), cal,
-                                    time_scale=1.0, log=log, monitor=mon)
-    doc["cases"] = [_case(lab, scn, run, long[long.label == lab]) for (lab, scn), run in zip(scenarios, runs,
-                                                                                              strict=True)]
-    # ---- 5. uncalibrated catalog prediction
-    doc["uncalibrated"] = uncalibrated(a.model, gpu_catalog, cal)
+    doc["cases"] = []
+    for lab, scn in scenarios:
+        long, (run,) = validate_scenarios([(lab, scn)], replace(cfg, kv_capacity_tokens=params.kv_capacity_tokens),
+                                          cal, time_scale=1.0, log=log, monitor=mon)
+        doc["cases"].append(_case(lab, scn, run, long))
+        save()
     # ---- read-only promise
     if nv is not None:
         doc["settings_after"] = read_settings(nv, a.gpu)
@@ -340,9 +347,35 @@ def _f(x, spec: str = ".3g", pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else format(x, spec)
 
 
+def _uncalibrated_md(u: dict | None) -> list[str]:
+    if u is None:
+        return []
+    L: list[str] = []
+    L += ["## Uncalibrated catalog prediction (datasheet + fitted family parameters)", ""]
+    if not u.get("available"):
+        L += [f"Not available: {u.get('why')}.", ""]
+    else:
+        L += [f"{u['model']} on {u['gpu_catalog']}: decode ITL median |error| {_f(u['itl_median_abs_err'], pct=True)}, "
+              f"90th percentile {_f(u['itl_p90_abs_err'], pct=True)}; power median |error| "
+              f"{_f(u['power_median_abs_err'], pct=True)}.", "",
+              "| batch | context tokens | ITL measured (ms) | ITL predicted (ms) | error |", "|---|---|---|---|---|"]
+        for row in u["itl"]:
+            L.append(f"| {row['batch']} | {row['context_tokens']} | {1e3 * row['measured_s']:.2f} | "
+                     f"{1e3 * row['predicted_s']:.2f} | {_f(row['rel_err'], pct=True)} |")
+        if u["power"]:
+            L += ["", "| batch (0 = idle) | power measured (W) | predicted (W) | error |", "|---|---|---|---|"]
+            for row in u["power"]:
+                L.append(f"| {row['batch']} | {_f(row['measured_w'], '.0f')} | {_f(row['predicted_w'], '.0f')} | "
+                         f"{_f(row['rel_err'], pct=True)} |")
+        L.append("")
+    return L
+
+
 def markdown(doc: dict) -> str:
     L = [f"# orrery GPU check ({doc['mode']})", "",
          f"Started {doc['started_utc']}, {_f(doc.get('wall_s'), '.0f')} s. Command: `{' '.join(doc['argv'])}`", ""]
+    if doc.get("complete") is False:
+        L += ["**Incomplete: written during the run; the check had not finished.**", ""]
     env = doc["environment"]
     L += [f"torch {env['torch']} (CUDA {env['torch_cuda']}), python {env['python']}.", ""]
     nv = doc.get("nvml", {})
@@ -368,6 +401,8 @@ def markdown(doc: dict) -> str:
             L.append("")
         L += [f"Settings before {doc.get('settings_before')}, after {doc.get('settings_after')}: "
               f"{'unchanged' if doc.get('settings_unchanged') else 'CHANGED'}.", ""]
+    if "engine" not in doc:
+        return "\n".join(L)
     e = doc["engine"]
     m = e["model"]
     L += ["## Engine", "",
@@ -377,6 +412,8 @@ def markdown(doc: dict) -> str:
           f"attention {e['execution']['attention']}, CUDA graphs {e['execution']['cuda_graphs']} "
           f"({e['execution']['graphs_captured']} captured{'; ' + str(e['execution']['graph_error']) if e['execution']['graph_error'] else ''}); "
           f"{e['execution']['n_slots']} KV slots of {m['max_len']} tokens.", ""]
+    if "calibration" not in doc:
+        return "\n".join(L + ["(stopped before calibration finished)"])
     c = doc["calibration"]
     p = c["params"]
     L += ["## Calibration", "",
@@ -386,6 +423,9 @@ def markdown(doc: dict) -> str:
           f"{_f(p['busy_power_per_doubling_w'], '.1f')} W per doubling of the batch, prefill "
           f"{_f(p['prefill_power_w'], '.0f')} W. KV capacity from free memory {c['kv_capacity_from_memory_tokens']} "
           f"tokens; the cases use {c['kv_capacity_study_tokens']}. {_f(c['wall_s'], '.0f')} s.", ""]
+    L += _uncalibrated_md(doc.get("uncalibrated"))
+    if "rates" not in doc:
+        return "\n".join(L)
     r = doc["rates"]
     L += ["## Sim vs real", "",
           f"Saturation {_f(r['saturation_rps'])} req/s (simulated on the calibrated model); light "
@@ -393,7 +433,7 @@ def markdown(doc: dict) -> str:
           "| case | requests | " + " | ".join(f"{n} sim / real (err)" for _, n in METRICS)
           + " | energy/request sim / real (J) | avg power sim / real (W) | counter vs sampled |",
           "|---|---|" + "---|" * len(METRICS) + "---|---|---|"]
-    for cs in doc["cases"]:
+    for cs in doc.get("cases", []):
         cells = []
         for k, _ in METRICS:
             cells.append(f"{_f(cs['sim'][k])} / {_f(cs['real'][k])} ({_f(cs['rel_err'].get(k), pct=True)})")
@@ -402,7 +442,7 @@ def markdown(doc: dict) -> str:
                  f"{_f(cs['sim']['avg_power_w'], '.0f')} / {_f(cs['real']['avg_power_w'], '.0f')} | "
                  f"{_f(cs['energy_counter_vs_sampled'], pct=True)} |")
     L.append("")
-    t = doc["targets"]
+    t = doc.get("targets") or targets(doc)
     L += ["| target | limit | worst | met |", "|---|---|---|---|"]
     for k in TARGETS:
         L.append(f"| {k} error | {_f(t[k]['limit'], pct=True)} | {_f(t[k]['worst'], pct=True)} | "
@@ -411,24 +451,6 @@ def markdown(doc: dict) -> str:
         q = t["andes_qoe_above_fcfs_under_overload"]
         L.append(f"| Andes QoE > FCFS QoE under overload | - | {_f(q['andes'])} vs {_f(q['fcfs'])} | {q['met']} |")
     L.append("")
-    u = doc["uncalibrated"]
-    L += ["## Uncalibrated catalog prediction (datasheet + fitted family parameters)", ""]
-    if not u.get("available"):
-        L += [f"Not available: {u.get('why')}.", ""]
-    else:
-        L += [f"{u['model']} on {u['gpu_catalog']}: decode ITL median |error| {_f(u['itl_median_abs_err'], pct=True)}, "
-              f"90th percentile {_f(u['itl_p90_abs_err'], pct=True)}; power median |error| "
-              f"{_f(u['power_median_abs_err'], pct=True)}.", "",
-              "| batch | context tokens | ITL measured (ms) | ITL predicted (ms) | error |", "|---|---|---|---|---|"]
-        for row in u["itl"]:
-            L.append(f"| {row['batch']} | {row['context_tokens']} | {1e3 * row['measured_s']:.2f} | "
-                     f"{1e3 * row['predicted_s']:.2f} | {_f(row['rel_err'], pct=True)} |")
-        if u["power"]:
-            L += ["", "| batch (0 = idle) | power measured (W) | predicted (W) | error |", "|---|---|---|---|"]
-            for row in u["power"]:
-                L.append(f"| {row['batch']} | {_f(row['measured_w'], '.0f')} | {_f(row['predicted_w'], '.0f')} | "
-                         f"{_f(row['rel_err'], pct=True)} |")
-        L.append("")
     return "\n".join(L)
 
 
@@ -488,12 +510,13 @@ def main(argv: list[str] | None = None, nvml=None) -> int:
 
     try:
         a = parse(argv)
-        doc = run_check(a, nvml=nvml, log=log)
+        out = Path(a.out or "results/gpu_check")
+        doc = run_check(a, nvml=nvml, log=log, checkpoint=lambda d: write({**d, "complete": False}, out))
     except OrreryInputError as err:
         print(f"gpu_check: {err}", file=sys.stderr)
         return 2
     out = Path(a.out or "results/gpu_check")
-    j, m = write(doc, out)
+    j, m = write({**doc, "complete": True}, out)
     print(markdown(_clean(doc)))
     print(f"wrote {j} and {m}", file=sys.stderr)
     if doc.get("settings_unchanged") is False:

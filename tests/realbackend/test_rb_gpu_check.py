@@ -97,6 +97,12 @@ def test_cpu_smoke_with_fake_nvml(tmp_path, fake_nvml_cls):
     for part in ("## GPU and NVML", "## Calibration", "## Sim vs real", "andes@overload", "H100-SXM5-80GB",
                  "Uncalibrated catalog prediction"):
         assert part in md
+    assert doc["complete"] is True
+    # written during the run too: a document cut short after calibration still renders
+    part = {k: v for k, v in doc.items() if k not in ("rates", "cases", "targets")}
+    part["complete"] = False
+    text = markdown(part)
+    assert "Incomplete" in text and "## Calibration" in text and "## Sim vs real" not in text
     # the same document without NVML says plainly that there is no GPU energy source
     doc["nvml"] = {"available": False, "why": "NVML could not initialise"}
     assert "No GPU energy source" in markdown(doc)
