@@ -9,7 +9,7 @@
 # shrunk copy of the architecture (about a minute). See docs/validation.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python}"
+PY="${PYTHON:-python3}"
 missing="$("$PY" -c 'import importlib.util as u; print(" ".join(m for m in ("torch", "numpy", "scipy", "pandas", "simpy", "pydantic") if u.find_spec(m) is None))')"
 if [ -n "$missing" ]; then
   echo "gpu_check: missing Python packages: $missing (pip install -e '.[real]')" >&2; exit 2
