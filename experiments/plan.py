@@ -316,7 +316,7 @@ def trace_demand(plan: Plan) -> Demand:
 class Bounds:
     cost_usd_per_h: float
     n_gpus: int
-    energy_floor_j: float  # idle power x GPUs x trace span
+    energy_floor_j: float  # idle power x GPUs x trace span + busy floor x (busy - idle power)
     carbon_floor_g: float
     work_s: float  # analytic busy time each replica needs at least (work spread evenly)
     problem: str | None = None
@@ -336,6 +336,15 @@ def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bo
     problem = fit_problem(perf, max_len)
     if problem:
         return Bounds(cost, n_gpus, e_floor, c_floor, math.inf, problem)
+    # a floor on the busy GPU-time the trace needs: decode tokens at the largest batch with no
+    # context (time per token only falls with the batch), prompt tokens at the compute roofline;
+    # every busy second draws at least the one-sequence power
+    per_tok_decode = float(perf.decode_time_s(p.max_num_seqs, 0)) / p.max_num_seqs
+    per_tok_prefill = perf.prefill_flops(1, 1, 0) / (perf.gpu.peak_flops(16) * perf.params.eff_compute)
+    busy_floor_s = max(d.output_tokens - d.n, 0.0) * per_tok_decode + d.prompt_tokens * per_tok_prefill
+    p_busy = min(float(perf.power_w(1)), float(perf.prefill_power_w(1)))
+    e_floor += max(0.0, p_busy - idle) * p.tp * busy_floor_s
+    c_floor = e_floor * min_ci / 3.6e6
     kv = perf.kv_capacity_tokens()
     b = max(1.0, min(float(p.max_num_seqs), kv / max(d.mean_context, 1.0)))
     decode_s = d.output_tokens / b * float(perf.decode_time_s(b, b * d.mean_context))
