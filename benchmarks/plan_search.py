@@ -40,6 +40,8 @@ def main() -> None:
     if a.duration_s:
         raw.setdefault("trace", {})["duration_s"] = a.duration_s
     plan = load_plan(raw, source=a.plan)
+    if a.duration_s:
+        plan.name += f" (first {a.duration_s:g} s of the trace)"
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="plan_search_"))
     t0 = time.perf_counter()
     res = search(plan, out, jobs=a.jobs)

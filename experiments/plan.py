@@ -565,7 +565,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
                 dom = next((k for k, o in feasible if _dominates(o, lb, obj_metrics)), None) if prune else None
                 if dom is not None:
                     rows[p.key].update(status="pruned", reason_kind="dominated",
-                                       reason=f"dominated by feasible {dom} (cost, idle-energy bound)")
+                                       reason=f"dominated by feasible {dom} (cost, energy floor)")
                     continue
                 wave.append(p)
             if not wave:
@@ -644,11 +644,12 @@ def plot_front(plan: Plan, res: SearchResult, path: Path) -> Path:
 
     t = res.points
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    sim = t[t["status"].isin(["infeasible", "stopped"]) & t["energy_j"].notna()] if "energy_j" in t else t[:0]
+    # stopped runs are left out: their energy is only what they had spent when stopped
+    sim = t[(t["status"] == "infeasible") & t["energy_j"].notna()] if "energy_j" in t else t[:0]
     feas = t[t["status"] == "feasible"]
     if len(sim):
         ax.scatter(sim["cost_usd_per_h"], sim["energy_j"] / 3.6e6, marker="x", s=18, c="#bbbbbb",
-                   label="misses a constraint (or stopped early)")
+                   label="misses a constraint")
     if len(feas):
         ax.scatter(feas["cost_usd_per_h"], feas["energy_j"] / 3.6e6, s=22, c="#4c72b0", alpha=0.6,
                    label="meets every constraint")
@@ -657,11 +658,17 @@ def plot_front(plan: Plan, res: SearchResult, path: Path) -> Path:
         pf = pf.sort_values("cost_usd_per_h")
         ax.step(pf["cost_usd_per_h"], pf["energy_j"] / 3.6e6, where="post", c="#c44e52", lw=1.5)
         ax.scatter(pf["cost_usd_per_h"], pf["energy_j"] / 3.6e6, s=46, c="#c44e52", zorder=3, label="Pareto set")
-        for _, r in pf.head(6).iterrows():
-            ax.annotate(f"{r['gpu'].split('-')[0]} tp{r['tp']} x{r['replicas']} {r['scheduler']}"
-                        f"{'' if r['power_limit_frac'] >= 1 else ' pl' + format(r['power_limit_frac'], 'g')}",
-                        (r["cost_usd_per_h"], r["energy_j"] / 3.6e6), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
+        for (cost, energy), grp in pf.groupby(["cost_usd_per_h", "energy_j"], sort=True):
+            r = grp.iloc[0]
+            pl = "" if r["power_limit_frac"] >= 1 else f" at {r['power_limit_frac']:g} x max power"
+            label = (f"{r['gpu'].split('-')[0]} tp{r['tp']} x{r['replicas']}{pl}\n"
+                     f"{' / '.join(sorted(set(grp['scheduler'])))}")
+            ax.annotate(label, (cost, energy / 3.6e6), fontsize=7, xytext=(5, 4), textcoords="offset points")
+    n_stop = int((t["status"] == "stopped").sum())
+    n_pruned = int((t["status"] == "pruned").sum())
+    ax.text(0.99, 0.02, f"{len(t)} configurations: {n_pruned} pruned, {n_stop} stopped early, "
+            f"{len(feas) + len(sim)} simulated to the end", transform=ax.transAxes, ha="right", fontsize=7,
+            color="#555555")
     cons = ", ".join(f"{c.metric} {'>=' if c.kind == 'min' else '<='} {c.bound:g}" for c in plan.constraints)
     ax.set_xlabel("deployment cost ($/h)")
     ax.set_ylabel("energy over the trace (kWh)")
