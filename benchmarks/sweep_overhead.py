@@ -25,6 +25,7 @@ os.environ.setdefault("ORRERY_PLUGINS", "orrery_toy_domain")
 
 import orrery_toy_domain  # noqa: E402,F401 - registers the toy domain
 
+from orrery.experiments.report import write_result  # noqa: E402
 from orrery.experiments.runner import run_study  # noqa: E402
 from orrery.experiments.study import load_study  # noqa: E402
 
@@ -59,7 +60,7 @@ def bare_seconds(study) -> float:
 
 def measure(study, out: Path, workers: int, **kw) -> dict:
     t0 = time.perf_counter()
-    res = run_study(study, out, **kw)
+    res = run_study(study, out, writer=write_result, **kw)
     wall = time.perf_counter() - t0
     assert res.executed == len(study.runs()) and res.manifest["reproducibility"]["ok"]
     return {"wall_s": round(wall, 3), "run_phase_s": res.manifest["wall_s"], "runs_per_s": round(len(study.runs()) / wall, 1), "workers": workers}

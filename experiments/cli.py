@@ -165,7 +165,9 @@ def print_summary(result: Any) -> None:
 
 
 def _run(args: argparse.Namespace, study_ref: str) -> int:
-    from orrery.experiments.runner import load_plugins, plugin_modules, run_study
+    from orrery.experiments.plugins import load_plugins, plugin_modules
+    from orrery.experiments.report import write_result
+    from orrery.experiments.runner import run_study
     from orrery.experiments.study import load_study
 
     load_plugins(plugin_modules(args.plugin or []))
@@ -174,6 +176,7 @@ def _run(args: argparse.Namespace, study_ref: str) -> int:
     result = run_study(
         study, args.out, jobs=args.jobs, dask=args.dask, plugins=args.plugin or [], progress=progress,
         wait=args.wait, force=args.force,
+        writer=write_result,
     )
     print_summary(result)
     _note_skipped(_console(), study)
@@ -190,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
          arg("--fetch", action="store_true", help="download the registered data files it needs first"),
          MAX_RUNS_ARG)  # fmt: skip
 def cmd_validate(args: argparse.Namespace) -> int:
-    from orrery.experiments.runner import load_plugins, plugin_modules
+    from orrery.experiments.plugins import load_plugins, plugin_modules
     from orrery.experiments.study import load_study, validate_setup
 
     load_plugins(plugin_modules(args.plugin or []))
@@ -323,7 +326,7 @@ def _model_info(m: Any) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.models or args.gpus:
         return _list_catalog(args)
-    from orrery.experiments.runner import load_plugins, plugin_modules
+    from orrery.experiments.plugins import load_plugins, plugin_modules
 
     load_plugins(plugin_modules(args.plugin or []))
     cat = catalog()
@@ -580,10 +583,9 @@ def install_signal_handlers() -> dict[int, Any]:
 def _input_error_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
-    from orrery.policies.registry import PolicyInputError
-    from orrery.sim.errors import OrreryInputError
+    from orrery.core.errors import OrreryInputError
 
-    return (OrreryInputError, PolicyInputError, ValidationError)
+    return (OrreryInputError, ValidationError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -635,7 +637,7 @@ def _one_paragraph(err: BaseException) -> str:
     from pydantic import ValidationError
 
     if isinstance(err, ValidationError):
-        from orrery.sim.scenario import describe_validation_error
+        from orrery.core.config import describe_validation_error
 
         return describe_validation_error(err, err.title)
     return " ".join(str(err).split())

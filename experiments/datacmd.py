@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 from orrery.traces import datastore
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from orrery.core.errors import OrreryInputError
 from orrery.experiments import plots, stats
 from orrery.experiments.store import ResultsStore, RunRecord
-from orrery.sim.errors import OrreryInputError
 
 
 def _fmt(x: Any) -> str:
@@ -121,6 +121,13 @@ def write_outputs(
     return paths
 
 
+def write_result(result: Any) -> list[Path]:
+    """summary.csv, plots and report.md of a finished `runner.StudyResult`."""
+    study = result.study
+    return write_outputs(ResultsStore(result.out), study.describe(), result.manifest, result.records,
+                         result.summary, result.comparisons, study.domain)
+
+
 def report_dir(root: str | Path, plugins: list[str] | None = None, skipped: list[str] | None = None) -> Path:
     """Rebuild summary, plots and report.md of a results folder from its manifest and runs.
 
@@ -139,7 +146,7 @@ def report_dir(root: str | Path, plugins: list[str] | None = None, skipped: list
     summary, comparisons = stats.summarize(study, records)
     domain = None
     try:
-        from orrery.experiments.runner import load_plugins, plugin_modules
+        from orrery.experiments.plugins import load_plugins, plugin_modules
         from orrery.sim.domains import get_domain
 
         load_plugins(plugin_modules(plugins or []))

@@ -39,6 +39,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from orrery.core.errors import OrreryInputError
+from orrery.core.files import sha256_file
+from orrery.experiments.plugins import load_plugins, plugin_modules
 from orrery.experiments.store import (
     ResultsStore,
     RunRecord,
@@ -53,12 +56,9 @@ from orrery.experiments.study import (
     Study,
     data_paths,
     resolve_data_path,
-    sha256_file,
     validate_setup,
 )
-from orrery.sim.errors import OrreryInputError
 
-PLUGINS_ENV = "ORRERY_PLUGINS"
 MANIFEST_EVERY_S = 2.0
 
 
@@ -68,29 +68,6 @@ class StudyFailed(RuntimeError):
 
 class RunInputError(OrreryInputError):
     """A run rejected its scenario as bad input."""
-
-
-# ----------------------------------------------------------------------------- plugins
-
-
-def plugin_modules(extra: Iterable[str] = ()) -> list[str]:
-    """Modules to import before running: `--plugin` options plus $ORRERY_PLUGINS (comma list)."""
-    env = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
-    out: list[str] = []
-    for m in [*env, *extra]:
-        if m not in out:
-            out.append(m)
-    return out
-
-
-def load_plugins(modules: Iterable[str]) -> None:
-    for m in modules:
-        try:
-            importlib.import_module(m)
-        except ImportError as err:
-            if err.name and m.startswith(err.name):
-                raise OrreryInputError(f"plugin module {m!r} not importable: {err}") from None
-            raise
 
 
 # ----------------------------------------------------------------------------- the worker side
@@ -146,14 +123,12 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
             "wall_s": time.perf_counter() - t0,
         }
     except Exception as err:  # noqa: BLE001 - shipped back to the driver as data
-        from orrery.policies.registry import PolicyInputError
-
         return {
             "run_id": task["run_id"],
             "mode": task.get("mode", "store"),
             "ok": False,
             "error": f"{type(err).__name__}: {err}",
-            "input_error": isinstance(err, OrreryInputError | PolicyInputError),
+            "input_error": isinstance(err, OrreryInputError),
             "traceback": traceback.format_exc(),
             "wall_s": time.perf_counter() - t0,
         }
@@ -435,14 +410,17 @@ def run_study(
     plugins: Iterable[str] = (),
     progress: Progress | None = None,
     dask_local_kwargs: dict[str, Any] | None = None,
-    write_outputs: bool = True,
     wait: bool = False,
     force: bool = False,
+    writer: Callable[[StudyResult], object] | None = None,
 ) -> StudyResult:
-    """Validate, run (resuming), check reproducibility, write manifest/summary/plots/report.
+    """Validate, run (resuming), check reproducibility, write the runs and the manifest.
 
     The results folder is locked for the whole call (`wait`: wait for another writer instead of
-    failing) and must hold this study at this scale, or nothing (`force`: delete what it holds)."""
+    failing) and must hold this study at this scale, or nothing (`force`: delete what it holds).
+    `writer(result)` (the CLI passes `report.write_result`: summary, plots, report.md) is
+    called once the runs are collected, also when some failed, before the failure is raised.
+    """
     check_jobs(jobs)
     setup = validate_setup(study)
     out_dir = Path(out) if out is not None else default_out(study)
@@ -451,7 +429,7 @@ def run_study(
         store.check_owner({"name": study.name, "scale": study.scale}, force=force)
         store.prepare()
         return _run_locked(study, store, setup, jobs=jobs, dask=dask, plugins=plugins, progress=progress,
-                           dask_local_kwargs=dask_local_kwargs, write_outputs=write_outputs)
+                           dask_local_kwargs=dask_local_kwargs, writer=writer)
 
 
 def _run_locked(
@@ -464,7 +442,7 @@ def _run_locked(
     plugins: Iterable[str],
     progress: Progress | None,
     dask_local_kwargs: dict[str, Any] | None,
-    write_outputs: bool,
+    writer: Callable[[StudyResult], object] | None,
 ) -> StudyResult:
     out_dir = store.root
     progress = progress or _NoProgress()
@@ -639,10 +617,8 @@ def _run_locked(
 
     summary, comparisons = stats.summarize(study.describe(), ordered)
     result = StudyResult(study, out_dir, ordered, summary, comparisons, manifest, executed, resumed, failures)
-    if write_outputs and ordered:
-        from orrery.experiments.report import write_outputs as write_all
-
-        write_all(store, study.describe(), manifest, ordered, summary, comparisons, study.domain)
+    if writer is not None and ordered:
+        writer(result)
 
     if failures:
         first = failures[0]

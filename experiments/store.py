@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 
 META_KEY = b"orrery.run"
 SERIES_PREFIX = b"orrery.series."

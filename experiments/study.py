@@ -10,7 +10,6 @@ data file exists and parses, every policy exists.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,7 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orrery.sim.errors import OrreryInputError, ScenarioError
+from orrery.core.config import describe_validation_error
+from orrery.core.errors import OrreryInputError, ScenarioError
+from orrery.core.files import sha256_file
 from orrery.sim.scenario import Scenario, read_toml
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
@@ -219,23 +220,6 @@ def short_name(path: str) -> str:
     return path.rsplit(".", 1)[-1]
 
 
-def describe_spec_error(err: ValidationError, source: str) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key {loc!r}")
-        elif e["type"] == "missing":
-            parts.append(f"missing required key {loc!r}")
-        else:
-            shown = repr(e.get("input"))
-            if len(shown) > 80:
-                shown = shown[:77] + "..."
-            msg = e["msg"].removeprefix("Value error, ")
-            parts.append(f"key {loc!r} = {shown}: {msg}")
-    return f"{source}: invalid study: " + "; ".join(parts)
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """One run of a study: which group, which seed, which fully resolved scenario."""
@@ -361,7 +345,7 @@ def load_spec(path: str | Path) -> tuple[StudySpec, str]:
     try:
         return StudySpec.model_validate(data), str(p)
     except ValidationError as err:
-        raise ScenarioError(describe_spec_error(err, str(p))) from None
+        raise ScenarioError(describe_validation_error(err, str(p), what="study")) from None
 
 
 def load_study(
@@ -629,14 +613,6 @@ def check_data_file(path: Path) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - reported to the user with the file name
         raise OrreryInputError(f"data file {path} does not parse: {err}") from None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_data_key(key: str, value: Any) -> bool:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.llm_perf import LLMPerfModel
-from orrery.sim.errors import OrreryInputError
 
 
 class ClockedLLMPerf(LLMPerfModel):

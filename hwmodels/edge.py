@@ -18,14 +18,14 @@ mobile measurements, stated here so a study can override it.
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from orrery.sim.errors import TraceFormatError, require_file
+from orrery.core.errors import TraceFormatError, require_file
+from orrery.core.files import sha256_file
 
 SPEC_COLUMNS = ("device_id", "device", "cpu_score", "ram_gb", "fp16_mem_score", "android_os", "speed_ms")
 _NUMERIC = ("cpu_score", "ram_gb", "fp16_mem_score", "android_os", "speed_ms")
@@ -255,7 +255,7 @@ def fit_error(specs: DeviceSpecs, model: EdgePopulationModel = DEFAULT_MODEL, n:
 
 
 def file_checksum(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 # Energy: phones draw a few watts while training; FLINT-style estimates use a constant.

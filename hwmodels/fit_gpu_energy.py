@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import OptimizeWarning
 
+from orrery.core.files import sha256_file
 from orrery.hwmodels.gpu_energy import (
     POWER_LIMIT_PARAMS,
     STAGE_PARAMS,
@@ -37,7 +38,6 @@ from orrery.hwmodels.gpu_energy import (
     mape,
     pareto_mask,
     power_curve,
-    sha256_file,
     sweep_points,
     time_curve,
 )

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import sys
@@ -42,10 +41,11 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
+from orrery.core.errors import OrreryInputError, TraceFormatError, require_file
+from orrery.core.files import sha256_file
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.llm_perf import DEFAULT_PARAMS_PATH, LatencyPowerParams, LLMPerfModel  # noqa: F401
-from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
 
 DEFAULT_DATA = "shared:llm/mlenergy_llama3.1-8b_chat.json"
 DEFAULT_OUT = Path("results") / "fit" / "llm_h100_mlenergy.json"
@@ -188,7 +188,7 @@ def fit(data_path: str | Path = DEFAULT_DATA) -> dict:
     return {
         "schema": "orrery.hwmodels.llm_perf/1",
         "params": params.to_dict(),
-        "data": {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "data": {"file": path.name, "sha256": sha256_file(path),
                  "model": MODEL_NAME, "gpu": "H100-SXM5-80GB", "n_rows": len(rows)},
         "assumptions": {
             "prompt_tokens": PROMPT_TOKENS,

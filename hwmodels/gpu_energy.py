@@ -28,7 +28,6 @@ Everything here is plain numpy/scipy so policies can reuse the pure functions wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -38,19 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
+from orrery.core.errors import OrreryInputError, TraceFormatError, require_file
 
 PARAMS_DIR = Path(__file__).resolve().parent / "params"
 POWER_LIMIT_PARAMS = PARAMS_DIR / "gpu_energy_power_limit.json"
 STAGE_PARAMS = PARAMS_DIR / "gpu_energy_stage_profile.json"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def mape(pred: np.ndarray, actual: np.ndarray) -> float:
@@ -317,7 +308,7 @@ def get_power_limit_model(gpu: str, key: str, models: dict[str, PowerLimitModel]
     """One workload's model: from `models` if given, else from the committed fit."""
     models = power_limit_models(gpu) if models is None else models
     if key not in models:
-        from orrery.sim.errors import UnknownNameError
+        from orrery.core.errors import UnknownNameError
 
         raise UnknownNameError(f"{gpu} workload", key, list(models))
     return models[key]

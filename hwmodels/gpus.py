@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from orrery.sim.errors import UnknownNameError
+from orrery.core.errors import UnknownNameError
 
 GiB = 1024**3
 GB = 1e9

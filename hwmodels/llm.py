@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from orrery.sim.errors import OrreryInputError, UnknownNameError
+from orrery.core.errors import OrreryInputError, UnknownNameError
 
 
 @dataclass(frozen=True)

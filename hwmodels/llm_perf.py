@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.gpus import GPUSpec
 from orrery.hwmodels.llm import LLMConfig
-from orrery.sim.errors import OrreryInputError
 
 DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent / "params" / "llm_h100_mlenergy.json"
 ACTIVATION_BITS = 16  # activations and compute stay 16-bit under weight-only quantisation

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.gpus import get_gpu
-from orrery.sim.errors import OrreryInputError
 
 PRICE_USD_PER_GPU_H: dict[str, float] = {
     "H100-SXM5-80GB": 2.99,

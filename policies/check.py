@@ -15,7 +15,8 @@ import numpy as np
 
 from orrery.policies.registry import get_contract
 
-FORBIDDEN_IMPORTS = ("simpy", "torch", "pynvml", "sim", "realbackend", "experiments")
+# modules a policy must not import (itself or any submodule): backends and the layers above policies
+FORBIDDEN_IMPORTS = ("simpy", "torch", "pynvml", "orrery.sim", "orrery.realbackend", "orrery.experiments")
 
 
 class PolicyContractError(AssertionError):
@@ -36,7 +37,7 @@ def forbidden_imports(cls: type) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
         for n in names:
-            if n.split(".")[0] in FORBIDDEN_IMPORTS:
+            if any(n == f or n.startswith(f + ".") for f in FORBIDDEN_IMPORTS):
                 found.add(n)
     return sorted(found)
 

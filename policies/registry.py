@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from orrery.core.errors import PolicyInputError
+
+__all__ = ["Contract", "PolicyInputError", "get_contract", "get_policy_class", "list_policies",
+           "make_policy", "register", "register_contract"]
+
 DOMAIN_PACKAGES = ("serving", "fl", "fedtrans", "energy", "resilience", "routing")
-
-
-class PolicyInputError(ValueError):
-    """Bad policy name or parameters (the CLI reports it as bad input, exit status 2)."""
 
 
 @dataclass(frozen=True)

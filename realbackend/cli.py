@@ -7,9 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from orrery.core.errors import OrreryInputError
 from orrery.realbackend.latency import CalibrationFile
 from orrery.realbackend.serving import NO_GPU_ENERGY, EngineConfig, resolve_device
-from orrery.sim.errors import OrreryInputError
 
 
 def _say(msg: str) -> None:

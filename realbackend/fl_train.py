@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from orrery.policies.fedtrans.base import ArchSpec
+from orrery.realbackend import fedtrans_models as fm
 from orrery.realbackend.fedtrans_models import Params, cell_of, forward
 
 
@@ -112,3 +113,43 @@ def cell_update_ratio(arch: ArchSpec, before: Params, after: Params) -> list[flo
         num[c] += float(((after[k] - w0) ** 2).sum())
         den[c] += float((w0 ** 2).sum())
     return [float(np.sqrt(a) / (np.sqrt(b) + 1e-12)) for a, b in zip(num, den, strict=True)]
+
+
+class TorchTrainer:
+    """The torch `LocalTrainer` of the multi-model FL emulation (`sim.fedtrans`).
+
+    One instance per run: it holds the generator that initialises and widens models (seeded by
+    the simulator) and pins torch to one thread (determinism, and fairness when runs share cores).
+    """
+
+    def __init__(self) -> None:
+        torch.set_num_threads(1)
+        self.gen = torch.Generator()
+
+    def seed(self, seed: int) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def init_params(self, arch: ArchSpec) -> Params:
+        return fm.init_params(arch, self.gen)
+
+    def widen(self, arch: ArchSpec, params: Params, cell: int, width: int, *, spread: float) -> tuple[ArchSpec, Params]:
+        return fm.widen(arch, params, cell, width, self.gen, spread=spread)
+
+    def deepen(self, arch: ArchSpec, params: Params, cell: int) -> tuple[ArchSpec, Params]:
+        return fm.deepen(arch, params, cell)
+
+    def local_train(self, arch: ArchSpec, params: Params, x: np.ndarray, y: np.ndarray, *, epochs: int,
+                    batch_size: int, lr: float, momentum: float, seed: int) -> ClientUpdate:
+        gen = torch.Generator().manual_seed(seed)
+        return local_train(arch, params, x, y, epochs=epochs, batch_size=batch_size, lr=lr, gen=gen,
+                           momentum=momentum)
+
+    def aggregate(self, models: dict[int, Params], updates: Sequence[ClientUpdate],
+                  share: dict[tuple[int, int], float]) -> dict[int, Params]:
+        return aggregate(models, updates, share)
+
+    def cell_update_ratio(self, arch: ArchSpec, before: Params, after: Params) -> list[float]:
+        return cell_update_ratio(arch, before, after)
+
+    def predict(self, arch: ArchSpec, params: Params, x: np.ndarray) -> np.ndarray:
+        return predict(arch, params, x)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 
 PARAMS_KIND = "orrery-real-engine-latency"
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 
 ARCHITECTURES = {0: "kepler", 1: "kepler", 2: "kepler", 3: "maxwell", 4: "pascal", 5: "volta", 6: "turing",
                  7: "ampere", 8: "ada", 9: "hopper", 10: "blackwell"}

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from orrery.core.errors import OrreryInputError
 from orrery.policies.registry import make_policy
 from orrery.policies.serving.base import (
     RUNNING,
@@ -48,7 +49,6 @@ from orrery.policies.serving.base import (
 from orrery.realbackend.latency import EngineLatencyOracle, EngineLatencyParams, EnginePerfModel
 from orrery.realbackend.tiny_llm import SeqWork, TinyLLM, TinyLLMConfig
 from orrery.sim.engine import RNGStreams
-from orrery.sim.errors import OrreryInputError
 from orrery.sim.serving import FINISHED, RequestState, summarize_requests
 
 GiB = 1024**3

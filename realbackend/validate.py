@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from orrery.core.errors import OrreryInputError
 from orrery.realbackend.latency import CalibrationFile, EngineLatencyParams, EnginePerfModel
 from orrery.realbackend.serving import EngineConfig, RealServingRun, run_real_serving
-from orrery.sim.errors import OrreryInputError
 
 AUTO_REF_CONTEXT = 256
 COMPARED = (("ttft_mean_s", "TTFT mean (s)"), ("tpot_mean_s", "token latency (s/tok)"),

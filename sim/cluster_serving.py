@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.deployment import decode_capacity_tok_s, fit_problem, replica_perf, tp_problem
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
@@ -34,7 +35,6 @@ from orrery.policies.routing.base import RouterView, validate_routing
 from orrery.policies.serving.base import WAITING
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
-from orrery.sim.errors import OrreryInputError
 from orrery.sim.scenario import Scenario, Strict
 from orrery.sim.serving import (
     FINISHED,

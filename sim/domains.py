@@ -13,7 +13,7 @@ from typing import Literal
 
 import pandas as pd
 
-from orrery.sim.errors import UnknownNameError
+from orrery.core.errors import UnknownNameError
 from orrery.sim.scenario import Scenario
 
 # Domain name -> module that registers it (imported on first use).

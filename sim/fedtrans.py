@@ -16,7 +16,8 @@ client i of a federated dataset (`workloads.fl_data`). Per round:
    update bytes / bw_up`), or drops out when its availability ends first. The round closes when
    `participants` responses are in or `deadline_s` after the last placement; with fewer than
    `success_fraction x participants` responses it is aborted and retried (its cost is spent).
-3. At the close the responding clients really train in torch (`realbackend.fl_train`), from the
+3. At the close the responding clients really train (a `LocalTrainer`; by default the torch one,
+   `realbackend.fl_train.TorchTrainer`, which the simulator names but never imports), from the
    global weights of their model, on their own data; soft aggregation (policy's share weights)
    updates every model; the per-cell bottleneck signal and the models' losses are updated.
 
@@ -32,18 +33,20 @@ smoothed by an EMA (`signal_ema`).
 
 from __future__ import annotations
 
+import importlib
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from orrery.core.config import Strict
+from orrery.core.errors import OrreryInputError
 from orrery.policies.fedtrans.base import ArchSpec, ClientView, CostModel, ModelView, MultiModelView
 from orrery.policies.registry import make_policy
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
-from orrery.sim.errors import OrreryInputError
 from orrery.sim.fl import (
     WEEK_S,
     DevicePool,
@@ -52,8 +55,42 @@ from orrery.sim.fl import (
     build_availability,
     build_population,
 )
-from orrery.sim.scenario import Scenario, Strict
+from orrery.sim.scenario import Scenario
 from orrery.traces.devices import check_requirement, eligible_mask
+
+DEFAULT_TRAINER = "orrery.realbackend.fl_train:TorchTrainer"  # named, not imported: sim stays below realbackend
+
+
+class LocalTrainer(Protocol):
+    """The real training the emulation delegates to (weights are opaque to the simulator).
+
+    `realbackend.fl_train.TorchTrainer` is the shipped one. `seed(s)` seeds the generator of
+    model initialisation and widening; `local_train` returns an update with `model_id`
+    (settable), `n_samples` and `loss_before` (the received model's loss on the client's data).
+    """
+
+    def seed(self, seed: int) -> None: ...
+
+    def init_params(self, arch: ArchSpec) -> Any: ...
+
+    def widen(self, arch: ArchSpec, params: Any, cell: int, width: int, *, spread: float) -> tuple[ArchSpec, Any]: ...
+
+    def deepen(self, arch: ArchSpec, params: Any, cell: int) -> tuple[ArchSpec, Any]: ...
+
+    def local_train(self, arch: ArchSpec, params: Any, x: np.ndarray, y: np.ndarray, *, epochs: int,
+                    batch_size: int, lr: float, momentum: float, seed: int) -> Any: ...
+
+    def aggregate(self, models: dict[int, Any], updates: list, share: dict) -> dict[int, Any]: ...
+
+    def cell_update_ratio(self, arch: ArchSpec, before: Any, after: Any) -> list[float]: ...
+
+    def predict(self, arch: ArchSpec, params: Any, x: np.ndarray) -> np.ndarray: ...
+
+
+def default_trainer() -> LocalTrainer:
+    """A fresh instance of the trainer `DEFAULT_TRAINER` names (the real backend's torch one)."""
+    module, _, name = DEFAULT_TRAINER.partition(":")
+    return getattr(importlib.import_module(module), name)()
 
 
 class DataConfig(Strict):
@@ -174,13 +211,8 @@ class _Model:
 
 
 class FedTransEngine:
-    def __init__(self, scn: FedTransScenario):
-        import torch
-
-        from orrery.realbackend import fedtrans_models as fm
-
-        torch.set_num_threads(1)  # determinism, and fairness when runs share cores
-        self.torch, self.fm = torch, fm
+    def __init__(self, scn: FedTransScenario, trainer: LocalTrainer):
+        self.trainer = trainer
         self.scn = scn
         self.sim = sim = Simulation(scn.seed)
         self.horizon = float(scn.horizon_s or WEEK_S)
@@ -203,13 +235,13 @@ class FedTransEngine:
         )
         self.policy = make_policy("fedtrans", scn.policy, scn.policy_params)
         seed = int(sim.rng["models"].integers(0, 2**62))
-        self.gen = torch.Generator().manual_seed(seed)
+        trainer.seed(seed)
         shape = self.data.input_shape if scn.model.kind == "cnn" else (int(np.prod(self.data.input_shape)),)
         if scn.model.kind == "cnn" and len(shape) != 3:
             raise OrreryInputError(f"model.kind = 'cnn' needs image data; {self.data.name} has shape {shape}")
         root = ArchSpec(scn.model.kind, tuple(shape), self.data.n_classes,
                         tuple(zip(scn.model.widths, scn.model.depths, strict=True)))
-        self.models: dict[int, _Model] = {0: _Model(0, -1, root, fm.init_params(root, self.gen), 0, "root", -1)}
+        self.models: dict[int, _Model] = {0: _Model(0, -1, root, trainer.init_params(root), 0, "root", -1)}
         self.round = 0
         self.aborted = 0
         self.cum = dict(device_s=0.0, flops=0.0, bytes_down=0.0, bytes_up=0.0)
@@ -264,23 +296,23 @@ class FedTransEngine:
         return d
 
     def _apply(self, nm) -> None:
-        fm = self.fm
+        tr = self.trainer
         mid = len(self.models)
         if nm.op == "fresh":
             arch = nm.result(None)
             root = self.models[0].arch
             if not arch.same_family(root) or not arch.within(self.scn.model.max_width, self.scn.model.max_depth):
                 raise RuntimeError(f"policy proposed an architecture outside the search space: {arch}")
-            m = _Model(mid, -1, arch, fm.init_params(arch, self.gen), self.round, "fresh", -1)
+            m = _Model(mid, -1, arch, tr.init_params(arch), self.round, "fresh", -1)
         else:
             parent = self.models.get(nm.parent_id)
             if parent is None:
                 raise RuntimeError(f"policy transformed unknown model {nm.parent_id}")
             if nm.op == "widen":
-                arch, params = fm.widen(parent.arch, parent.params, nm.cell, nm.width, self.gen,
-                                         spread=self.scn.model.widen_spread)
+                arch, params = tr.widen(parent.arch, parent.params, nm.cell, nm.width,
+                                        spread=self.scn.model.widen_spread)
             elif nm.op == "deepen":
-                arch, params = fm.deepen(parent.arch, parent.params, nm.cell)
+                arch, params = tr.deepen(parent.arch, parent.params, nm.cell)
             else:
                 raise RuntimeError(f"unknown transformation {nm.op!r}")
             if not arch.within(self.scn.model.max_width, self.scn.model.max_depth):
@@ -376,33 +408,27 @@ class FedTransEngine:
                     self.evaluate()
 
     def train_round(self, clients: np.ndarray, mids: np.ndarray, d_share) -> None:
-        from orrery.realbackend.fl_train import (
-            ClientUpdate,
-            aggregate,
-            cell_update_ratio,
-            local_train,
-        )
-
+        tr = self.trainer
         s = self.scn
         rng = self.sim.rng["train"]
-        updates: list[ClientUpdate] = []
+        updates: list = []
         for c, mid in zip(clients.tolist(), mids.tolist(), strict=True):
             m = self.models[mid]
             cd = self.data.clients[c]
-            g = self.torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-            u = local_train(m.arch, m.params, cd.x_train, cd.y_train, epochs=s.train.local_epochs,
-                            batch_size=s.train.batch_size, lr=s.train.lr, gen=g, momentum=s.train.momentum)
+            u = tr.local_train(m.arch, m.params, cd.x_train, cd.y_train, epochs=s.train.local_epochs,
+                               batch_size=s.train.batch_size, lr=s.train.lr, momentum=s.train.momentum,
+                               seed=int(rng.integers(0, 2**62)))
             u.model_id = mid
             updates.append(u)
         before = {mid: m.params for mid, m in self.models.items()}
-        new = aggregate(before, updates, d_share)
+        new = tr.aggregate(before, updates, d_share)
         ema = s.train.signal_ema
         for mid, m in self.models.items():
             own = [u for u in updates if u.model_id == mid]
             m.clients_last = len(own)
             if own:
-                fedavg = aggregate({mid: m.params}, own, {})[mid]
-                ratio = cell_update_ratio(m.arch, m.params, fedavg)
+                fedavg = tr.aggregate({mid: m.params}, own, {})[mid]
+                ratio = tr.cell_update_ratio(m.arch, m.params, fedavg)
                 m.signal = [r if m.rounds_trained == 0 else ema * o + (1 - ema) * r
                             for o, r in zip(m.signal, ratio, strict=True)]
                 n = sum(u.n_samples for u in own)
@@ -411,8 +437,6 @@ class FedTransEngine:
             m.params = new[mid]
 
     def evaluate(self) -> None:
-        from orrery.realbackend.fl_train import predict
-
         d = self.decide(self.view("eval", self.clients, {}, 0))
         acc = np.full(len(self.clients), np.nan)
         model_of = np.full(len(self.clients), -1)
@@ -422,7 +446,7 @@ class FedTransEngine:
         for mid, cids in sorted(by_model.items()):
             m = self.models[mid]
             xs = [self.data.clients[c].x_test for c in cids]
-            pred = predict(m.arch, m.params, np.concatenate(xs))
+            pred = self.trainer.predict(m.arch, m.params, np.concatenate(xs))
             pos = 0
             for c, x in zip(cids, xs, strict=True):
                 y = self.data.clients[c].y_test
@@ -440,9 +464,11 @@ class FedTransEngine:
         self.last_eval_round = self.round
 
 
-def run_fedtrans(scn: FedTransScenario) -> RunResult:
-    """Run one multi-model FL emulation (a pure function of the scenario)."""
-    eng = FedTransEngine(scn)
+def run_fedtrans(scn: FedTransScenario, trainer: LocalTrainer | None = None) -> RunResult:
+    """Run one multi-model FL emulation (a pure function of the scenario and the trainer's kind).
+
+    `trainer`: a fresh `LocalTrainer` (default: `default_trainer()`, real torch training)."""
+    eng = FedTransEngine(scn, trainer if trainer is not None else default_trainer())
     eng.sim.process(eng.process())
     eng.sim.run(until=eng.horizon)
     if eng.last_eval_round != eng.round:  # the horizon ended the training early

@@ -28,13 +28,14 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from orrery.core.config import Strict
+from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.edge import DEFAULT_MODEL, EdgePopulationModel
 from orrery.policies.fl.base import AtomView, FLDecision, FLView, JobView, TierView
 from orrery.policies.registry import make_policy
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
-from orrery.sim.errors import OrreryInputError
-from orrery.sim.scenario import Scenario, Strict
+from orrery.sim.scenario import Scenario
 from orrery.traces.availability import (
     Availability,
     CheckinStream,

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from orrery.core.config import Strict
 from orrery.hwmodels.edge import RADIO_POWER_W, TRAIN_POWER_W
 from orrery.policies.registry import make_policy
 from orrery.sim.domains import Domain, RunResult, register_domain
@@ -32,7 +33,7 @@ from orrery.sim.fl import (
     build_availability,
     build_population,
 )
-from orrery.sim.scenario import Scenario, Strict
+from orrery.sim.scenario import Scenario
 from orrery.traces.devices import check_requirement
 from orrery.workloads.fl import JobSet
 

@@ -28,6 +28,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from orrery.core.config import Strict
+from orrery.core.errors import OrreryInputError, UnknownNameError
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.pipeline import allreduce_s, p2p_s, pipeline_iteration_s
 from orrery.policies.registry import make_policy
@@ -41,8 +43,7 @@ from orrery.policies.resilience.base import (
 )
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
-from orrery.sim.errors import OrreryInputError, UnknownNameError
-from orrery.sim.scenario import Scenario, Strict
+from orrery.sim.scenario import Scenario
 from orrery.traces.nodes import NodeTrace, load_node_trace, synthetic_trace
 from orrery.workloads.gpt import BYTES_PER_PARAM_GRAD, get_model, layer_profiles
 

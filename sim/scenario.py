@@ -13,33 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from orrery.sim.errors import OrreryInputError, ScenarioError
-
-
-class Strict(BaseModel):
-    """Base for every config model: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-def describe_validation_error(err: ValidationError, source: str) -> str:
-    """One paragraph naming each bad field, its value and what was expected."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        value = e.get("input")
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key {loc!r}")
-        elif e["type"] == "missing":
-            parts.append(f"missing required key {loc!r}")
-        else:
-            shown = repr(value)
-            if len(shown) > 80:
-                shown = shown[:77] + "..."
-            parts.append(f"{loc} = {shown}: {e['msg']}")
-    return f"{source}: invalid scenario: " + "; ".join(parts)
+from orrery.core.config import Strict, describe_validation_error
+from orrery.core.errors import OrreryInputError, ScenarioError
 
 
 class Scenario(Strict):

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from orrery.core.config import Strict
+from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.llm_perf import LLMPerfModel, SpecDecode
@@ -45,8 +47,7 @@ from orrery.policies.serving.qoe import (
 )
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
-from orrery.sim.errors import OrreryInputError
-from orrery.sim.scenario import Scenario, Strict
+from orrery.sim.scenario import Scenario
 from orrery.workloads.serving import Requests, ServingWorkload
 
 FINISHED = 3

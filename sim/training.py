@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Discriminator, Field, Tag, model_validator
 
+from orrery.core.config import Strict
+from orrery.core.errors import OrreryInputError, ScenarioError
 from orrery.hwmodels.gpu_energy import (
     MEASURED_SWEEPS,
     PowerLimitModel,
@@ -57,8 +59,7 @@ from orrery.policies.energy.base import (
 from orrery.policies.registry import make_policy
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import RNGStreams
-from orrery.sim.errors import OrreryInputError, ScenarioError
-from orrery.sim.scenario import Scenario, Strict
+from orrery.sim.scenario import Scenario
 from orrery.traces.carbon import CarbonTrace, load_carbon_trace
 from orrery.workloads.training import DATASET_SIZES, DEFAULT_EPOCHS, epochs_to_target, pipeline_1f1b
 

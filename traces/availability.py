@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orrery.sim.errors import TraceFormatError, require_file
+from orrery.core.errors import TraceFormatError, require_file
 
 DAY_S = 86400.0
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orrery.sim.errors import OrreryInputError, TraceFormatError, UnknownNameError, require_file
+from orrery.core.errors import OrreryInputError, TraceFormatError, UnknownNameError, require_file
 
 EM_TIME = "Datetime (UTC)"
 EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from orrery.sim.errors import OrreryInputError, TraceFormatError
+from orrery.core.errors import OrreryInputError, TraceFormatError
 
 KINDS = ("llm", "carbon", "availability", "failures")
 LLM_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")

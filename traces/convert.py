@@ -16,7 +16,7 @@ import io
 import pickle
 from collections.abc import Callable
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 
 
 class DataIntegrityError(OrreryInputError):

@@ -35,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 from orrery.traces.convert import DataIntegrityError, convert
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

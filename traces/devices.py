@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orrery.core.errors import OrreryInputError, TraceFormatError, require_file
 from orrery.hwmodels.edge import (
     DEFAULT_MODEL,
     DeviceHardware,
@@ -33,7 +34,6 @@ from orrery.hwmodels.edge import (
     load_device_specs,
     sample_hardware,
 )
-from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
 
 N_REQS = 4
 # Committed fit of aibenchmark_eligibility_4req.csv (959 devices): fraction of devices per

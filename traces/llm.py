@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orrery.sim.errors import TraceFormatError
+from orrery.core.errors import TraceFormatError
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 SHAREGPT_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")

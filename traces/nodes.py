@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orrery.sim.errors import TraceFormatError
+from orrery.core.errors import TraceFormatError
 
 KINDS = ("add", "remove")
 

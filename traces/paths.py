@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 from orrery.traces import datastore
 
 SHARED_PREFIX = "shared:"

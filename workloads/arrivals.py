@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 
 MAX_ARRIVALS = 100_000_000  # guard against a typo (rate 1e9 for an hour) eating all memory
 

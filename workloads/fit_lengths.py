@@ -10,7 +10,6 @@ produces: the two-sample KS statistic and relative quantile errors against the d
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from orrery.core.files import sha256_file
 from orrery.traces.llm import load_sharegpt_stats
 from orrery.traces.paths import resolve_data_path
 from orrery.workloads.lengths import (
@@ -105,7 +105,7 @@ def fit(
     mp, mo = SyntheticLengths(params).sample(
         200_000, np.random.default_rng(seed + 1), max_total_tokens=None
     )
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = sha256_file(path)
     return {
         "model": "gaussian_copula_truncated_lognormal_mixture",
         "description": "ShareGPT conversations, Llama-2 tokenizer: prompt (prefill) and output (decode) token counts",

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
-from orrery.sim.scenario import Strict
+from orrery.core.config import Strict
+from orrery.core.errors import OrreryInputError, TraceFormatError, require_file
 
 JOB_COLUMNS = ("arrival_s", "rounds", "participants", "deadline_s", "work_units", "model_bytes", "requirement")
 

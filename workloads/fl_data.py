@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
+from orrery.core.errors import OrreryInputError, TraceFormatError, require_file
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orrery.core.errors import UnknownNameError
 from orrery.hwmodels.gpus import GPUSpec, get_gpu
-from orrery.sim.errors import UnknownNameError
 
 BYTES_PER_PARAM_STATE = 16  # fp16 weight + fp16 grad + fp32 master, m, v
 BYTES_PER_PARAM_GRAD = 2  # fp16 gradient (what data-parallel all-reduce moves)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 from orrery.traces.llm import LengthSamples
 
 PARAMS_DIR = Path(__file__).resolve().parent / "params"

@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from orrery.sim.errors import OrreryInputError
-from orrery.sim.scenario import Strict
+from orrery.core.config import Strict
+from orrery.core.errors import OrreryInputError
 from orrery.traces.llm import RequestTrace, load_azure_llm_window, load_sharegpt_stats
 from orrery.traces.paths import resolve_data_path
 from orrery.workloads.arrivals import gamma_arrivals, poisson_arrivals, replay_arrivals

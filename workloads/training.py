@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orrery.sim.errors import OrreryInputError, TraceFormatError, require_file
+from orrery.core.errors import OrreryInputError, TraceFormatError, require_file
 
 # Epochs to the target metric, median over the public runs (zeus_epochs_to_target.csv, the
 # target each Zeus experiment used), per (dataset, network, batch size). Embedded so that shipped

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from orrery.core.config import Strict
 from orrery.policies import registry
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import RNGStreams
-from orrery.sim.scenario import Scenario, Strict
+from orrery.sim.scenario import Scenario
 
 
 class ToyWorkload(Strict):

@@ -15,13 +15,13 @@ import pytest
 from conftest import BASE_STUDY
 
 import orrery.experiments.study as study_mod
+from orrery.core.errors import OrreryInputError
 from orrery.experiments import runner as runner_mod
 from orrery.experiments import store as store_mod
 from orrery.experiments.cli import RichProgress, catalog, main
 from orrery.experiments.runner import default_out, run_study
 from orrery.experiments.store import ResultsStore
 from orrery.experiments.study import load_study, validate_setup
-from orrery.sim.errors import OrreryInputError
 
 # ----------------------------------------------------------------------------- item 1: fit + run keys
 

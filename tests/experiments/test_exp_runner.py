@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import BASE_STUDY
 
+from orrery.experiments.report import write_result
 from orrery.experiments.runner import StudyFailed, run_study
 from orrery.experiments.store import read_meta, read_run
 from orrery.experiments.study import load_study
@@ -19,7 +20,7 @@ def test_run_writes_the_results_layout_and_provenance(write_study, tmp_path):
     trace = tmp_path / "trace.csv"
     trace.write_text("t,n\n0,1\n")
     text = BASE_STUDY.replace("[scenario]", f'[scenario]\ntrace_path = "{trace}"')
-    res = run_study(load_study(write_study(text)), out, jobs=1)
+    res = run_study(load_study(write_study(text)), out, jobs=1, writer=write_result)
     runs = sorted((out / "runs").glob("*.parquet"))
     assert len(runs) == 6 and res.executed == 6 and res.resumed == 0
     rec = read_run(runs[0])
@@ -96,9 +97,9 @@ def test_a_failing_control_group_stops_before_the_treatments(write_study, tmp_pa
 
 def test_dask_local_cluster_and_process_pool_give_identical_results(write_study, tmp_path):
     study = load_study(write_study())
-    pool = run_study(study, tmp_path / "pool", jobs=2, write_outputs=False)
+    pool = run_study(study, tmp_path / "pool", jobs=2)
     dask = run_study(
-        study, tmp_path / "dask", dask="local", write_outputs=False,
+        study, tmp_path / "dask", dask="local",
         dask_local_kwargs={"n_workers": 1, "threads_per_worker": 2, "processes": False},
     )  # fmt: skip
     assert dask.manifest["backend"]["kind"] == "dask" and pool.manifest["backend"]["kind"] == "local"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import BASE_STUDY
 
+from orrery.core.errors import OrreryInputError, ScenarioError
 from orrery.experiments.study import load_study, resolve_study_path, validate_setup
-from orrery.sim.errors import OrreryInputError, ScenarioError
 
 
 def load(write_study, text=BASE_STUDY, **kw):
@@ -198,8 +198,8 @@ def test_optional_case_is_skipped_when_its_data_is_missing(tmp_path, monkeypatch
 
 
 def test_a_missing_required_data_file_fails_validation(tmp_path, monkeypatch):
+    from orrery.core.errors import ScenarioError
     from orrery.experiments.study import load_study, validate_setup
-    from orrery.sim.errors import ScenarioError
 
     src = (tmp_path / "s.toml")
     text = (Path(__file__).resolve().parents[2] / "experiments/studies/oobleck.toml").read_text()

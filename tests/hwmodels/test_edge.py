@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from orrery.core.errors import TraceFormatError
 from orrery.hwmodels.edge import (
     DEFAULT_MODEL,
     file_checksum,
@@ -9,7 +10,6 @@ from orrery.hwmodels.edge import (
     load_device_specs,
     sample_hardware,
 )
-from orrery.sim.errors import TraceFormatError
 
 
 def test_sample_hardware_shapes_and_ranges():

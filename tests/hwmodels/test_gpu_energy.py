@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from orrery.core.errors import OrreryInputError, TraceFormatError
 from orrery.hwmodels.gpu_energy import (
     POWER_LIMIT_PARAMS,
     STAGE_PARAMS,
@@ -26,7 +27,6 @@ from orrery.hwmodels.gpu_energy import (
     sha256_file,
     time_curve,
 )
-from orrery.sim.errors import OrreryInputError, TraceFormatError
 
 
 def test_committed_params_carry_checksums_and_errors(shared_data):

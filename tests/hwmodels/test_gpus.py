@@ -2,8 +2,8 @@
 
 import pytest
 
+from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.gpus import ALIASES, GPUS, get_gpu
-from orrery.sim.errors import OrreryInputError
 
 
 @pytest.mark.parametrize("name", sorted(GPUS))

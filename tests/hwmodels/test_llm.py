@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from orrery.core.errors import OrreryInputError, UnknownNameError
 from orrery.hwmodels.llm import MODELS, get_model
-from orrery.sim.errors import OrreryInputError, UnknownNameError
 
 
 def test_llama2_13b_config():

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orrery.core.errors import OrreryInputError
 from orrery.hwmodels import fit_llm
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
@@ -19,7 +20,6 @@ from orrery.hwmodels.llm_perf import (
     SpecDecode,
     load_default_params,
 )
-from orrery.sim.errors import OrreryInputError
 
 A100, H100 = get_gpu("a100"), get_gpu("h100")
 L13 = get_model("llama-2-13b")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import orrery.sim.serving as ssim
+from orrery.core.errors import OrreryInputError
 from orrery.realbackend.calibrate import (
     PROBE_POINTS,
     calibrate,
@@ -20,7 +21,6 @@ from orrery.realbackend.latency import CalibrationFile, EngineLatencyParams, Eng
 from orrery.realbackend.serving import EngineConfig
 from orrery.realbackend.tiny_llm import TinyLLMConfig
 from orrery.realbackend.validate import format_table, simulate_with_perf, validate_scenarios
-from orrery.sim.errors import OrreryInputError
 from orrery.sim.serving import ServingScenario
 
 SMALL = TinyLLMConfig(n_layers=1, hidden_size=64, n_heads=2, intermediate_size=128, vocab_size=128, max_len=128)

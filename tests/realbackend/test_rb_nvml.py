@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from orrery.core.errors import OrreryInputError
 from orrery.realbackend.nvml import (
     GPUMonitor,
     GPUUnavailableError,
@@ -13,7 +14,6 @@ from orrery.realbackend.nvml import (
     discover,
     load_nvml,
 )
-from orrery.sim.errors import OrreryInputError
 
 
 def test_discovery_reads_the_fake(fake_nvml):

@@ -98,7 +98,7 @@ def test_view_latency_is_the_calibrated_model_in_workload_time():
 
 
 def test_bad_setups_are_input_errors():
-    from orrery.sim.errors import OrreryInputError
+    from orrery.core.errors import OrreryInputError
 
     with pytest.raises(OrreryInputError, match="one replica"):
         RealServingEngine(scenario("vllm_fcfs").with_updates({"replicas": 2}), cfg(), PARAMS)

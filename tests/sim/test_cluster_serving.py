@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orrery.core.errors import ScenarioError
 from orrery.sim.cluster_serving import ClusterServingScenario, run_cluster, simulate_cluster
-from orrery.sim.errors import ScenarioError
 
 
 def scenario(router="round_robin", groups=None, rate=6.0, n=60, seed=0, **kw):

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orrery.core.errors import ScenarioError
 from orrery.sim.domains import get_domain
 from orrery.sim.engine import Simulation
-from orrery.sim.errors import ScenarioError
 from orrery.sim.fl import FLScenario, build_availability, build_population, run_fl
 from orrery.traces.devices import eligible_mask
 

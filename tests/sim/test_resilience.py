@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orrery.core.errors import ScenarioError
 from orrery.experiments.plotting import resilience_plots as plot_resilience
 from orrery.sim.domains import get_domain
-from orrery.sim.errors import ScenarioError
 from orrery.sim.resilience import ResilienceScenario, run_resilience
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from orrery.sim.errors import OrreryInputError, ScenarioError
+from orrery.core.errors import OrreryInputError, ScenarioError
 from orrery.sim.serving import ServingScenario
 
 

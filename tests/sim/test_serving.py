@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orrery.core.errors import OrreryInputError, ScenarioError
 from orrery.policies.serving.qoe import qoe_of_stream
-from orrery.sim.errors import OrreryInputError, ScenarioError
 from orrery.sim.serving import ServingScenario, build_perf_model, run_serving
 
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orrery.core.errors import OrreryInputError, ScenarioError, TraceFormatError
 from orrery.hwmodels.gpus import get_gpu
-from orrery.sim.errors import OrreryInputError, ScenarioError, TraceFormatError
 from orrery.sim.training import TrainingScenario, run_training
 from orrery.workloads.training import (
     EPOCHS_TO_TARGET,

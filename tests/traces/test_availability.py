@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from orrery.sim.errors import TraceFormatError
+from orrery.core.errors import TraceFormatError
 from orrery.traces.availability import (
     CheckinStream,
     diurnal_availability,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orrery.sim.errors import OrreryInputError, TraceFormatError
+from orrery.core.errors import OrreryInputError, TraceFormatError
 from orrery.traces.carbon import SYNTHETIC_PARAMS, fit_synthetic, load_carbon_trace, synthetic_trace
 
 CHASE_HDR = "location,timestamp,duration,value\n"

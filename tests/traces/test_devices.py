@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from orrery.sim.errors import OrreryInputError, TraceFormatError
+from orrery.core.errors import OrreryInputError, TraceFormatError
 from orrery.traces.devices import (
     DEFAULT_ELIGIBILITY,
     eligible_mask,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orrery.sim.errors import OrreryInputError, TraceFormatError
+from orrery.core.errors import OrreryInputError, TraceFormatError
 from orrery.traces.llm import load_azure_llm, load_sharegpt_stats
 from orrery.traces.paths import resolve_data_path
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orrery.sim.errors import TraceFormatError
+from orrery.core.errors import TraceFormatError
 from orrery.traces.nodes import load_count_file, load_event_csv, load_node_trace, synthetic_trace
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 from orrery.workloads.arrivals import gamma_arrivals, poisson_arrivals, replay_arrivals
 
 rates = st.floats(min_value=0.05, max_value=200.0)

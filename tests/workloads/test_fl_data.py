@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orrery.sim.errors import TraceFormatError
+from orrery.core.errors import TraceFormatError
 from orrery.workloads.fl_data import (
     Teacher,
     load_leaf,

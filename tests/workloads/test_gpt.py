@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orrery.sim.errors import UnknownNameError
+from orrery.core.errors import UnknownNameError
 from orrery.workloads.gpt import GPT3_MODELS, get_model, layer_profiles
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 from orrery.traces.llm import LengthSamples, load_sharegpt_stats
 from orrery.workloads.lengths import (
     SHAREGPT_PARAMS,

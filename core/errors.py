@@ -2,6 +2,8 @@
 
 `OrreryInputError` and its subclasses mean *bad input* (exit status 2 in the CLI): the message
 names what was wrong and where, in one paragraph. Anything else is an internal error.
+The family lives in `orrery.core` so that every layer (traces, workloads, hwmodels, policies,
+sim, realbackend, experiments) raises the same one and the CLI catches one base class.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ class OrreryInputError(ValueError):
 
 class ScenarioError(OrreryInputError):
     """A scenario or study file failed validation."""
+
+
+class PolicyInputError(OrreryInputError):
+    """Bad policy name or parameters (raised by `orrery.policies.registry`)."""
 
 
 class UnknownNameError(OrreryInputError, KeyError):
