@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["sim", "hwmodels", "workloads", "traces", "policies", "realbackend", "experiments"]
+LAYERS = ["core", "sim", "hwmodels", "workloads", "traces", "policies", "realbackend", "experiments"]
 
 
 def _pyproject() -> dict:

@@ -77,8 +77,8 @@ set = { policy_params = {} }
     ("change", "message"),
     [
         (("hypothesis = ", "hypotesis = "), r"missing required key 'study.hypothesis'; unknown key 'study.hypotesis'"),
-        (("seeds = 3", "seeds = 0"), r"key 'study.seeds' = 0: a seed count must be >= 1"),
-        (("seeds = 3", 'seeds = "three"'), r"key 'study.seeds' = 'three': expected a seed count"),
+        (("seeds = 3", "seeds = 0"), r"study.seeds = 0: a seed count must be >= 1"),
+        (("seeds = 3", 'seeds = "three"'), r"study.seeds = 'three': expected a seed count"),
         (('control = { policy = "base" }', 'control = { gpu = "a100" }'), r"'gpu' is not an independent variable"),
         (('control = { policy = "base" }', 'control = { policy = "slow" }'), r"policy = 'slow' is not among the values"),
         (('policy = ["base", "fast"]', 'policy = "base"'), r"must be a list of values"),

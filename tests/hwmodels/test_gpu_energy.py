@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from orrery.core.errors import OrreryInputError, TraceFormatError
+from orrery.core.files import sha256_file
 from orrery.hwmodels.gpu_energy import (
     POWER_LIMIT_PARAMS,
     STAGE_PARAMS,
@@ -24,7 +25,6 @@ from orrery.hwmodels.gpu_energy import (
     measured_power_limit_models,
     pareto_mask,
     power_limit_models,
-    sha256_file,
     time_curve,
 )
 
