@@ -135,7 +135,7 @@ def profile_host_overhead(cfg: EngineConfig, params: EngineLatencyParams, batche
     on a GPU) it is part of every iteration, as vLLM's scheduler is, so the model should hold it.
     """
     from orrery.realbackend.serving import RealServingEngine
-    from orrery.sim.serving import ServingScenario
+    from orrery.sim.serving_scenario import ServingScenario
     from orrery.workloads.serving import Requests
 
     out: dict[str, list] = {"kind": [], "batch": [], "host_s": []}
@@ -210,7 +210,7 @@ def profile_engine_load(cfg: EngineConfig, n_requests: int = 120, rate_rps: floa
     not medians: the step model is linear, so means keep the least-squares fit exact.
     """
     from orrery.realbackend.serving import RealServingEngine
-    from orrery.sim.serving import ServingScenario
+    from orrery.sim.serving_scenario import ServingScenario
 
     # requests of up to 1/16 of the KV capacity: a full cache then holds batches of ~16-40
     max_total = int(np.clip(cfg.kv_capacity_tokens // 16, 32, cfg.model.max_len))

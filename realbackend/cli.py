@@ -66,7 +66,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
 
 
 def scenario_from_toml(path: str):
-    from orrery.sim.serving import ServingScenario
+    from orrery.sim.serving_scenario import ServingScenario
 
     return ServingScenario.from_toml(path)
 

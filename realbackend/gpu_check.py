@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 
 DEFAULT_MODEL = "Llama-3.1-8B"
 MAX_LEN = 1024  # cache slot: longest prompt + output (ShareGPT-like lengths clipped to it)
@@ -114,7 +114,7 @@ def _engine_config(a, device: str):
 
 
 def _scenario(a, policy: str, rate: float, n: int, gpu_catalog: str | None):
-    from orrery.sim.serving import ServingScenario
+    from orrery.sim.serving_scenario import ServingScenario
 
     hw = {"max_num_seqs": a.max_num_seqs, "model": a.model}
     if gpu_catalog:

@@ -5,7 +5,9 @@ Requests come from the scenario's workload generator (same seeded streams as the
 so the same requests) and arrive in wall-clock time, stretched by `time_scale` (real seconds
 per workload second). At every iteration the engine builds a `ServingView` — in workload
 seconds, with a latency oracle calibrated on this engine — asks `policy.schedule(view)`,
-checks the decision with the same `validate_decision`, then really runs it: preemptions
+checks the decision with the same `validate_decision`, applies it to the same replica state
+machine (`sim.serving_replica.ReplicaState`: KV blocks, swap space, request states), then
+really runs what it says: preemptions
 (recompute: drop the KV, re-prefill prompt + generated tokens later; swap: copy the KV slot
 to host memory), swap-ins, a prefill iteration for admitted requests or a decode iteration
 for the running set. Token delivery times are measured with `time.perf_counter` after the
@@ -38,20 +40,12 @@ import torch
 
 from orrery.core.errors import OrreryInputError
 from orrery.policies.registry import make_policy
-from orrery.policies.serving.base import (
-    RUNNING,
-    SWAPPED,
-    WAITING,
-    ServingPolicy,
-    ServingView,
-    validate_decision,
-)
+from orrery.policies.serving.base import ServingPolicy, validate_decision
 from orrery.realbackend.latency import EngineLatencyOracle, EngineLatencyParams, EnginePerfModel
 from orrery.realbackend.tiny_llm import SeqWork, TinyLLM, TinyLLMConfig
 from orrery.sim.engine import RNGStreams
-from orrery.sim.serving import FINISHED, RequestState, summarize_requests
+from orrery.sim.serving_replica import GiB, ReplicaState, RequestState, summarize_requests
 
-GiB = 1024**3
 NO_GPU_ENERGY = "none (CPU run: no GPU energy source present)"
 
 
@@ -143,7 +137,7 @@ class RealServingRun:
 
 
 def _request_state(scn, rng_streams: RNGStreams, reqs=None) -> RequestState:
-    """The simulator's per-request state (workload seconds) for this scenario's requests."""
+    """The shared per-request state (workload seconds) for this scenario's requests."""
     if reqs is None:
         reqs = scn.workload.generate(rng_streams["arrivals"], rng_streams["lengths"])
     if len(reqs) == 0:
@@ -198,16 +192,15 @@ class RealServingEngine:
         slot_of = np.full(r.n, -1, np.int64)
         free_slots = list(range(self.model.n_slots))[::-1]
         swapped_kv: dict[int, torch.Tensor] = {}
-        swap_used = 0.0
-        used_blocks = 0
-        preemptions = admitted_total = 0
-        live: list[int] = []
+        rs = ReplicaState(r, block_size=self.block, total_blocks=self.total_blocks,
+                          max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_batched,
+                          swap_cap_bytes=self.swap_cap_bytes, kv_bytes_per_token=self.kv_bytes_per_token,
+                          latency=self.latency)
         nxt = 0
         its: dict[str, list] = {k: [] for k in ("start_s", "duration_s", "kind", "batch", "context_tokens",
                                                 "kv_blocks_used", "schedule_s", "step_s", "host_s")}
         tok_req: list[np.ndarray] = []
         tok_t: list[np.ndarray] = []
-        swap_bytes = 0.0
         busy_real = 0.0
         sched_real = 0.0
         horizon = scn.horizon_s
@@ -234,102 +227,64 @@ class RealServingEngine:
             while True:
                 now = clock()
                 while nxt < r.n and r.arrival_s[nxt] <= now:
-                    live.append(nxt)
+                    rs.add(nxt)
                     nxt += 1
                 if horizon is not None and now >= horizon:
                     break
-                if not live:
+                if not rs.live:
                     if nxt >= r.n:
                         break
                     sleep_until(r.arrival_s[nxt])
                     continue
                 s0 = time.perf_counter()
-                ids = np.array(live, np.int64)
-                view = ServingView(
-                    now_s=now, ids=ids, state=r.state[ids], arrival_s=r.arrival_s[ids],
-                    prompt_tokens=r.prompt[ids], generated_tokens=r.generated[ids],
-                    n_preemptions=r.n_preempt[ids], ttft_exp_s=r.ttft[ids], tds_exp_tok_s=r.tds[ids],
-                    qoe_deficit=r.qoe.deficit[ids], digest_last_s=r.qoe.digest_last_s[ids],
-                    kv_blocks_held=r.held[ids], block_size=self.block, kv_blocks_total=self.total_blocks,
-                    kv_blocks_free=self.total_blocks - used_blocks, max_num_seqs=self.max_num_seqs,
-                    max_num_batched_tokens=self.max_batched, latency=self.latency,
-                    total_preemptions=preemptions, total_admitted=admitted_total,
-                )
+                view = rs.view(now)
                 dec = self.policy.schedule(view)
                 problems = validate_decision(view, dec)
                 if problems:
                     raise RuntimeError(f"policy {scn.policy!r} made an invalid decision at t={now:.3f}s: "
                                        f"{'; '.join(problems)}")
-                chosen = np.isin(ids, dec.running)
-                st = view.state
+                chosen = rs.chosen(view, dec)
                 s1 = time.perf_counter()
                 sched = s1 - s0
                 sched_real += sched
                 paused[0] += sched
                 if not chosen.any():
                     if nxt >= r.n:
-                        raise RuntimeError(f"policy {scn.policy!r} ran nothing with {ids.size} requests live "
-                                           f"and no arrivals left")
+                        raise RuntimeError(f"policy {scn.policy!r} ran nothing with {view.ids.size} requests "
+                                           f"live and no arrivals left")
                     sleep_until(r.arrival_s[nxt])
                     continue
                 start_real = time.perf_counter()
+                step = rs.apply(view, dec, chosen)
                 swap_real = 0.0
-                # preemptions
-                pre = ids[(st == RUNNING) & ~chosen]
-                for rid in pre.tolist():
-                    ctx = int(r.prompt[rid] + r.generated[rid])
-                    nbytes = ctx * self.kv_bytes_per_token
+                # the KV slots: preempted requests give theirs up (swap: copied to host first)
+                for rid, swap in zip(step.preempted.tolist(), step.swapped_out.tolist(), strict=True):
                     slot = int(slot_of[rid])
-                    if dec.preempt_mode == "swap" and swap_used + nbytes <= self.swap_cap_bytes:
+                    if swap:
                         t_sw = time.perf_counter()
-                        swapped_kv[rid] = self.model.save_slot(slot, ctx)
+                        swapped_kv[rid] = self.model.save_slot(slot, int(r.prompt[rid] + r.generated[rid]))
                         self.model.synchronize()
                         swap_real += time.perf_counter() - t_sw
-                        swap_used += nbytes
-                        swap_bytes += nbytes
-                        r.state[rid] = SWAPPED
-                    else:
-                        r.state[rid] = WAITING
                     free_slots.append(slot)
                     slot_of[rid] = -1
-                    used_blocks -= int(r.held[rid])
-                    r.held[rid] = 0
-                    r.n_preempt[rid] += 1
-                    preemptions += 1
-                # swap-ins
-                for rid in ids[(st == SWAPPED) & chosen].tolist():
-                    kv = swapped_kv.pop(rid)
+                for rid in step.swapped_in.tolist():
                     slot = free_slots.pop()
                     t_sw = time.perf_counter()
-                    self.model.load_slot(slot, kv)
+                    self.model.load_slot(slot, swapped_kv.pop(rid))
                     self.model.synchronize()
                     swap_real += time.perf_counter() - t_sw
                     slot_of[rid] = slot
-                    nbytes = (r.prompt[rid] + r.generated[rid]) * self.kv_bytes_per_token
-                    swap_used = max(0.0, swap_used - nbytes)
-                    swap_bytes += nbytes
-                    r.state[rid] = RUNNING
-                admit = ids[(st == WAITING) & chosen]
-                if admit.size:
-                    kind, run = "prefill", admit
+                run = step.run
+                if step.kind == "prefill":
                     work = []
-                    for rid in admit.tolist():
+                    for rid in run.tolist():
                         slot = free_slots.pop()
                         slot_of[rid] = slot
                         ctx = int(r.prompt[rid] + r.generated[rid])
                         work.append(SeqWork(slot, 0, tokens[rid][:ctx]))
-                    admitted_total += int((r.generated[admit] == 0).sum())
                 else:
-                    kind, run = "decode", ids[chosen]
                     work = [SeqWork(int(slot_of[rid]), int(r.prompt[rid] + r.generated[rid]) - 1, [tokens[rid][-1]])
                             for rid in run.tolist()]
-                ctx_tokens = int((r.prompt[run] + r.generated[run]).sum())
-                r.state[run] = RUNNING
-                new_held = -(-(r.prompt[run] + r.generated[run] + 1) // self.block)
-                used_blocks += int((new_held - r.held[run]).sum())
-                r.held[run] = new_held
-                if used_blocks > self.total_blocks:
-                    raise RuntimeError(f"KV blocks in use {used_blocks} exceed capacity {self.total_blocks}")
                 step_real = time.perf_counter()
                 out = self.model.step(work)
                 self.model.synchronize()
@@ -338,32 +293,22 @@ class RealServingEngine:
                 busy_real += end_real - start_real
                 its["start_s"].append(to_w(start_real))
                 its["duration_s"].append((end_real - start_real) / ts)
-                its["kind"].append(kind)
+                its["kind"].append(step.kind)
                 its["batch"].append(int(run.size))
-                its["context_tokens"].append(ctx_tokens)
-                its["kv_blocks_used"].append(used_blocks)
+                its["context_tokens"].append(step.ctx_tokens)
+                its["kv_blocks_used"].append(rs.used_blocks)
                 its["schedule_s"].append(sched)
                 its["step_s"].append((end_real - step_real) / ts)
                 for rid, t in zip(run.tolist(), out, strict=True):
                     tokens[rid].append(int(t))
-                r.qoe.deliver(run, now)
                 tok_req.append(run.copy())
                 tok_t.append(np.full(run.size, now))
-                r.generated[run] += 1
-                fresh = run[np.isnan(r.first_token_s[run])]
-                r.first_token_s[fresh] = now
-                done = run[r.generated[run] >= r.output[run]]
+                done = rs.deliver(run, now)
                 if done.size:
-                    r.state[done] = FINISHED
-                    r.finish_s[done] = now
-                    used_blocks -= int(r.held[done].sum())
-                    r.held[done] = 0
                     for rid in done.tolist():
                         free_slots.append(int(slot_of[rid]))
                         slot_of[rid] = -1
-                        self.policy.on_finish(rid, now)
-                    gone = set(done.tolist())
-                    live = [i for i in live if i not in gone]
+                    rs.finish(done, now, self.policy)
                 # host-side work of this iteration besides the model step (view, policy, checks,
                 # bookkeeping): calibration folds it into the latency model
                 its["host_s"].append((time.perf_counter() - s1 - (end_real - step_real) - swap_real) / ts)
@@ -374,7 +319,7 @@ class RealServingEngine:
             if window is not None:
                 window.__exit__(None, None, None)
                 energy = window.result
-        return self._collect(r, its, tok_req, tok_t, preemptions, swap_bytes, busy_real, sched_real,
+        return self._collect(r, its, tok_req, tok_t, rs.preemptions, rs.swap_bytes, busy_real, sched_real,
                              wall_real, energy, end_w)
 
     def _warmup(self) -> None:

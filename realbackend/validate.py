@@ -17,12 +17,15 @@ the real run against the probe recorded at calibration: on a shared machine the 
 5-15% faster or slower from one minute to the next, and under overload the queueing doubles
 such an error in TTFT. `drift=False` (`--no-drift-probe`) simulates with the calibration as is.
 
-The simulator takes the engine model through `simulate_with_perf`: while `sim.serving` has no
-hook for a custom perf model, `build_perf_model` is swapped for the duration of the call.
+The simulator takes the engine model through `simulate_with_perf`, which calls the serving
+simulator named by `SIMULATOR` (`run_serving(scn, perf_model=...)`): named, not imported, so the
+real backend stays a sibling of the simulator (docs/ARCHITECTURE.md); both share the scenario
+and the replica state machine.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,12 +42,13 @@ COMPARED = (("ttft_mean_s", "TTFT mean (s)"), ("tpot_mean_s", "token latency (s/
             ("throughput_tok_s", "throughput (tok/s)"), ("qoe_mean", "QoE mean"),
             ("energy_per_token_j", "energy per token (J)"))  # NaN on both sides without a GPU
 SHIPPED_STUDY = Path(__file__).resolve().parent / "studies" / "validate_cpu.toml"
+SIMULATOR = "orrery.sim.serving:run_serving"  # the simulator this validates against (by name)
 
 
 def auto_time_scale(scn, params: EngineLatencyParams) -> float:
     """Real seconds per workload second that make the engine's single-stream decode step as
     long (in workload seconds) as the scenario hardware's, per the simulator's perf model."""
-    from orrery.sim.serving import build_perf_model
+    from orrery.sim.serving_scenario import build_perf_model
 
     ref = float(build_perf_model(scn.hardware).decode_time_s(1, AUTO_REF_CONTEXT))
     eng = float(params.decode_s(1, AUTO_REF_CONTEXT))
@@ -52,10 +56,9 @@ def auto_time_scale(scn, params: EngineLatencyParams) -> float:
 
 
 def simulate_with_perf(scn, perf):
-    """`sim.serving.run_serving(scn)` with `perf` as the replica's latency/power model."""
-    from orrery.sim.serving import run_serving
-
-    return run_serving(scn, perf_model=perf)
+    """The serving simulator's run of `scn` with `perf` as the replica's latency/power model."""
+    module, _, name = SIMULATOR.partition(":")
+    return getattr(importlib.import_module(module), name)(scn, perf_model=perf)
 
 
 def rel_err(sim: float, real: float) -> float:

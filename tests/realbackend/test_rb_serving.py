@@ -38,12 +38,21 @@ def test_same_policy_classes_and_contract_as_the_simulator():
     for name in ("vllm_fcfs", "round_robin", "andes"):
         eng = RealServingEngine(scenario(name), cfg(), PARAMS)
         assert type(eng.policy) is type(make_policy("serving", name, {}))
-    # the engine imports the contract objects themselves, not copies
-    assert rserving.ServingView is sbase.ServingView
+    # the engine uses the contract objects themselves and the simulator's replica state machine
     assert rserving.validate_decision is sbase.validate_decision
     import orrery.sim.serving as ssim
+    import orrery.sim.serving_replica as replica
 
-    assert rserving.ServingView is ssim.ServingView and rserving.make_policy is ssim.make_policy
+    assert rserving.ReplicaState is replica.ReplicaState is ssim.ReplicaState
+    assert rserving.summarize_requests is ssim.summarize_requests
+    assert rserving.make_policy is ssim.make_policy
+    eng = RealServingEngine(scenario("vllm_fcfs"), cfg(), PARAMS)
+    rs = replica.ReplicaState(replica.RequestState(scenario("vllm_fcfs").workload.generate(
+        np.random.default_rng(0), np.random.default_rng(1)), scenario("vllm_fcfs").qoe, np.random.default_rng(2)),
+        block_size=16, total_blocks=64, max_num_seqs=8, max_num_batched_tokens=2048, swap_cap_bytes=0.0,
+        kv_bytes_per_token=1.0, latency=eng.latency)
+    rs.add(0)
+    assert type(rs.view(0.0)) is sbase.ServingView
 
 
 @pytest.mark.parametrize("policy", ["vllm_fcfs", "andes"])

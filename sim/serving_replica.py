@@ -1,0 +1,237 @@
+"""One serving replica's bookkeeping, shared by the simulator and the real engine (numpy only).
+
+`RequestState` holds every request's state in arrays indexed by request id. A `ReplicaState`
+is one replica's view of them: its live requests, the paged KV accounting (blocks held per
+request, blocks in use, host swap space) and its counters. Per iteration a backend asks it for
+the `ServingView`, passes the policy's decision to `apply` (preemptions, swap-ins, admission,
+KV growth; it returns what to execute), executes that (simulated time in `sim/serving.py`,
+torch and the wall clock in `realbackend/serving.py`), then calls `deliver` and `finish`.
+`summarize_requests` turns the final state into the per-request table and metrics both report.
+Neither backend's own machinery (simpy processes, macro steps; torch, cache slots) lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from orrery.policies.serving.base import RUNNING, SWAPPED, WAITING, ServingDecision, ServingView
+from orrery.policies.serving.qoe import LISTENING_TDS_TOK_S, QoETracker, qoe_from_deficit
+from orrery.workloads.serving import Requests
+
+FINISHED = 3
+GiB = 1024**3
+
+
+class RequestState:
+    """Mutable per-request state, all numpy arrays indexed by request id."""
+
+    def __init__(self, reqs: Requests, qoe: Any, rng: np.random.Generator):
+        """`qoe`: the scenario's QoE spec (`ttft_exp_s`, `tds_exp_tok_s`, `listening_fraction`)."""
+        n = len(reqs)
+        self.n = n
+        self.arrival_s = np.asarray(reqs.arrival_s, dtype=float)
+        self.prompt = np.asarray(reqs.prompt_tokens, dtype=np.int64)
+        self.output = np.asarray(reqs.output_tokens, dtype=np.int64)
+        self.generated = np.zeros(n, dtype=np.int64)
+        self.state = np.full(n, WAITING, dtype=np.int8)
+        self.held = np.zeros(n, dtype=np.int64)
+        self.n_preempt = np.zeros(n, dtype=np.int64)
+        self.first_token_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.replica = np.full(n, -1, dtype=np.int64)
+        listening = rng.random(n) < qoe.listening_fraction
+        self.tds = np.where(listening, LISTENING_TDS_TOK_S, qoe.tds_exp_tok_s)
+        self.ttft = np.full(n, qoe.ttft_exp_s)
+        self.qoe = QoETracker(self.arrival_s, self.ttft, self.tds)
+
+    def context(self, ids: np.ndarray) -> np.ndarray:
+        """Tokens of context (prompt + generated) of each request in `ids`."""
+        return self.prompt[ids] + self.generated[ids]
+
+
+@dataclass
+class Step:
+    """What `ReplicaState.apply` decided to execute in one iteration.
+
+    kind: "prefill" (admitted requests, `run` = the admitted) or "decode" (`run` = the chosen
+    running set); ctx_tokens: context tokens of `run` before the step; preempted: requests
+    preempted, `swapped_out` the mask of those whose KV goes to host memory (the rest are
+    recomputed later); swapped_in: requests whose KV comes back; *_bytes: KV bytes moved.
+    """
+
+    kind: str
+    run: np.ndarray
+    ctx_tokens: int
+    preempted: np.ndarray
+    swapped_out: np.ndarray
+    swapped_in: np.ndarray
+    swap_out_bytes: float
+    swap_in_bytes: float
+
+
+class ReplicaState:
+    """One replica's live set, KV blocks, swap space and counters over a shared `RequestState`."""
+
+    def __init__(self, reqs: RequestState, *, block_size: int, total_blocks: int, max_num_seqs: int,
+                 max_num_batched_tokens: int, swap_cap_bytes: float, kv_bytes_per_token: float,
+                 latency: Any, index: int = 0):
+        self.r = reqs
+        self.i = index
+        self.block = block_size
+        self.total_blocks = total_blocks
+        self.max_num_seqs = max_num_seqs
+        self.max_batched = max_num_batched_tokens
+        self.swap_cap_bytes = swap_cap_bytes
+        self.kv_bytes_per_token = kv_bytes_per_token
+        self.latency = latency
+        self.used_blocks = 0
+        self.swap_used_bytes = 0.0
+        self.swap_bytes = 0.0  # KV bytes moved both ways
+        self.preemptions = 0
+        self.admitted = 0
+        self.live: list[int] = []
+        self._ids_cache: np.ndarray | None = None
+
+    # --- the live set --------------------------------------------------------------------
+    def add(self, rid: int) -> None:
+        self.live.append(rid)
+        self._ids_cache = None
+
+    def ids(self) -> np.ndarray:
+        if self._ids_cache is None:
+            self._ids_cache = np.array(self.live, dtype=np.int64)
+        return self._ids_cache
+
+    # --- one iteration ------------------------------------------------------------------------
+    def view(self, now_s: float, ids: np.ndarray | None = None) -> ServingView:
+        r = self.r
+        ids = self.ids() if ids is None else ids
+        return ServingView(
+            now_s=now_s, ids=ids, state=r.state[ids], arrival_s=r.arrival_s[ids],
+            prompt_tokens=r.prompt[ids], generated_tokens=r.generated[ids],
+            n_preemptions=r.n_preempt[ids], ttft_exp_s=r.ttft[ids], tds_exp_tok_s=r.tds[ids],
+            qoe_deficit=r.qoe.deficit[ids], digest_last_s=r.qoe.digest_last_s[ids],
+            kv_blocks_held=r.held[ids], block_size=self.block, kv_blocks_total=self.total_blocks,
+            kv_blocks_free=self.total_blocks - self.used_blocks, max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_batched, latency=self.latency,
+            total_preemptions=self.preemptions, total_admitted=self.admitted,
+        )
+
+    @staticmethod
+    def chosen(view: ServingView, dec: ServingDecision) -> np.ndarray:
+        """Mask over `view.ids` of the requests the decision keeps or starts."""
+        ids = view.ids
+        running = np.asarray(dec.running)
+        if running.size == ids.size and np.array_equal(running, ids):
+            return np.ones(ids.size, dtype=bool)  # keeps every live request (no set lookup)
+        return np.isin(ids, running)
+
+    def apply(self, view: ServingView, dec: ServingDecision, chosen: np.ndarray) -> Step:
+        """Preempt, swap in and admit per the decision; grow the KV of what runs by one token.
+
+        Swap preemptions go to host memory in order while the swap space holds them (the rest
+        are recomputed). Raises if the KV blocks in use would exceed the capacity."""
+        r, ids, st = self.r, view.ids, view.state
+        kvb = self.kv_bytes_per_token
+        pre = ids[(st == RUNNING) & ~chosen]
+        to_swap = np.zeros(pre.size, bool)
+        out_bytes = 0.0
+        if pre.size:
+            nbytes = r.context(pre) * kvb
+            if dec.preempt_mode == "swap":
+                room = self.swap_cap_bytes - self.swap_used_bytes
+                to_swap = np.cumsum(nbytes) <= room
+            self.used_blocks -= int(r.held[pre].sum())
+            r.held[pre] = 0
+            r.state[pre] = np.where(to_swap, SWAPPED, WAITING)
+            r.n_preempt[pre] += 1
+            self.preemptions += pre.size
+            out_bytes = float(nbytes[to_swap].sum())
+            self.swap_used_bytes += out_bytes
+            self.swap_bytes += out_bytes
+        sin = ids[(st == SWAPPED) & chosen]
+        in_bytes = 0.0
+        if sin.size:
+            in_bytes = float((r.context(sin) * kvb).sum())
+            self.swap_used_bytes = max(0.0, self.swap_used_bytes - in_bytes)
+            self.swap_bytes += in_bytes
+            r.state[sin] = RUNNING
+        admit = ids[(st == WAITING) & chosen]
+        if admit.size:
+            kind, run = "prefill", admit
+            self.admitted += int((r.generated[admit] == 0).sum())
+        else:
+            kind, run = "decode", ids[chosen]
+        ctx_tokens = int(r.context(run).sum())
+        r.state[run] = RUNNING
+        new_held = -(-(r.context(run) + 1) // self.block)  # context + the token this step makes
+        self.used_blocks += int((new_held - r.held[run]).sum())
+        r.held[run] = new_held
+        if self.used_blocks > self.total_blocks:
+            raise RuntimeError(f"KV blocks in use {self.used_blocks} exceed capacity {self.total_blocks}")
+        return Step(kind, run, ctx_tokens, pre, to_swap, sin, out_bytes, in_bytes)
+
+    def deliver(self, run: np.ndarray, now_s: float) -> np.ndarray:
+        """One token to each request of `run` at `now_s`; returns those now complete."""
+        r = self.r
+        r.qoe.deliver(run, now_s)
+        r.generated[run] += 1
+        fresh = run[np.isnan(r.first_token_s[run])]
+        r.first_token_s[fresh] = now_s
+        return run[r.generated[run] >= r.output[run]]
+
+    def finish(self, done: np.ndarray, now_s: float, policy: Any) -> None:
+        """Release the KV of finished requests, drop them from the live set, tell the policy."""
+        r = self.r
+        r.state[done] = FINISHED
+        r.finish_s[done] = now_s
+        self.used_blocks -= int(r.held[done].sum())
+        r.held[done] = 0
+        finished = set(done.tolist())
+        self.live = [i for i in self.live if i not in finished]
+        self._ids_cache = None
+        for rid in done.tolist():
+            policy.on_finish(rid, now_s)
+
+
+def summarize_requests(r: RequestState, end_fallback_s: float) -> tuple[pd.DataFrame, dict[str, float], float]:
+    """Per-request table, request-level metrics and the served span (s) of a finished run.
+
+    Shared by the simulator and the real backend so both report exactly the same metrics.
+    Unfinished requests (horizon reached) get their QoE so far against their full expected curve.
+    """
+    finished = r.state == FINISHED
+    qoe = np.where(finished, r.qoe.qoe(), np.nan)
+    if (~finished).any():
+        lost = np.where(finished, 0.0, r.qoe.deficit)
+        qoe = np.where(finished, qoe, qoe_from_deficit(lost, np.maximum(r.output, 1), r.tds))
+    ttft = r.first_token_s - r.arrival_s
+    n_after_first = np.maximum(r.generated - 1, 1)
+    tpot = np.where(r.generated > 1, (r.finish_s - r.first_token_s) / n_after_first, np.nan)
+    table = pd.DataFrame({
+        "request": np.arange(r.n), "replica": r.replica, "arrival_s": r.arrival_s,
+        "prompt_tokens": r.prompt, "output_tokens": r.output, "generated_tokens": r.generated,
+        "ttft_s": ttft, "finish_s": r.finish_s, "tpot_s": tpot, "qoe": qoe,
+        "tds_exp_tok_s": r.tds, "n_preemptions": r.n_preempt, "finished": finished,
+    })
+    end_s = float(np.nanmax(r.finish_s)) if finished.any() else end_fallback_s
+    span_s = max(end_s - float(r.arrival_s.min()), 1e-9)
+    tokens = int(r.generated.sum())
+    metrics = {
+        "qoe_mean": float(np.nanmean(qoe)),
+        "qoe_p10": float(np.nanpercentile(qoe, 10)),
+        "qoe_ge_0_9_frac": float(np.mean(qoe >= 0.9)),
+        "ttft_mean_s": float(np.nanmean(ttft)) if finished.any() else float("nan"),
+        "ttft_p90_s": float(np.nanpercentile(ttft, 90)) if finished.any() else float("nan"),
+        "tpot_mean_s": float(np.nanmean(tpot)) if np.isfinite(tpot).any() else float("nan"),
+        "throughput_tok_s": tokens / span_s,
+        "throughput_rps": float(finished.sum()) / span_s,
+        "preemptions_per_request": float(r.n_preempt.mean()),
+        "n_requests": float(r.n),
+        "n_finished": float(finished.sum()),
+    }
+    return table, metrics, span_s

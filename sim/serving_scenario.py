@@ -1,0 +1,75 @@
+"""The serving scenario: hardware, QoE expectations and options of one serving run.
+
+Shared by the simulator (`sim/serving.py`) and the real engine (`realbackend/serving.py`),
+which both take a `ServingScenario`; `build_perf_model` gives the catalog's latency/power model
+of its hardware.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from orrery.core.config import Strict
+from orrery.hwmodels.gpus import get_gpu
+from orrery.hwmodels.llm import get_model
+from orrery.hwmodels.llm_perf import LLMPerfModel, SpecDecode
+from orrery.policies.serving.qoe import DEFAULT_TTFT_EXP_S, LISTENING_TDS_TOK_S, READING_TDS_TOK_S
+from orrery.sim.scenario import Scenario
+from orrery.workloads.serving import ServingWorkload
+
+
+class SpecDecodeSpec(Strict):
+    """Speculative decoding: acceptance rate, draft length and draft cost (vs. one target pass)."""
+
+    acceptance: float = Field(..., ge=0, lt=1)
+    draft_len: int = Field(..., ge=1)
+    draft_cost: float = Field(..., ge=0)
+
+
+class ServingHardware(Strict):
+    gpu: str = "a100"
+    model: str = "llama-2-13b"
+    tp: int = Field(1, ge=1, description="tensor-parallel GPUs per replica")
+    weight_bits: Literal[4, 8, 16] = 16
+    kv_bits: Literal[4, 8, 16] = 16
+    spec_decode: SpecDecodeSpec | None = None
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    swap_space_gib: float = Field(16.0, ge=0, description="host memory per replica for swapped KV (GiB)")
+    block_size: int = Field(16, ge=1, description="tokens per KV block")
+    max_num_seqs: int = Field(256, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="default max(max_model_len, 2048)")
+
+
+class QoESpec(Strict):
+    ttft_exp_s: float = Field(DEFAULT_TTFT_EXP_S, gt=0, description="expected time to first token (s)")
+    tds_exp_tok_s: float = Field(READING_TDS_TOK_S, gt=0, description="expected token delivery speed")
+    listening_fraction: float = Field(
+        0.0, ge=0, le=1, description=f"share of requests expecting {LISTENING_TDS_TOK_S} tok/s (voice)"
+    )
+
+
+class ServingScenario(Scenario):
+    domain: ClassVar[str] = "serving"
+
+    replicas: int = Field(1, ge=1)
+    dispatcher: Literal["round_robin", "least_loaded"] = "round_robin"
+    hardware: ServingHardware = ServingHardware()
+    workload: ServingWorkload = ServingWorkload(rate_rps=1.0, n_requests=100)
+    qoe: QoESpec = QoESpec()
+    record_tokens: bool = Field(False, description="keep every token's delivery time (tests, small runs)")
+    check_decisions: bool = Field(True, description="validate every policy decision")
+    fast_forward: bool = Field(
+        True, description="run uninterrupted decode stretches as one vectorised macro step when "
+        "the policy allows it (same results up to float round-off; False: one event per iteration)")
+
+
+def build_perf_model(hw: ServingHardware) -> LLMPerfModel:
+    spec = None
+    if hw.spec_decode is not None:
+        spec = SpecDecode(hw.spec_decode.acceptance, hw.spec_decode.draft_len, hw.spec_decode.draft_cost)
+    return LLMPerfModel(get_model(hw.model), get_gpu(hw.gpu), tp=hw.tp, weight_bits=hw.weight_bits,
+                        kv_bits=hw.kv_bits, spec_decode=spec)
+
+

@@ -1,0 +1,78 @@
+"""The serving replica state machine shared by the simulator and the real engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orrery.policies.serving.base import RUNNING, SWAPPED, WAITING, ServingDecision
+from orrery.sim.serving_replica import FINISHED, ReplicaState, RequestState
+from orrery.sim.serving_scenario import QoESpec
+from orrery.workloads.serving import Requests
+
+
+class _Policy:
+    def __init__(self):
+        self.finished: list[tuple[int, float]] = []
+
+    def on_finish(self, rid, now):
+        self.finished.append((rid, now))
+
+
+def replica(prompts, outputs, total_blocks=64, swap_cap_bytes=1e9):
+    n = len(prompts)
+    reqs = Requests(np.zeros(n), np.asarray(prompts), np.asarray(outputs))
+    r = RequestState(reqs, QoESpec(), np.random.default_rng(0))
+    rs = ReplicaState(r, block_size=16, total_blocks=total_blocks, max_num_seqs=8,
+                      max_num_batched_tokens=4096, swap_cap_bytes=swap_cap_bytes, kv_bytes_per_token=10.0,
+                      latency=None)
+    for i in range(n):
+        rs.add(i)
+    return r, rs
+
+
+def step(rs, running, mode="recompute", now=0.0):
+    view = rs.view(now)
+    dec = ServingDecision(np.asarray(running, dtype=np.int64), preempt_mode=mode)
+    return rs.apply(view, dec, rs.chosen(view, dec))
+
+
+def test_admit_decode_finish_keeps_kv_accounting():
+    r, rs = replica([20, 40], [2, 1])
+    s = step(rs, [0, 1])
+    assert s.kind == "prefill" and s.ctx_tokens == 60 and list(s.run) == [0, 1]
+    assert rs.admitted == 2 and rs.used_blocks == 2 + 3  # ceil(21/16) + ceil(41/16)
+    done = rs.deliver(s.run, 1.0)
+    assert list(done) == [1] and r.first_token_s.tolist() == [1.0, 1.0]
+    pol = _Policy()
+    rs.finish(done, 1.0, pol)
+    assert pol.finished == [(1, 1.0)] and r.state[1] == FINISHED and rs.live == [0]
+    assert rs.used_blocks == 2 and r.held[1] == 0
+    s = step(rs, [0])
+    assert s.kind == "decode" and s.ctx_tokens == 21 and rs.used_blocks == 2
+
+
+def test_swap_preemption_goes_to_host_in_order_while_it_fits():
+    r, rs = replica([100, 500, 10], [5, 5, 5], swap_cap_bytes=1200.0)
+    step(rs, [0, 1, 2])
+    rs.deliver(np.array([0, 1, 2]), 1.0)
+    s = step(rs, [], mode="swap")  # preempt all three: 1010 B fit, then 5010 B does not
+    assert list(s.preempted) == [0, 1, 2] and s.swapped_out.tolist() == [True, False, False]
+    assert r.state.tolist() == [SWAPPED, WAITING, WAITING] and rs.used_blocks == 0
+    assert s.swap_out_bytes == 1010.0 and rs.preemptions == 3 and r.n_preempt.tolist() == [1, 1, 1]
+    s = step(rs, [0])  # swap 0 back in (it runs a decode step)
+    assert list(s.swapped_in) == [0] and s.kind == "decode" and r.state[0] == RUNNING
+    assert rs.swap_used_bytes == 0.0 and rs.swap_bytes == 2020.0
+
+
+def test_overflowing_the_kv_cache_is_an_error():
+    _, rs = replica([100, 100], [5, 5], total_blocks=8)
+    with pytest.raises(RuntimeError, match="exceed capacity"):
+        step(rs, [0, 1])
+
+
+def test_view_reports_the_replica():
+    r, rs = replica([20, 40], [2, 1])
+    v = rs.view(3.0)
+    assert v.now_s == 3.0 and list(v.ids) == [0, 1] and (v.state == WAITING).all()
+    assert v.kv_blocks_free == 64 and v.block_size == 16 and v.max_num_seqs == 8
