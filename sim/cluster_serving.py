@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from orrery.core.config import Strict
 from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.deployment import decode_capacity_tok_s, fit_problem, replica_perf, tp_problem
 from orrery.hwmodels.gpus import get_gpu
@@ -35,16 +36,10 @@ from orrery.policies.routing.base import RouterView, validate_routing
 from orrery.policies.serving.base import WAITING
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
-from orrery.sim.scenario import Scenario, Strict
-from orrery.sim.serving import (
-    FINISHED,
-    QoESpec,
-    RequestState,
-    ServingHardware,
-    ServingScenario,
-    _Replica,
-    summarize_requests,
-)
+from orrery.sim.scenario import Scenario
+from orrery.sim.serving import _Replica
+from orrery.sim.serving_replica import FINISHED, RequestState, summarize_requests
+from orrery.sim.serving_scenario import QoESpec, ServingHardware, ServingScenario
 from orrery.workloads.serving import ServingWorkload
 
 DEFAULT_CHECK_EVERY_S = 60.0  # simulated seconds between early-stop checks (monitor only)
@@ -212,8 +207,8 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
     caps = np.array([m["capacity_tok_s"] for m in meta])
     tps = np.array([m["tp"] for m in meta], dtype=float)
     idle_w = np.array([m["idle_w"] for m in meta])
-    totals = np.array([rep.total_blocks for rep in replicas], dtype=np.int64)
-    max_seqs = np.array([rep.max_num_seqs for rep in replicas], dtype=np.int64)
+    totals = np.array([rep.state.total_blocks for rep in replicas], dtype=np.int64)
+    max_seqs = np.array([rep.state.max_num_seqs for rep in replicas], dtype=np.int64)
     lat = tuple(rep.latency for rep in replicas)
     arrivals_done = sim.env.event()
     routed = np.zeros(state.n, dtype=np.int64)
@@ -224,7 +219,7 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
         wait_tok = np.empty(n_rep, np.int64)
         out_tok = np.empty(n_rep, np.int64)
         for k, rep in enumerate(replicas):
-            ids = rep.ids()
+            ids = rep.state.ids()
             n_live[k] = ids.size
             if ids.size:
                 w = state.state[ids] == WAITING
@@ -238,7 +233,7 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
             now_s=sim.now, request_id=rid, prompt_tokens=int(state.prompt[rid]),
             ttft_exp_s=float(state.ttft[rid]), tds_exp_tok_s=float(state.tds[rid]), n_live=n_live,
             n_waiting=n_wait, waiting_prompt_tokens=wait_tok, outstanding_tokens=out_tok,
-            kv_blocks_used=np.array([rep.used_blocks for rep in replicas], dtype=np.int64),
+            kv_blocks_used=np.array([rep.state.used_blocks for rep in replicas], dtype=np.int64),
             kv_blocks_total=totals, max_num_seqs=max_seqs, capacity_tok_s=caps, latency=lat)
 
     def arrivals():
@@ -266,7 +261,7 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
         min_ci = float(np.min(carbon.values_g_per_kwh))
         while True:
             yield sim.timeout(check_every_s)
-            if arrivals_done.triggered and not any(rep.live for rep in replicas):
+            if arrivals_done.triggered and not any(rep.state.live for rep in replicas):
                 return
             busy = np.array([rep.busy_s for rep in replicas])
             floor = float((idle_w * tps * np.maximum(0.0, (last_s - first_s) - busy)).sum())
