@@ -703,16 +703,34 @@ def validate_setup(study: Study) -> SetupReport:
             )
     checks.append("control and treatments differ only in the independent variables")
 
-    # 4. policies exist
-    from orrery.policies.registry import PolicyInputError, get_policy_class
+    # 4. policies exist, take their parameters and keep their domain's contract
+    from orrery.policies.check import PolicyContractError, check_policy
+    from orrery.policies.registry import PolicyInputError, get_contract, make_policy
 
     pdom = policy_domain_of(study.domain)
-    for pol in sorted({r.scenario.policy for r in study.runs()}):
+    try:
+        get_contract(pdom)
+        contract = True
+    except PolicyInputError:  # a plug-in domain without a contract: instantiate only
+        contract = False
+    tried: set[tuple[str, str]] = set()
+    for r in study.runs():
+        pol, params = r.scenario.policy, r.scenario.policy_params
+        if (pol, canon(params)) in tried:
+            continue
+        tried.add((pol, canon(params)))
         try:
-            get_policy_class(pdom, pol)
+            policy = make_policy(pdom, pol, params)
         except PolicyInputError as err:
-            raise ScenarioError(f"{src}: {err}") from None
-    checks.append(f"policies exist in domain {pdom}")
+            raise ScenarioError(f"{src}: group {r.group}: {err}") from None
+        if contract:
+            try:
+                check_policy(pdom, policy)
+            except PolicyContractError as err:
+                raise ScenarioError(f"{src}: group {r.group}: policy {pol!r} with policy_params "
+                                    f"{params} breaks the {pdom} contract: {err}") from None
+    checks.append(f"policies exist in domain {pdom}, take their policy_params"
+                  + (" and pass check_policy" if contract else ""))
 
     # 5. data files exist and parse
     files: dict[str, str] = {}

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orrery.policies.registry import get_contract
+from orrery.core.errors import PolicyInputError
+from orrery.policies.registry import available_domains, get_contract
 
 # modules a policy must not import (itself or any submodule): backends and the layers above policies
 FORBIDDEN_IMPORTS = ("simpy", "torch", "pynvml", "orrery.sim", "orrery.realbackend", "orrery.experiments")
@@ -45,12 +46,23 @@ def forbidden_imports(cls: type) -> list[str]:
 def check_policy(domain: str, policy: type | object, *, seed: int = 0) -> list[str]:
     """Check `policy` (a class or an instance) against `domain`'s contract.
 
-    Returns the list of checks performed; raises `PolicyContractError` listing all problems.
+    Returns the list of checks performed; raises `PolicyContractError` listing every problem
+    once (a problem seen on several sample views is listed once, with the views it occurred on).
     """
-    contract = get_contract(domain)
     cls = policy if isinstance(policy, type) else type(policy)
     problems: list[str] = []
     done: list[str] = []
+    registered = getattr(cls, "policy_domain", None)
+    if registered is not None and registered != domain:
+        try:
+            get_contract(registered)
+        except PolicyInputError:
+            problems.append(f"{cls.__name__} is registered under {registered!r}, which is not a policy "
+                            f"domain (known: {', '.join(available_domains())})")
+        else:
+            problems.append(f"{cls.__name__} is registered under domain {registered!r}, not {domain!r}")
+    contract = get_contract(domain)
+    done.append("registered under its domain")
 
     if not issubclass(cls, contract.base):
         problems.append(f"{cls.__name__} does not subclass {contract.base.__name__}")
@@ -84,13 +96,17 @@ def check_policy(domain: str, policy: type | object, *, seed: int = 0) -> list[s
         problems.append(f"{cls.__name__} raised on a sample view: {err!r}")
         raise PolicyContractError("; ".join(problems)) from err
     done.append(f"decides on {len(views)} sample views")
+    seen: dict[str, list[int]] = {}
     for i, (v, d) in enumerate(zip(views, da, strict=True)):
         for p in contract.validate(v, d):
-            problems.append(f"view {i}: {p}")
+            seen.setdefault(p, []).append(i)
+    for p, where in seen.items():
+        label = f"view {where[0]}" if len(where) == 1 else f"views {', '.join(map(str, where))}"
+        problems.append(f"{label}: {p}")
     done.append("every decision is valid for its view")
     if repr(da) != repr(db):
         problems.append(f"{cls.__name__} is not deterministic: same views gave different decisions")
     done.append("deterministic")
     if problems:
-        raise PolicyContractError(f"{cls.__name__} ({domain}): " + "; ".join(problems))
+        raise PolicyContractError(f"{cls.__name__} ({domain}): " + "; ".join(dict.fromkeys(problems)))
     return done

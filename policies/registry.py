@@ -17,7 +17,7 @@ from typing import Any
 from orrery.core.errors import PolicyInputError
 
 __all__ = ["Contract", "PolicyInputError", "get_contract", "get_policy_class", "list_policies",
-           "make_policy", "register", "register_contract"]
+           "make_policy", "register", "register_contract", "shipped_policies"]
 
 DOMAIN_PACKAGES = ("serving", "fl", "fedtrans", "energy", "resilience", "routing")
 
@@ -106,6 +106,10 @@ def get_policy_class(domain: str, name: str) -> type:
 def make_policy(domain: str, name: str, params: dict[str, Any] | None = None) -> Any:
     """Instantiate a policy, turning bad parameters into a clear `PolicyInputError`."""
     cls = get_policy_class(domain, name)
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise PolicyInputError(f"{domain} policy {name!r} ({cls.__qualname__}) is abstract: it does not "
+                               f"implement {missing}")
     params = dict(params or {})
     sig = inspect.signature(cls)
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
@@ -128,6 +132,12 @@ def get_contract(domain: str) -> Contract:
         return _CONTRACTS[domain]
     except KeyError:
         raise PolicyInputError(f"policy domain {domain!r} registered no contract") from None
+
+
+def shipped_policies(domain: str) -> list[str]:
+    """Names of the policies orrery itself ships in `domain` (plug-ins and test doubles left out)."""
+    load_domain(domain)
+    return sorted(n for n, c in _POLICIES.get(domain, {}).items() if c.__module__.startswith("orrery.policies."))
 
 
 def list_policies() -> dict[str, list[str]]:

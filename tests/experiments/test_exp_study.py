@@ -207,3 +207,17 @@ def test_a_missing_required_data_file_fails_validation(tmp_path, monkeypatch):
     _no_data_anywhere(tmp_path, monkeypatch)
     with pytest.raises(ScenarioError, match="data file not found"):
         validate_setup(load_study(src))
+
+
+def test_validate_instantiates_policies_with_their_params(tmp_path):
+    """A typo in policy_params is caught by `validate`, naming the group and the parameter."""
+    from orrery.core.errors import ScenarioError
+    from orrery.experiments.study import STUDIES_DIR, load_study, validate_setup
+
+    text = (STUDIES_DIR / "serving_quick.toml").read_text()
+    src = tmp_path / "typo.toml"
+    src.write_text(text.replace('[scenario]\npolicy = "vllm_fcfs"', '[scenario]\npolicy = "vllm_fcfs"\npolicy_params = { horizn_s = 1.0 }'))
+    with pytest.raises(ScenarioError, match=r"group policy=.*no parameter\(s\) 'horizn_s'"):
+        validate_setup(load_study(src))
+    report = validate_setup(load_study(STUDIES_DIR / "serving_quick.toml"))
+    assert any("pass check_policy" in c for c in report.checks)

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orrery.core.errors import ScenarioError
+from orrery.policies.registry import shipped_policies
 from orrery.sim.cluster_serving import ClusterServingScenario, run_cluster, simulate_cluster
 
 
@@ -18,8 +19,8 @@ def scenario(router="round_robin", groups=None, rate=6.0, n=60, seed=0, **kw):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(router=st.sampled_from(["round_robin", "least_outstanding_tokens", "power_of_two", "qoe_aware"]),
-       sched=st.sampled_from(["vllm_fcfs", "andes"]), count=st.integers(1, 4),
+@given(router=st.sampled_from(shipped_policies("routing")),
+       sched=st.sampled_from(shipped_policies("serving")), count=st.integers(1, 4),
        rate=st.floats(1.0, 30.0), seed=st.integers(0, 1000))
 def test_invariants(router, sched, count, rate, seed):
     scn = scenario(router, [{"count": count, "gpu": "a100", "scheduler": sched, "max_num_seqs": 16}],

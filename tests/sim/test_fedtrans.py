@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 import orrery.sim.fedtrans as ft  # registers the domain (until sim/domains.py lists it)
 from orrery.core.errors import ScenarioError
 from orrery.policies.fedtrans.base import CostModel, MultiModelDecision, MultiModelPolicy
-from orrery.policies.registry import get_policy_class, load_domain, register
+from orrery.policies.registry import get_policy_class, load_domain, register, shipped_policies
 from orrery.sim.domains import registered_domains
 
-POLICIES = ["fedavg", "fedavg_large", "tiered", "fedtrans"]
+POLICIES = shipped_policies("fedtrans")
 GROW = {"min_rounds": 1, "patience": 1, "plateau_tol": 10.0, "eval_min_rounds": 1}  # grow every round
 
 

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orrery.core.errors import ScenarioError
+from orrery.policies.registry import shipped_policies
 from orrery.sim.domains import get_domain
 from orrery.sim.engine import Simulation
 from orrery.sim.fl import FLScenario, build_availability, build_population, run_fl
@@ -57,7 +58,7 @@ def check_invariants(scn, res):
     assert (tab.loc[done, "completed_rounds"] == tab.loc[done, "rounds"]).all()
 
 
-@pytest.mark.parametrize("policy", ["random", "fifo", "srsf", "venn"])
+@pytest.mark.parametrize("policy", shipped_policies("fl"))
 def test_invariants_each_policy(policy):
     scn = tiny(policy)
     res = run_fl(scn)
@@ -66,7 +67,7 @@ def test_invariants_each_policy(policy):
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), policy=st.sampled_from(["random", "fifo", "srsf", "venn"]),
+@given(seed=st.integers(0, 10_000), policy=st.sampled_from(shipped_policies("fl")),
        n_jobs=st.integers(1, 6), overcommit=st.floats(1.0, 2.0))
 def test_invariants_property(seed, policy, n_jobs, overcommit):
     scn = tiny(policy, seed=seed, n_jobs=n_jobs, n_devices=800).with_updates({"rounds.overcommit": overcommit})

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from orrery.core.errors import ScenarioError
 from orrery.experiments.plotting import resilience_plots as plot_resilience
+from orrery.policies.registry import shipped_policies
 from orrery.sim.domains import get_domain
 from orrery.sim.resilience import ResilienceScenario, run_resilience
 
@@ -69,7 +70,7 @@ def test_memory_infeasible_is_reported():
 
 
 @settings(max_examples=8, deadline=None)
-@given(st.sampled_from(["varuna", "bamboo", "oobleck"]), st.integers(0, 50),
+@given(st.sampled_from(shipped_policies("resilience")), st.integers(0, 50),
        st.floats(120, 7200), st.floats(0, 1), st.floats(0, 1))
 def test_progress_bounded(policy, seed, interval, p_remove, p_add):
     sc = ResilienceScenario.from_dict({

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orrery.core.errors import OrreryInputError, ScenarioError
+from orrery.policies.registry import shipped_policies
 from orrery.policies.serving.qoe import qoe_of_stream
 from orrery.sim.serving import ServingScenario, build_perf_model, run_serving
 
@@ -57,7 +58,7 @@ def check_invariants(scn, res):
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    policy=st.sampled_from(["vllm_fcfs", "round_robin", "andes"]),
+    policy=st.sampled_from(shipped_policies("serving")),
     rate=st.floats(0.5, 6.0),
     seed=st.integers(0, 10_000),
     util=st.sampled_from([0.45, 0.9]),

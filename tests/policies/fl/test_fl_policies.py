@@ -1,13 +1,7 @@
 import pytest
 
-from orrery.policies.check import check_policy
 from orrery.policies.fl.base import AtomView, FLView, JobView, TierView
-from orrery.policies.registry import get_policy_class, make_policy
-
-
-@pytest.mark.parametrize("name", ["random", "fifo", "srsf", "venn"])
-def test_conformance(name):
-    assert "deterministic" in check_policy("fl", get_policy_class("fl", name))
+from orrery.policies.registry import make_policy
 
 
 def job(jid, req, demand, rounds=10, done=0, arrival=0.0, work=100.0):

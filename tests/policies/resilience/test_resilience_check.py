@@ -1,17 +1,10 @@
-"""Every shipped resilience policy passes the domain's conformance checker."""
+"""Resilience policies: registered names and bad parameters (conformance: tests/policies/test_conformance.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from orrery.policies.check import check_policy
-from orrery.policies.registry import PolicyInputError, get_policy_class, list_policies, make_policy
-
-
-@pytest.mark.parametrize("name", ["varuna", "bamboo", "oobleck"])
-def test_policy_conforms(name):
-    done = check_policy("resilience", get_policy_class("resilience", name))
-    assert "deterministic" in done
+from orrery.policies.registry import PolicyInputError, list_policies, make_policy
 
 
 def test_registered_and_bad_params():
