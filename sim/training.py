@@ -29,6 +29,7 @@ trace so that forecasters have history.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
@@ -59,6 +60,7 @@ from orrery.policies.energy.base import (
 from orrery.policies.registry import make_policy
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import RNGStreams
+from orrery.sim.recorder import Recorder
 from orrery.sim.scenario import Scenario
 from orrery.traces.carbon import CarbonTrace, load_carbon_trace
 from orrery.workloads.training import DATASET_SIZES, DEFAULT_EPOCHS, epochs_to_target, pipeline_1f1b
@@ -196,22 +198,39 @@ def _pl_range(sc: TrainingScenario, model: PowerLimitModel) -> tuple[float, floa
     return lo, hi
 
 
-class _DNNState:
-    """Mutable bookkeeping of one DNN job execution (vectors appended per window)."""
-
-    def __init__(self):
-        self.cols: dict[str, list] = {c: [] for c in (
-            "recurrence", "batch_size", "t_start_s", "t_end_s", "power_limit_w", "steps", "power_w",
-            "energy_j", "carbon_g", "ci_mean_g_per_kwh")}
-        self.forecast: dict[str, list] = {c: [] for c in ("t_s", "forecast_g_per_kwh", "actual_g_per_kwh",
-                                                           "persistence_g_per_kwh")}
+WINDOW_COLUMNS = ("recurrence", "batch_size", "t_start_s", "t_end_s", "power_limit_w", "steps", "power_w",
+                  "energy_j", "carbon_g", "ci_mean_g_per_kwh")
+FORECAST_COLUMNS = ("t_s", "forecast_g_per_kwh", "actual_g_per_kwh", "persistence_g_per_kwh")
 
 
-def _run_dnn_once(sc: TrainingScenario, policy, model: PowerLimitModel, trace: CarbonTrace, rng: np.random.Generator,
-                  state: _DNNState, t0: float, total_steps: float, batch_size: int, recurrence: int,
-                  rec_view: RecurrenceView | None, early_stop_cost: float | None, first: EnergyDecision | None,
-                  horizon_s: float | None) -> dict[str, float]:
-    """Run one job to `total_steps`; returns time, energy, carbon, steps, stopped_early."""
+@dataclass(frozen=True)
+class JobRun:
+    """One execution of a DNN training job: the scenario, its power-limit model and carbon
+    trace, where it starts (`t0_s`), how many steps it needs at which batch size, and, for
+    recurring jobs, the recurrence index and view, the early-stop cost threshold and the first
+    decision (the one that chose the batch size)."""
+
+    sc: TrainingScenario
+    model: PowerLimitModel
+    trace: CarbonTrace
+    total_steps: float
+    batch_size: int
+    t0_s: float = 0.0
+    recurrence: int = 0
+    rec_view: RecurrenceView | None = None
+    early_stop_cost: float | None = None
+    first: EnergyDecision | None = None
+    horizon_s: float | None = None
+
+
+def _run_dnn_once(job: JobRun, policy, rng: np.random.Generator, rec: Recorder) -> dict[str, float]:
+    """Run one job to `job.total_steps`, recording its control windows (`windows`) and the
+    policy's carbon forecasts (`forecast`) in `rec`; returns time, energy, carbon, steps, stopped."""
+    sc, model, trace = job.sc, job.model, job.trace
+    t0, total_steps, batch_size, recurrence = job.t0_s, job.total_steps, job.batch_size, job.recurrence
+    early_stop_cost, horizon_s = job.early_stop_cost, job.horizon_s
+    windows = rec.table("windows", WINDOW_COLUMNS)
+    forecasts = rec.table("forecast", FORECAST_COLUMNS)
     spec = get_gpu(sc.gpu)
     lo, hi = _pl_range(sc, model)
     n_gpus = sc.workload.n_gpus
@@ -220,7 +239,7 @@ def _run_dnn_once(sc: TrainingScenario, policy, model: PowerLimitModel, trace: C
     noise_steps = 0.0  # sum of steps x their time-noise factor: the run's realised noise
     pl = hi
     last: Measurement | None = None
-    decision = first
+    decision = job.first
     stopped = False
     hist_n = 60
     while steps < total_steps - 1e-9:
@@ -230,7 +249,7 @@ def _run_dnn_once(sc: TrainingScenario, policy, model: PowerLimitModel, trace: C
                 sm_clock_min_mhz=spec.sm_clock_min_mhz, sm_clock_max_mhz=spec.sm_clock_max_mhz,
                 power_limit_w=pl, steps_done=int(steps), last_window=last,
                 carbon_g_per_kwh=trace.value_at(t), carbon_history=trace.history(t, hist_n),
-                carbon_interval_s=trace.interval_s, recurrence=rec_view,
+                carbon_interval_s=trace.interval_s, recurrence=job.rec_view,
             )
             decision = policy.schedule(view)
         if decision.power_limit_w is not None:
@@ -240,10 +259,8 @@ def _run_dnn_once(sc: TrainingScenario, policy, model: PowerLimitModel, trace: C
             pl = float(decision.power_limit_w)
         if decision.forecast_g_per_kwh is not None:
             k0 = decision.info.get("forecast_interval_start_s", t)
-            state.forecast["t_s"].append(k0)
-            state.forecast["forecast_g_per_kwh"].append(decision.forecast_g_per_kwh)
-            state.forecast["actual_g_per_kwh"].append(trace.value_at(k0))
-            state.forecast["persistence_g_per_kwh"].append(trace.value_at(k0 - trace.interval_s))
+            forecasts.append(k0, decision.forecast_g_per_kwh, trace.value_at(k0),
+                             trace.value_at(k0 - trace.interval_s))
         noise = float(np.exp(rng.normal(0.0, sc.workload.time_noise))) if sc.workload.time_noise else 1.0
         step_s = float(model.time_s(pl)) / steps_per_epoch * noise
         power = float(model.power_w(pl)) * n_gpus
@@ -267,10 +284,8 @@ def _run_dnn_once(sc: TrainingScenario, policy, model: PowerLimitModel, trace: C
         e = power * dur
         ci = float(trace.integral(t, t + dur))
         c = power * ci / 3.6e6
-        for k, v in (("recurrence", recurrence), ("batch_size", batch_size), ("t_start_s", t), ("t_end_s", t + dur),
-                     ("power_limit_w", pl), ("steps", w_steps), ("power_w", power), ("energy_j", e),
-                     ("carbon_g", c), ("ci_mean_g_per_kwh", ci / dur if dur > 0 else trace.value_at(t))):
-            state.cols[k].append(v)
+        windows.append(recurrence, batch_size, t, t + dur, pl, w_steps, power, e, c,
+                       ci / dur if dur > 0 else trace.value_at(t))
         t += dur
         steps += w_steps
         noise_steps += w_steps * noise
@@ -305,11 +320,11 @@ def _epochs(sc: TrainingScenario, batch_size: int) -> float | None:
     return e
 
 
-def _dnn_result(sc: TrainingScenario, state: _DNNState, metrics: dict[str, float]) -> RunResult:
-    table = pd.DataFrame(state.cols)
+def _dnn_result(sc: TrainingScenario, frames: dict[str, pd.DataFrame], metrics: dict[str, float]) -> RunResult:
+    table = frames["windows"]
     series = {}
-    if state.forecast["t_s"]:
-        fc = pd.DataFrame(state.forecast)
+    if len(frames["forecast"]):
+        fc = frames["forecast"]
         series["forecast"] = fc
         metrics["forecast_mape_pct"] = float(np.mean(np.abs(fc.forecast_g_per_kwh - fc.actual_g_per_kwh) / fc.actual_g_per_kwh) * 100)
         metrics["persistence_mape_pct"] = float(np.mean(np.abs(fc.persistence_g_per_kwh - fc.actual_g_per_kwh) / fc.actual_g_per_kwh) * 100)
@@ -327,20 +342,21 @@ def run_dnn(sc: TrainingScenario) -> RunResult:
     lo, hi = _pl_range(sc, model)
     est = float(model.time_s(lo)) * epochs * 1.2
     trace = _trace(sc, est)
-    state = _DNNState()
-    r = _run_dnn_once(sc, policy, model, trace, rng, state, 0.0, total, w.batch_size, 0, None, None, None, sc.horizon_s)
+    rec = Recorder()
+    r = _run_dnn_once(JobRun(sc, model, trace, total, w.batch_size, horizon_s=sc.horizon_s), policy, rng, rec)
+    frames = rec.frames()
     # the reference (everything at the maximum limit) sees the run's own step-time noise
     # (common random numbers): a policy that stays at the maximum saves exactly 0%
     e_max = float(model.energy_j(hi)) * epochs * w.n_gpus * r["noise_mean"]
     t_max = float(model.time_s(hi)) * epochs * r["noise_mean"]
-    pls = np.asarray(state.cols["power_limit_w"])
+    pls = frames["windows"]["power_limit_w"].to_numpy()
     metrics = {
         "energy_j": r["energy_j"], "time_s": r["time_s"], "carbon_g": r["carbon_g"], "cost": r["cost"],
         "avg_power_w": r["energy_j"] / r["time_s"] if r["time_s"] > 0 else 0.0,
         "final_power_limit_w": float(pls[-1]) if len(pls) else hi, "epochs": epochs,
         "energy_saving_vs_max_pct": (1 - r["energy_j"] / e_max) * 100, "slowdown_vs_max_pct": (r["time_s"] / t_max - 1) * 100,
     }
-    return _dnn_result(sc, state, metrics)
+    return _dnn_result(sc, frames, metrics)
 
 
 def run_recurring(sc: TrainingScenario) -> RunResult:
@@ -362,7 +378,7 @@ def run_recurring(sc: TrainingScenario) -> RunResult:
         models[workload_key(w.dataset, w.network, b, w.optimizer)].pl_min_w)) for b in sizes) * sc.recurrence.max_epochs
     trace = _trace(sc, min(horizon_guess, 365 * 86400.0))
     spec = get_gpu(sc.gpu)
-    state = _DNNState()
+    rec = Recorder()
     history: list[tuple[int, float, bool]] = []
     rows = {c: [] for c in ("recurrence", "batch_size", "reached_target", "epochs", "time_s", "energy_j",
                             "carbon_g", "cost", "early_stopped")}
@@ -386,8 +402,8 @@ def run_recurring(sc: TrainingScenario) -> RunResult:
         total = epochs * _steps_per_epoch(sc, bs)
         # The first decision chose the batch size; the power limit comes from later calls.
         first_pl = first if first.power_limit_w is not None or first.next_call_steps is not None else None
-        res = _run_dnn_once(sc, policy, model, trace, rng, state, t, total, bs, r, rec_view,
-                            first.early_stop_cost, first_pl, None)
+        res = _run_dnn_once(JobRun(sc, model, trace, total, bs, t0_s=t, recurrence=r, rec_view=rec_view,
+                                   early_stop_cost=first.early_stop_cost, first=first_pl), policy, rng, rec)
         ok = reached and not res["stopped"]
         history.append((bs, res["cost"], ok))
         policy.on_recurrence_end(bs, res["cost"], ok)
@@ -418,7 +434,7 @@ def run_recurring(sc: TrainingScenario) -> RunResult:
         "last5_cost_over_oracle": float(table.cost.tail(5).mean() / oracle) if len(table) and oracle < math.inf else math.nan,
         "cost_regret": float(table.cost.sum() - oracle * len(table)) if oracle < math.inf else math.nan,
     }
-    series = {"windows": pd.DataFrame(state.cols)}
+    series = {"windows": rec.table("windows", WINDOW_COLUMNS).to_frame()}
     return RunResult(metrics=metrics, table=table, series=series)
 
 
