@@ -36,7 +36,7 @@ def test_validate_ok_and_bad_input_exit_2_without_traceback(write_study, capsys)
 
 
 def test_shipped_study_names_resolve(write_study, monkeypatch, capsys):
-    import orrery.experiments.study as study_mod
+    import orrery.experiments.expansion as study_mod  # resolve_study_path reads its STUDIES_DIR
 
     path = write_study(name="toy_shipped.toml")
     monkeypatch.setattr(study_mod, "STUDIES_DIR", path.parent)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import BASE_STUDY
 
-import orrery.experiments.study as study_mod
+import orrery.experiments.setup as study_mod  # validate_setup calls its canon
 from orrery.core.errors import OrreryInputError
 from orrery.experiments import runner as runner_mod
 from orrery.experiments import store as store_mod
