@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from orrery.core.errors import OrreryInputError, ScenarioError
 from orrery.hwmodels.deployment import fit_problem, replica_perf, tp_problem
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
@@ -55,7 +56,6 @@ from orrery.sim.cluster_serving import (
     simulate_cluster,
 )
 from orrery.sim.engine import Simulation
-from orrery.sim.errors import OrreryInputError, ScenarioError
 from orrery.sim.scenario import read_toml
 from orrery.workloads.serving import ServingWorkload
 

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
+from orrery.core.errors import OrreryInputError
 from orrery.experiments.cli import main
 from orrery.experiments.plan import load_plan, search
-from orrery.sim.errors import OrreryInputError
 
 
 def plan_dict(**over):
