@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orrery.sim.errors import TraceFormatError
+from orrery.core.errors import TraceFormatError
 from orrery.traces import llm
 from orrery.traces.llm import load_azure_llm, load_azure_llm_window
 
