@@ -62,6 +62,14 @@ def positive_int(text: str) -> int:
 
 MAX_RUNS_ARG = arg("--max-runs", type=positive_int, metavar="N", default=DEFAULT_MAX_RUNS,
                    help=f"refuse a study that expands to more runs than N (default {DEFAULT_MAX_RUNS:,})")
+
+
+STATS_ARGS = (
+    arg("--alpha", type=float, metavar="A", help="significance level after correction (default: the study's, 0.05)"),
+    arg("--correction", choices=["none", "bh", "holm"],
+        help="multiple-comparison correction over treatments x metrics (default: the study's, bh)"),
+)  # fmt: skip
+
 RUN_ARGS = (
     arg("--out", metavar="DIR", help="results folder (default: results/<study name>/, "
         "results/<study name>-<scale>/ with --scale)"),
@@ -75,6 +83,8 @@ RUN_ARGS = (
     arg("--force", action="store_true",
         help="the results folder holds another study (or scale): delete its results and start over"),
     MAX_RUNS_ARG,
+    *STATS_ARGS,
+    arg("--quiet", "-q", action="store_true", help="no progress display"),
 )
 
 
@@ -125,43 +135,49 @@ class RichProgress:
 
 
 def print_summary(result: Any) -> None:
+    """The short verdict table (one line per claim) and where the full tables are."""
     from rich.table import Table
 
     con = _console()
-    summary = result.summary
     study = result.study
-    keys = [k for k in ["policy", *study.variables, "case"] if k in summary.columns]
-    keys = list(dict.fromkeys(keys))
-    table = Table(title=f"{study.name}: mean ± 95% CI half-width over seeds (* control)")
-    for k in keys:
-        table.add_column(k.rsplit(".", 1)[-1])
-    for col, just in (("metric", "left"), ("mean ± CI", "right"), ("n", "right"),
-                      ("vs ctrl", "right"), ("verdict", "left")):  # fmt: skip
-        table.add_column(col, justify=just)
-    for _, row in summary.iterrows():
-        half = (row["ci95_high"] - row["ci95_low"]) / 2
-        mean = f"{row['mean']:.4g}" + ("" if half != half else f" ± {half:.2g}")
-        ratio, verdict = row.get("ratio"), row.get("verdict")
-        verdict = verdict if isinstance(verdict, str) else ""
-        style = {"supported": "green", "not supported": "red"}.get(verdict, "")
-        cells = [str(row[k]) for k in keys]
-        if row["role"] == "control":
-            cells[0] += "*"
-        table.add_row(
-            *cells,
-            row["metric"],
-            mean,
-            str(row["n"]),
-            _vs_control(ratio, row.get("diff")),
-            f"[{style}]{verdict}[/]" if style else verdict,
+    comp = result.comparisons
+    desc = study.describe()
+    if comp is not None and len(comp):
+        n = int(comp["p_adjusted"].notna().sum())
+        table = Table(
+            title=f"{study.name}: claims, treatment vs control (alpha {desc['alpha']:g}, "
+            f"{_correction_words(desc['correction'])} over {n} comparisons)"
         )
-    con.print(table)
+        for col, just in (("metric", "left"), ("claim", "left"), ("supported", "right"),
+                          ("inconclusive", "right"), ("not supported", "right"),
+                          ("treatment/control", "right")):  # fmt: skip
+            table.add_column(col, justify=just)
+        for metric, sub in comp.groupby("metric", sort=False):
+            counts = sub["verdict"].value_counts()
+            ratios = sub["ratio"].dropna()
+            spread = f"x{ratios.min():.3g}..x{ratios.max():.3g}" if len(ratios) else ""
+            if len(ratios) == 1:
+                spread = f"x{ratios.iloc[0]:.3g}"
+            table.add_row(
+                metric,
+                str(sub["claim"].iloc[0]),
+                f"[green]{counts.get('supported', 0)}[/]",
+                str(counts.get("inconclusive", 0)),
+                f"[red]{counts.get('not supported', 0)}[/]",
+                spread,
+            )
+        con.print(table)
     m = result.manifest
     repro = m["reproducibility"]
     con.print(
         f"runs: {m['counts']['total']} ({result.executed} executed, {result.resumed} resumed); "
-        f"reproducibility: {'OK' if repro['ok'] else 'FAILED'}; results in {result.out}"
+        f"reproducibility: {'OK' if repro['ok'] else 'FAILED'}; results in {result.out} "
+        "(per-group table: summary.csv, report.md; per-seed: metrics.csv)"
     )
+
+
+def _correction_words(correction: str) -> str:
+    return {"bh": "Benjamini-Hochberg", "holm": "Holm", "none": "no correction"}.get(correction, correction)
 
 
 def _run(args: argparse.Namespace, study_ref: str) -> int:
@@ -172,6 +188,7 @@ def _run(args: argparse.Namespace, study_ref: str) -> int:
 
     load_plugins(plugin_modules(args.plugin or []))
     study = load_study(study_ref, scale=args.scale, seeds=args.seeds, max_runs=args.max_runs)
+    study.alpha, study.correction = _stats_options(args)
     progress = RichProgress(study.name)
     result = run_study(
         study, args.out, jobs=args.jobs, dask=args.dask, plugins=args.plugin or [], progress=progress,
@@ -212,13 +229,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _vs_control(ratio, diff) -> str:
-    """`x1.23` (treatment/control), or `+4.5` (the difference) where the ratio is undefined."""
-    if ratio is not None and ratio == ratio:
-        return f"x{ratio:.3g}"
-    if diff is not None and diff == diff:
-        return f"{diff:+.3g}"
-    return ""
+def _stats_options(args: argparse.Namespace) -> tuple[float | None, str | None]:
+    alpha = getattr(args, "alpha", None)
+    if alpha is not None and not 0 < alpha < 1:
+        from orrery.core.errors import OrreryInputError
+
+        raise OrreryInputError(f"--alpha must be between 0 and 1 (exclusive), got {alpha}")
+    return alpha, getattr(args, "correction", None)
 
 
 def _note_skipped(con, study) -> None:
@@ -232,12 +249,14 @@ def _note_skipped(con, study) -> None:
                   f"treatment and are not run: {shown}")
 
 
-@command("report", "write DIR/report.md (and summary, plots) from a results folder", arg("dir"))
+@command("report", "write DIR/report.md, report.html (and summary, tables, plots) from a results folder",
+         arg("dir"), *STATS_ARGS)  # fmt: skip
 def cmd_report(args: argparse.Namespace) -> int:
     from orrery.experiments.report import report_dir
 
     skipped: list[str] = []
-    path = report_dir(args.dir, plugins=args.plugin or [], skipped=skipped)
+    alpha, correction = _stats_options(args)
+    path = report_dir(args.dir, plugins=args.plugin or [], skipped=skipped, alpha=alpha, correction=correction)
     for why in skipped:
         print(f"skipped corrupt run file: {why} (re-run the study to redo it)", file=sys.stderr)
     print(path)
@@ -248,7 +267,7 @@ def cmd_report(args: argparse.Namespace) -> int:
          arg("--out", metavar="DIR"), arg("--jobs", type=positive_int, metavar="N"),
          arg("--wait", action="store_true"), arg("--force", action="store_true"))  # fmt: skip
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.scale = args.dask = args.seeds = None
+    args.scale = args.dask = args.seeds = args.alpha = args.correction = None
     args.max_runs = DEFAULT_MAX_RUNS
     return _run(args, "serving_quick")
 

@@ -63,6 +63,8 @@ class Study:
     groups: list[Group]
     skipped_cases: dict[str, str] = field(default_factory=dict)  # case -> missing file
     unrun_groups: list[str] = field(default_factory=list)  # grid points neither control nor a named treatment
+    alpha: float | None = None  # overrides [study] alpha (`--alpha`)
+    correction: str | None = None  # overrides [study] correction (`--correction`)
 
     @property
     def name(self) -> str:
@@ -103,6 +105,9 @@ class Study:
             "cases": [c.name for c in self.spec.cases if c.name not in self.skipped_cases],
             "skipped_cases": self.skipped_cases,
             "test": s.test,
+            "claims": {m: c.model_dump(exclude_none=True) for m, c in s.claims.items()},
+            "alpha": s.alpha if self.alpha is None else self.alpha,
+            "correction": self.correction or s.correction,
             "groups": [
                 {"label": g.label, "values": g.values, "role": g.role, "control": g.control}
                 for g in self.groups

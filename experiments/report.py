@@ -1,6 +1,7 @@
-"""Study outputs: `summary.csv`, `plots/*.png` and the Markdown report (`report.md`).
+"""Study outputs: `summary.csv`, the open tables (`metrics.parquet|csv`, `series/`),
+`plots/*.png`, the Markdown report (`report.md`) and the interactive one (`report.html`).
 
-`orrery report DIR` rebuilds all three from `DIR/manifest.json` and `DIR/runs/*.parquet`
+`orrery report DIR` rebuilds them all from `DIR/manifest.json` and `DIR/runs/*.parquet`
 alone, so a results folder copied to another machine can still be reported on.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from orrery.core.errors import OrreryInputError
-from orrery.experiments import plots, stats
+from orrery.experiments import html_report, plots, stats, tables
 from orrery.experiments.store import ResultsStore, RunRecord
 
 
@@ -59,7 +60,8 @@ def render_report(
     if s.get("cases"):
         out.append(f"- Cases: {', '.join(s['cases'])}")
     out.append(f"- Dependent metrics: {', '.join(f'`{m}` ({d} is better)' for m, d in s['metrics'].items())}")
-    out.append(f"- Seeds: {s['seeds']} ({len(s['seeds'])} per group); test: {s.get('test', 'welch')} at 95%")
+    out.append(f"- Seeds: {s['seeds']} ({len(s['seeds'])} per group)")
+    out.append("- Statistics: " + stats_words(s, comparisons))
     counts = manifest.get("counts", {})
     out.append(
         f"- Runs: {counts.get('total', '?')} ({counts.get('executed', '?')} executed, "
@@ -80,8 +82,10 @@ def render_report(
     out.append("")
 
     if not comparisons.empty:
-        out += ["## Verdicts (treatment vs control, 95%)", ""]
-        table = comparisons[["group", "control_group", "metric", "ratio", "diff", "p_value", "verdict"]]
+        out += [f"## Verdicts (treatment vs control; claims tested at alpha {s.get('alpha', stats.ALPHA):g} "
+                "after correction)", ""]
+        cols = ["group", "control_group", "metric", "claim", "ratio", "diff", "p_value", "p_adjusted", "verdict"]
+        table = comparisons[[c for c in cols if c in comparisons]]
         out += [_md_table(table), ""]
         tally = comparisons.groupby("metric")["verdict"].value_counts().unstack(fill_value=0)
         out.append("Per metric: " + "; ".join(
@@ -102,6 +106,26 @@ def render_report(
     return "\n".join(out)
 
 
+def stats_words(study: dict[str, Any], comparisons: pd.DataFrame) -> str:
+    """One sentence: the test, the claims, alpha and the multiple-comparison correction."""
+    test = {"welch": "Welch t-tests", "mannwhitney": "Mann-Whitney U tests"}.get(study.get("test", "welch"), "tests")
+    corr = comparisons["correction"].iloc[0] if len(comparisons) and "correction" in comparisons else study.get(
+        "correction", stats.DEFAULT_CORRECTION)
+    n = int(comparisons["p_value"].notna().sum()) if len(comparisons) else 0
+    words = {"bh": "Benjamini-Hochberg (false discovery rate)", "holm": "Holm (family-wise error rate)",
+             "none": "no correction"}.get(corr, corr)  # fmt: skip
+    claims = study.get("claims") or {}
+    claimed = "; ".join(
+        f"`{m}`: {stats.claim_text(c, study['metrics'].get(m, 'higher'))}" for m, c in claims.items()
+    )
+    return (
+        f"{test}; p-values adjusted for multiple comparisons by {words} over the {n} "
+        f"treatment x metric comparisons; alpha {study.get('alpha', stats.ALPHA):g}. "
+        + (f"Claims: {claimed}; other metrics: a two-sided difference." if claims else
+           "Every metric: a two-sided difference (no claims stated).")
+    )
+
+
 def write_outputs(
     store: ResultsStore,
     study: dict[str, Any],
@@ -110,26 +134,41 @@ def write_outputs(
     summary: pd.DataFrame,
     comparisons: pd.DataFrame,
     domain: Any = None,
+    *,
+    png: bool = True,
 ) -> list[Path]:
-    """summary.csv, plots/*.png and report.md; returns the plot paths."""
+    """summary.csv, open tables, plots/*.png (unless `png` is False), report.md and report.html;
+    returns the PNG paths."""
     store.root.mkdir(parents=True, exist_ok=True)
     summary.to_csv(store.summary_path, index=False)
-    paths = plots.generic_plots(store.plots_dir, summary, study)
-    if domain is not None:
+    tables.write_tables(store.root, study, records)
+    paths = plots.generic_plots(store.plots_dir, summary, study) if png else []
+    if domain is not None and png:
         paths += plots.domain_plots(domain, store.plots_dir, summary, records)
     store.report_path.write_text(render_report(study, manifest, summary, comparisons, paths, store.root))
+    html = html_report.render_html(study, manifest, summary, comparisons, records, stats_words(study, comparisons))
+    (store.root / html_report.REPORT_NAME).write_text(html, encoding="utf-8")
     return paths
 
 
-def write_result(result: Any) -> list[Path]:
-    """summary.csv, plots and report.md of a finished `runner.StudyResult`."""
+def write_result(result: Any, *, png: bool = True) -> list[Path]:
+    """summary.csv, open tables, plots, report.md and report.html of a finished
+    `runner.StudyResult` (`png` False: no matplotlib PNGs)."""
     study = result.study
     return write_outputs(ResultsStore(result.out), study.describe(), result.manifest, result.records,
-                         result.summary, result.comparisons, study.domain)
+                         result.summary, result.comparisons, study.domain, png=png)
 
 
-def report_dir(root: str | Path, plugins: list[str] | None = None, skipped: list[str] | None = None) -> Path:
-    """Rebuild summary, plots and report.md of a results folder from its manifest and runs.
+def report_dir(
+    root: str | Path,
+    plugins: list[str] | None = None,
+    skipped: list[str] | None = None,
+    *,
+    alpha: float | None = None,
+    correction: str | None = None,
+) -> Path:
+    """Rebuild summary, tables, plots, report.md and report.html of a results folder from its
+    manifest and runs (alpha and correction: override the study's).
 
     Run files that do not read back whole (checksum mismatch, truncated) are left out and
     listed in `skipped` (`path: why`), not fatal: re-run the study to redo them."""
@@ -143,6 +182,11 @@ def report_dir(root: str | Path, plugins: list[str] | None = None, skipped: list
     records = [r for r in store.records(skipped) if r.run_id in wanted]
     if not records:
         raise OrreryInputError(f"{store.root}: no finished runs in {store.runs_dir}")
+    study = {**study}
+    if alpha is not None:
+        study["alpha"] = alpha
+    if correction is not None:
+        study["correction"] = correction
     summary, comparisons = stats.summarize(study, records)
     domain = None
     try:

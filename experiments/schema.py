@@ -19,6 +19,31 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ClaimSpec(_Spec):
+    """What the hypothesis claims for one metric, treatment vs control (tested by stats)."""
+
+    kind: Literal["difference", "superiority", "noninferiority", "equivalence"] = Field(
+        ..., description="difference (two-sided), superiority (better by >= margin), "
+        "noninferiority (not worse by > margin), equivalence (within margin, TOST)"
+    )
+    margin_pct: float | None = Field(None, ge=0, description="margin in % of the control's mean")
+    margin: float | None = Field(None, ge=0, description="margin in the metric's own unit")
+    factor: float | None = Field(None, ge=1, description="superiority: better by this factor (2 = 2x)")
+
+    @model_validator(mode="after")
+    def _one_margin(self) -> ClaimSpec:
+        given = [k for k in ("margin_pct", "margin", "factor") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of margin_pct, margin, factor; got {', '.join(given)}")
+        if self.factor is not None and self.kind != "superiority":
+            raise ValueError("factor is for superiority claims; use margin_pct or margin")
+        if self.kind in ("noninferiority", "equivalence") and not given:
+            raise ValueError(f"a {self.kind} claim needs margin_pct or margin")
+        if self.kind == "difference" and given:
+            raise ValueError("a difference claim has no margin (use superiority)")
+        return self
+
+
 class StudySection(_Spec):
     name: str = Field(..., description="study name; also the default results folder")
     domain: str
@@ -29,6 +54,20 @@ class StudySection(_Spec):
     control: dict[str, Any] = Field(..., description="independent-variable values of the control")
     treatments: list[dict[str, Any]] | None = None
     test: Literal["welch", "mannwhitney"] = "welch"
+    claims: dict[str, ClaimSpec] = Field(
+        default_factory=dict, description="metric -> claim (default: a two-sided difference)"
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level after correction")
+    correction: Literal["none", "bh", "holm"] = Field(
+        "bh", description="multiple-comparison correction over treatments x metrics"
+    )
+
+    @model_validator(mode="after")
+    def _claims_name_metrics(self) -> StudySection:
+        unknown = [m for m in self.claims if m not in self.metrics]
+        if unknown:
+            raise ValueError(f"claims for {unknown} name no metric of the study ({', '.join(self.metrics)})")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -51,3 +51,24 @@ def toy_env():
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["ORRERY_PLUGINS"] = "orrery_toy_domain"
     return env
+
+
+@pytest.fixture(scope="session")
+def tiny_result(tmp_path_factory):
+    """tiny_result(name) -> (results folder, StudyResult) of a shipped study in CI size, run once
+    per session (see tiny_studies.py)."""
+    import warnings
+
+    from tiny_studies import run_tiny
+
+    root = tmp_path_factory.mktemp("tiny_studies")
+    cache: dict[str, tuple[Path, object]] = {}
+
+    def get(name: str):
+        if name not in cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # scipy on identical samples
+                cache[name] = (root / name, run_tiny(name, root / name))
+        return cache[name]
+
+    return get
