@@ -90,9 +90,11 @@ RUN_ARGS = (
 
 class RichProgress:
     """A rich progress bar with ETA (on stderr): runs, and the reproducibility re-runs apart;
-    the last finished group is shown whole (its case name included)."""
+    the last finished group is shown whole (its case name included); and one live line per
+    worker: its run, simulated time / horizon and events per second (from the simulators'
+    progress callback)."""
 
-    def __init__(self, study_name: str):
+    def __init__(self, study_name: str, console: Any = None):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -111,11 +113,13 @@ class RichProgress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[last]}"),
-            console=_console(stderr=True),
+            console=console or _console(stderr=True),
             transient=False,
         )
         self.task = self.repro_task = None
         self.last = ""
+        self.workers: dict[Any, Any] = {}  # worker id -> rich task
+        self._rate: dict[Any, tuple[str, int, float]] = {}  # worker -> (run, events, wall time)
 
     def start(self, total: int, resumed: int, repro_total: int = 0) -> None:
         if resumed:
@@ -130,8 +134,38 @@ class RichProgress:
         self.last = label
         self.bar.update(task, advance=1, last=label)  # whole: the case name is at its end
 
+    def live(self, worker: Any, run_id: str, sim_s: float, horizon_s: float, events: int) -> None:
+        """One worker's running simulation: simulated time / horizon and events per second."""
+        import time
+
+        now = time.perf_counter()
+        prev = self._rate.get(worker)
+        eps = None
+        if prev is not None and prev[0] == run_id and now > prev[2]:
+            eps = (events - prev[1]) / (now - prev[2])
+        if prev is None or prev[0] != run_id or now - prev[2] >= 1.0:
+            self._rate[worker] = (run_id, events, now)
+        known = horizon_s == horizon_s and horizon_s > 0
+        text = f"{run_id[:48]}  t={sim_s:,.0f}" + (f"/{horizon_s:,.0f}" if known else "") + " s sim"
+        if eps is not None:
+            text += f", {eps:,.0f} events/s"
+        if worker not in self.workers:
+            self.workers[worker] = self.bar.add_task(f"  worker {len(self.workers) + 1}", total=None, last="")
+        self.bar.update(self.workers[worker], total=horizon_s if known else None,
+                        completed=min(sim_s, horizon_s) if known else 0, last=text)  # fmt: skip
+
     def stop(self) -> None:
+        for task in self.workers.values():
+            self.bar.remove_task(task)
+        self.workers.clear()
         self.bar.stop()
+
+
+def make_progress(study_name: str, quiet: bool = False) -> RichProgress | None:
+    """The progress display, or None when stderr is not a terminal or with --quiet."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    return RichProgress(study_name)
 
 
 def print_summary(result: Any) -> None:
@@ -189,7 +223,7 @@ def _run(args: argparse.Namespace, study_ref: str) -> int:
     load_plugins(plugin_modules(args.plugin or []))
     study = load_study(study_ref, scale=args.scale, seeds=args.seeds, max_runs=args.max_runs)
     study.alpha, study.correction = _stats_options(args)
-    progress = RichProgress(study.name)
+    progress = make_progress(study.name, getattr(args, "quiet", False))
     result = run_study(
         study, args.out, jobs=args.jobs, dask=args.dask, plugins=args.plugin or [], progress=progress,
         wait=args.wait, force=args.force,
@@ -265,7 +299,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 @command("demo", "run the shipped quick serving study and print its summary",
          arg("--out", metavar="DIR"), arg("--jobs", type=positive_int, metavar="N"),
-         arg("--wait", action="store_true"), arg("--force", action="store_true"))  # fmt: skip
+         arg("--wait", action="store_true"), arg("--force", action="store_true"),
+         arg("--quiet", "-q", action="store_true", help="no progress display"))  # fmt: skip
 def cmd_demo(args: argparse.Namespace) -> int:
     args.scale = args.dask = args.seeds = args.alpha = args.correction = None
     args.max_runs = DEFAULT_MAX_RUNS

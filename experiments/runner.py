@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
@@ -61,6 +62,10 @@ from orrery.experiments.study import (
 
 MANIFEST_EVERY_S = 2.0
 
+# where a run's live progress goes: a queue inherited by forked pool workers, or a direct sink
+# in-process; None: no live progress (not a terminal, --quiet, Dask)
+_LIVE: Any = None
+
 
 class StudyFailed(RuntimeError):
     """Runs failed or did not reproduce (an internal error: exit status 1)."""
@@ -92,7 +97,10 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
                 f"scenario of run {task['run_id']} changed on its way to the worker "
                 f"({task['scenario_hash']} -> {sc.stable_hash()}): it does not round-trip through JSON"
             )
-        res = domain.run(sc)
+        from orrery.sim import progress as sim_progress
+
+        with sim_progress.reporting(_live_reporter(task["run_id"])):
+            res = domain.run(sc)
         missing = [m for m in task.get("metrics", ()) if m not in res.metrics]
         if missing:
             raise RuntimeError(f"domain {task['domain']!r} did not produce metrics {missing}")
@@ -132,6 +140,74 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
             "traceback": traceback.format_exc(),
             "wall_s": time.perf_counter() - t0,
         }
+
+
+def _live_reporter(run_id: str):
+    """A progress callback that forwards (worker, run, sim time, horizon, events) to the driver."""
+    sink = _LIVE
+    if sink is None:
+        return None
+    worker = os.getpid()
+
+    def report(sim_s: float, horizon_s: float, events: int) -> None:
+        try:
+            sink.put_nowait((worker, run_id, sim_s, horizon_s, events))
+        except (queue.Full, OSError, ValueError):
+            pass  # progress is best effort: never slow down or fail a run for it
+
+    return report
+
+
+class _DirectSink:
+    """In-process runs: hand progress straight to the display."""
+
+    def __init__(self, fn: Callable[..., None]):
+        self.fn = fn
+
+    def put_nowait(self, item: tuple) -> None:
+        self.fn(*item)
+
+
+class _LiveChannel:
+    """Carries live progress from local pool workers (a fork-inherited queue) to `fn`."""
+
+    def __init__(self, fn: Callable[..., None], jobs: int):
+        global _LIVE
+        self.fn, self.thread, self.q = fn, None, None
+        self._stop = threading.Event()
+        if jobs <= 1:
+            _LIVE = _DirectSink(fn)
+        elif "fork" in multiprocessing.get_all_start_methods():
+            self.q = multiprocessing.get_context("fork").Queue(maxsize=10_000)
+            _LIVE = self.q  # set before the pool forks its workers: they inherit it
+
+    def start(self) -> None:
+        if self.q is not None:
+            self.thread = threading.Thread(target=self._pump, name="orrery-live-progress", daemon=True)
+            self.thread.start()
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self.q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            except (OSError, ValueError, EOFError):
+                return
+            try:
+                self.fn(*item)
+            except Exception:  # noqa: BLE001 - a display problem must not stop the study
+                pass
+
+    def stop(self) -> None:
+        global _LIVE
+        _LIVE = None
+        self._stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=2)
+        if self.q is not None:
+            self.q.close()
+            self.q.cancel_join_thread()
 
 
 # ----------------------------------------------------------------------------- backends
@@ -312,7 +388,9 @@ def make_backend(jobs: int | None = None, dask: str | None = None, **dask_local_
 
 class Progress(Protocol):
     """`start(runs to do, runs resumed, reproducibility re-runs to do)`; `advance(label, repro)`
-    after each finished run (`repro`: it was a reproducibility re-run, counted apart)."""
+    after each finished run (`repro`: it was a reproducibility re-run, counted apart). It may
+    also have `live(worker, run_id, sim_s, horizon_s, events)`: then simulators' live progress
+    reaches it (local and in-process backends)."""
 
     def start(self, total: int, resumed: int, repro_total: int = 0) -> None: ...
 
@@ -529,11 +607,20 @@ def _run_locked(
     failures: list[dict[str, Any]] = []
     repro_second: dict[str, dict[str, Any]] = {}
     executed = 0
-    backend = make_backend(jobs, dask, **(dask_local_kwargs or {}))
+    live_fn = getattr(progress, "live", None)
+    channel = _LiveChannel(live_fn, jobs or os.cpu_count() or 1) if live_fn and not dask else None
+    try:
+        backend = make_backend(jobs, dask, **(dask_local_kwargs or {}))
+    except BaseException:
+        if channel is not None:
+            channel.stop()
+        raise
     manifest["backend"] = backend.describe()
     t_start = last_save = time.perf_counter()
     aborted = True
     try:
+        if channel is not None:
+            channel.start()
         progress.start(todo_runs, resumed, todo_repro)
         for phase in phases:
             tasks = []
@@ -572,6 +659,8 @@ def _run_locked(
             manifest["status"] = "interrupted"
             with contextlib.suppress(Exception):
                 store.save_manifest(manifest)
+        if channel is not None:
+            channel.stop()
 
     # reproducibility
     checks = []

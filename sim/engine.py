@@ -9,10 +9,13 @@ the length stream drew one more number.
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 
 import numpy as np
 import simpy
 
+from orrery.sim import progress
 from orrery.sim.recorder import Recorder
 
 
@@ -63,4 +66,29 @@ class Simulation:
         return self.env.timeout(delay_s, value)
 
     def run(self, until: float | simpy.Event | None = None) -> None:
-        self.env.run(until=until)
+        """Advance to `until`; with a progress reporter installed (`sim.progress.reporting`),
+        report (simulated time, horizon, events) about every `progress.INTERVAL_S` of wall time."""
+        fn = progress.current()
+        if fn is None:
+            self.env.run(until=until)
+            return
+        env = self.env
+        horizon = float(until) if isinstance(until, int | float) else math.nan
+        step = env.step  # the class's step; simpy's run() calls self.step(), so this wraps it
+        state = {"n": 0, "last": time.perf_counter()}
+
+        def counted_step() -> None:
+            step()
+            state["n"] += 1
+            if state["n"] % progress.CHECK_EVERY == 0:
+                t = time.perf_counter()
+                if t - state["last"] >= progress.INTERVAL_S:
+                    state["last"] = t
+                    fn(float(env.now), horizon, state["n"])
+
+        env.step = counted_step  # type: ignore[method-assign]
+        try:
+            env.run(until=until)
+        finally:
+            del env.step
+            fn(float(env.now), horizon, state["n"])
