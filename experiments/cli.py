@@ -342,6 +342,13 @@ def catalog() -> dict[str, Any]:
             except Exception as err:  # noqa: BLE001
                 out["unavailable"][f"orrery.policies.{d}"] = str(err)
         out["policies"] = {d: sorted(n) for d, n in sorted(registry._POLICIES.items())}
+    from orrery.experiments.plugins import failed_plugins, origin_of
+
+    out["policy_origins"] = {
+        d: {n: origin_of(registry._POLICIES.get(d, {}).get(n)) for n in names} for d, names in out["policies"].items()
+    }
+    for name, err in failed_plugins().items():
+        out["unavailable"][f"plugin {name}"] = err
     from orrery.sim import domains as sd
 
     for name, module in sd.DOMAIN_MODULES.items():
@@ -350,7 +357,8 @@ def catalog() -> dict[str, Any]:
         except Exception as err:  # noqa: BLE001
             out["unavailable"][module] = str(err)
     for name, d in sorted(sd.registered_domains().items()):  # incl. plugin domains
-        out["domains"][name] = {"description": d.description, "metrics": dict(d.metrics)}
+        out["domains"][name] = {"description": d.description, "metrics": dict(d.metrics),
+                                "origin": origin_of(d.run)}  # fmt: skip
     try:
         from orrery.hwmodels.gpus import GPUS
 
@@ -388,12 +396,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(cat, indent=2, default=str))
         return EXIT_OK
     con = _console()
-    con.print("[bold]policies[/]")
+    con.print("[bold]policies[/] (origin in brackets unless built in)")
     for d, names in cat["policies"].items():
-        con.print(f"  {d}: {', '.join(names) or '(none)'}")
+        origins = cat["policy_origins"].get(d, {})
+        shown = [n + (f" [dim]\\[{origins[n]}][/]" if origins.get(n, "built-in") != "built-in" else "") for n in names]
+        con.print(f"  {d}: {', '.join(shown) or '(none)'}")
     con.print("[bold]domains[/]")
     for d, info in cat["domains"].items():
-        con.print(f"  {d}: metrics {', '.join(f'{m} ({v})' for m, v in info['metrics'].items())}")
+        where = f" [dim]\\[{info['origin']}][/]" if info.get("origin", "built-in") != "built-in" else ""
+        con.print(f"  {d}{where}: metrics {', '.join(f'{m} ({v})' for m, v in info['metrics'].items())}")
     con.print(f"[bold]gpus[/]: {', '.join(cat['gpus'])}")
     con.print(f"[bold]models[/]: {', '.join(cat['models']) or '(none)'}")
     con.print("[bold]shipped studies[/] (orrery run NAME)")
