@@ -88,3 +88,20 @@ def test_mixed_type_variables_become_one_column_type(tmp_path):
     assert df["x"].tolist() == ["1", "[1, 2]"]
     write_tables(tmp_path, study, recs)
     assert pd.read_parquet(tmp_path / "metrics.parquet")["x"].tolist() == ["1", "[1, 2]"]
+
+
+def test_orrery_report_recomputes_with_another_correction_and_alpha(tiny_result, tmp_path):
+    import shutil
+
+    from orrery.experiments.cli import main
+
+    out, _ = tiny_result("zeus")
+    copy = tmp_path / "zeus"
+    shutil.copytree(out, copy)
+    assert main(["report", str(copy), "--correction", "holm", "--alpha", "0.1"]) == 0
+    summary = pd.read_csv(copy / "summary.csv")
+    treated = summary[summary["role"] == "treatment"]
+    assert (treated["correction"] == "holm").all() and treated["p_adjusted"].notna().any()
+    assert "Holm" in (copy / "report.md").read_text() and "alpha 0.1" in (copy / "report.md").read_text()
+    assert "Holm" in (copy / "report.html").read_text(encoding="utf-8")
+    assert main(["report", str(copy), "--alpha", "1.5"]) == 2  # bad input
