@@ -69,7 +69,7 @@ def test_the_runner_forwards_live_progress_from_its_workers(eager, tmp_path, job
 
     study = tiny_study("oobleck", seeds=1)
     coll = _Collect()
-    run_study(study, tmp_path / "out", jobs=jobs, progress=coll, write_outputs=False)
+    run_study(study, tmp_path / "out", jobs=jobs, progress=coll)
     run_ids = {r.run_id for r in study.runs()}
     assert coll.live_calls and {c[1] for c in coll.live_calls} <= run_ids
     assert len({c[1] for c in coll.live_calls}) == len(run_ids)
