@@ -89,6 +89,7 @@ def _orrery(*args: str, env: dict[str, str], cwd: Path | None = None) -> subproc
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
+@pytest.mark.slow  # pip install + two orrery processes; CI runs it
 def test_an_installed_entry_point_plugin_is_listed_with_its_origin_and_runs_a_study(plugin_site, tmp_path):
     env = _env(plugin_site)
     p = _orrery("list", "--json", env=env)

@@ -66,6 +66,7 @@ def _non_blank(png) -> tuple[float, int]:
     return float(differs.mean()), colours
 
 
+@pytest.mark.slow  # a real browser: ~2 s per page on an idle machine; CI runs it
 @pytest.mark.parametrize("name", SHIPPED)
 def test_report_renders_in_headless_chromium(tiny_result, browser, tmp_path, name):
     out, _ = tiny_result(name)
