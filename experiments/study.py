@@ -30,6 +30,7 @@ from orrery.experiments.schema import (
     RESERVED_VARIABLES,
     SLUG_RE,
     CaseSpec,
+    ClaimSpec,
     StudySection,
     StudySpec,
     canon,
@@ -49,7 +50,7 @@ from orrery.experiments.setup import (
 )
 
 __all__ = [
-    "RESERVED_VARIABLES", "SLUG_RE", "STUDIES_DIR", "CaseSpec", "Group", "RunSpec", "SetupReport", "Study",
+    "RESERVED_VARIABLES", "SLUG_RE", "STUDIES_DIR", "CaseSpec", "ClaimSpec", "Group", "RunSpec", "SetupReport", "Study",
     "StudySection", "StudySpec", "anchor_data_paths", "canon", "check_data_file", "check_size", "data_paths",
     "expand", "flat_dump", "flatten", "is_data_key", "load_spec", "load_study", "policy_domain_of",
     "resolve_data_path", "resolve_study_path", "short_name", "slug", "validate_setup",
