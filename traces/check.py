@@ -112,6 +112,16 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             yield start, [x.strip() for x in rec]
 
 
+def _start(path: Path, rep: TraceReport, empty: str) -> tuple[Iterator[tuple[int, list[str]]], tuple[int, list[str]]] | None:
+    """The row iterator and its first row; None (reported) when the file has no rows."""
+    it = _rows(path)
+    first = next(it, None)
+    if first is None:
+        rep.add(1, None, empty)
+        return None
+    return it, first
+
+
 def _parse_time(text: str) -> datetime | None:
     """An ISO-8601 date-time (any fraction digits, optional Z/offset) as naive UTC, or None."""
     t = text.strip()
@@ -174,11 +184,10 @@ def _span(rep: TraceReport, t: np.ndarray, unit: str = "s") -> None:
 
 def _check_llm(path: Path, rep: TraceReport) -> None:
     rep.format = "Azure LLM inference: TIMESTAMP,ContextTokens,GeneratedTokens"
-    it = _rows(path)
-    first = next(it, None)
-    if first is None:
-        rep.add(1, None, "file is empty (expected a header TIMESTAMP,ContextTokens,GeneratedTokens)")
+    started = _start(path, rep, "file is empty (expected a header TIMESTAMP,ContextTokens,GeneratedTokens)")
+    if started is None:
         return
+    it, first = started
     idx = _header(rep, first[1], LLM_COLUMNS)
     if idx is None:
         return
@@ -231,11 +240,10 @@ def _check_llm(path: Path, rep: TraceReport) -> None:
 
 
 def _check_carbon(path: Path, rep: TraceReport) -> None:
-    it = _rows(path)
-    first = next(it, None)
-    if first is None:
-        rep.add(1, None, "file is empty")
+    started = _start(path, rep, "file is empty")
+    if started is None:
         return
+    it, first = started
     header = first[1]
     if EM_TIME in header:
         rep.format = "Electricity Maps hourly CSV"
@@ -308,11 +316,10 @@ def _check_carbon(path: Path, rep: TraceReport) -> None:
 
 def _check_availability(path: Path, rep: TraceReport) -> None:
     rep.format = "availability intervals: ID,start,end (seconds)"
-    it = _rows(path)
-    first = next(it, None)
-    if first is None:
-        rep.add(1, None, "file is empty (expected a header ID,start,end)")
+    started = _start(path, rep, "file is empty (expected a header ID,start,end)")
+    if started is None:
         return
+    it, first = started
     header = [h.lower() for h in first[1]]
     if len(header) != 3 or header[1:] != ["start", "end"] or header[0] not in AVAIL_IDS:
         rep.add(1, None, f"bad header {first[1]} (expected ID,start,end; the first column may "
@@ -361,11 +368,10 @@ def _check_availability(path: Path, rep: TraceReport) -> None:
 
 
 def _check_failures(path: Path, rep: TraceReport) -> None:
-    it = _rows(path)
-    first = next(it, None)
-    if first is None:
-        rep.add(1, None, "file is empty")
+    started = _start(path, rep, "file is empty")
+    if started is None:
         return
+    it, first = started
     rec0 = first[1]
     if len(rec0) == 3 and rec0[1] in ("add", "remove"):
         _check_events(rep, [first, *it])
