@@ -334,6 +334,16 @@ def test_corrupt_series_is_detected_rerun_and_skipped_by_report(write_study, tmp
 # ----------------------------------------------------------------------------- item 7: signals
 
 
+def _is_resource_tracker(child) -> bool:
+    """True for multiprocessing's resource tracker; a child that exits while listed is not a worker."""
+    import psutil
+
+    try:
+        return "resource_tracker" in " ".join(child.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return True  # short-lived helper (e.g. a fork that already exited): not one of the pool's workers
+
+
 def _start_pool_run(write_study, tmp_path, toy_env):
     import subprocess
     import sys
@@ -350,7 +360,7 @@ def _start_pool_run(write_study, tmp_path, toy_env):
     deadline = time.time() + 60
     workers: list = []
     while time.time() < deadline and len(workers) < 2:
-        workers = [c for c in driver.children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
+        workers = [c for c in driver.children(recursive=True) if not _is_resource_tracker(c)]
         time.sleep(0.1)
     assert len(workers) >= 2, "the pool did not start"
     time.sleep(1.0)  # the workers are inside their (30 s) runs
