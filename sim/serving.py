@@ -292,6 +292,7 @@ register_domain(Domain(
     run=run_serving,
     metrics={
         "qoe_mean": "higher", "qoe_p10": "higher", "qoe_ge_0_9_frac": "higher",
+        "qoe_andes_mean": "higher", "qoe_deficit_mean": "higher",
         "ttft_mean_s": "lower", "ttft_p90_s": "lower", "tpot_mean_s": "lower",
         "throughput_tok_s": "higher", "throughput_rps": "higher", "energy_j": "lower",
         "energy_per_token_j": "lower", "preemptions_per_request": "lower",

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from orrery.policies.serving.base import RUNNING, SWAPPED, WAITING, ServingDecision, ServingView
-from orrery.policies.serving.qoe import LISTENING_TDS_TOK_S, QoETracker, qoe_from_deficit
+from orrery.policies.serving.qoe import LISTENING_TDS_TOK_S, QOE_METRICS, QoETracker
 from orrery.workloads.serving import Requests
 
 FINISHED = 3
@@ -47,6 +47,7 @@ class RequestState:
         self.tds = np.where(listening, LISTENING_TDS_TOK_S, qoe.tds_exp_tok_s)
         self.ttft = np.full(n, qoe.ttft_exp_s)
         self.qoe = QoETracker(self.arrival_s, self.ttft, self.tds)
+        self.qoe_metric = getattr(qoe, "qoe_metric", "andes")
 
     def context(self, ids: np.ndarray) -> np.ndarray:
         """Tokens of context (prompt + generated) of each request in `ids`."""
@@ -205,10 +206,13 @@ def summarize_requests(r: RequestState, end_fallback_s: float) -> tuple[pd.DataF
     Unfinished requests (horizon reached) get their QoE so far against their full expected curve.
     """
     finished = r.state == FINISHED
-    qoe = np.where(finished, r.qoe.qoe(), np.nan)
-    if (~finished).any():
-        lost = np.where(finished, 0.0, r.qoe.deficit)
-        qoe = np.where(finished, qoe, qoe_from_deficit(lost, np.maximum(r.output, 1), r.tds))
+    by_metric = {}
+    for metric in QOE_METRICS:
+        q = np.where(finished, r.qoe.qoe(metric=metric), np.nan)
+        if (~finished).any():
+            q = np.where(finished, q, r.qoe.qoe_unfinished(r.output, end_fallback_s, metric=metric))
+        by_metric[metric] = q
+    qoe = by_metric[r.qoe_metric]
     ttft = r.first_token_s - r.arrival_s
     n_after_first = np.maximum(r.generated - 1, 1)
     tpot = np.where(r.generated > 1, (r.finish_s - r.first_token_s) / n_after_first, np.nan)
@@ -216,6 +220,7 @@ def summarize_requests(r: RequestState, end_fallback_s: float) -> tuple[pd.DataF
         "request": np.arange(r.n), "replica": r.replica, "arrival_s": r.arrival_s,
         "prompt_tokens": r.prompt, "output_tokens": r.output, "generated_tokens": r.generated,
         "ttft_s": ttft, "finish_s": r.finish_s, "tpot_s": tpot, "qoe": qoe,
+        "qoe_andes": by_metric["andes"], "qoe_deficit": by_metric["deficit"],
         "tds_exp_tok_s": r.tds, "n_preemptions": r.n_preempt, "finished": finished,
     })
     end_s = float(np.nanmax(r.finish_s)) if finished.any() else end_fallback_s
@@ -225,6 +230,8 @@ def summarize_requests(r: RequestState, end_fallback_s: float) -> tuple[pd.DataF
         "qoe_mean": float(np.nanmean(qoe)),
         "qoe_p10": float(np.nanpercentile(qoe, 10)),
         "qoe_ge_0_9_frac": float(np.mean(qoe >= 0.9)),
+        "qoe_andes_mean": float(np.nanmean(by_metric["andes"])),
+        "qoe_deficit_mean": float(np.nanmean(by_metric["deficit"])),
         "ttft_mean_s": float(np.nanmean(ttft)) if finished.any() else float("nan"),
         "ttft_p90_s": float(np.nanpercentile(ttft, 90)) if finished.any() else float("nan"),
         "tpot_mean_s": float(np.nanmean(tpot)) if np.isfinite(tpot).any() else float("nan"),

@@ -48,6 +48,10 @@ class QoESpec(Strict):
     listening_fraction: float = Field(
         0.0, ge=0, le=1, description=f"share of requests expecting {LISTENING_TDS_TOK_S} tok/s (voice)"
     )
+    qoe_metric: Literal["andes", "deficit"] = Field(
+        "andes", description="the QoE behind qoe_mean/qoe_p10/qoe_ge_0_9_frac: 'andes' "
+        "(the paper's area ratio, arXiv:2404.16283 sec. 3) or 'deficit' (E/(E+lost area), "
+        "monotone); both are always reported as qoe_andes_mean and qoe_deficit_mean")
 
 
 class ServingScenario(Scenario):

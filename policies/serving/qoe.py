@@ -16,7 +16,26 @@ length L) with what was lost:
 For a stream that starts late but then keeps pace this equals the Andes paper's area ratio
 (actual area / expected area over the request's life); unlike a ratio over the actual lifetime,
 it can never drop when any token arrives earlier. It is 1 exactly when every token is digested
-no later than expected, lies in (0, 1], and extra speed adds nothing.
+no later than expected, lies in (0, 1], and extra speed adds nothing. This is `metric="deficit"`.
+
+`metric="andes"` is the paper's definition exactly (Liu et al., "Andes: Defining and Enhancing
+Quality-of-Experience in LLM-Based Text Streaming Services", arXiv:2404.16283, sec. 3, Fig. 4):
+QoE = S_actual / S_expected, the area under the user's digested-token curve A(t) over the area
+under the expected curve T(t) = min(tokens expected by t, L), both from the request's arrival
+to the response's end. Here the end is T_end = max(d_L, e_L) + 1/tds_exp (the last token is
+read for one token period; this keeps one-token responses defined and makes an on-time stream's
+expected area exactly E above), so with step curves
+
+    S_actual = sum_k (T_end - d_k),   S_expected = sum_k (T_end - e_k),   QoE = min(1, S_a/S_e)
+
+(the min: a first token earlier than TTFT_exp lifts A above T, and extra speed adds nothing).
+The two metrics agree for on-time streams and are close for late or bursty ones, but they
+differ for a stream that is uniformly slow: at half the expected pace "deficit" gives
+(L+1)/(2L) ~ 0.505 (L = 100) while "andes" gives ~2/3, because the paper's window grows with
+the response, and the growth (where T(t) = L and A(t) ~ L) counts in the stream's favour.
+The paper's metric is therefore NOT monotone in delivery times: delaying the *last* token of a
+slow stream (QoE below (L-1)/L) widens the window by a slice whose own ratio is (L-1)/L and so
+raises its QoE (tests/policies/serving/test_qoe.py::test_andes_metric_not_monotone).
 """
 
 from __future__ import annotations
@@ -27,6 +46,8 @@ READING_TDS_TOK_S = 4.8
 LISTENING_TDS_TOK_S = 3.3
 DEFAULT_TTFT_EXP_S = 1.0
 LATE_TOLERANCE_S = 1e-9  # lateness below this is float round-off, not a late token
+QOE_METRICS = ("andes", "deficit")
+DEFAULT_QOE_METRIC = "andes"  # the paper's area ratio (arXiv:2404.16283, sec. 3)
 
 
 def _late(d, e):
@@ -48,6 +69,36 @@ def qoe_from_deficit(deficit, length_tokens, tds_exp_tok_s):
         return np.where(e + d > 0, e / (e + d), 1.0)
 
 
+def andes_qoe(digest_sum_s, digest_last_s, delivered, length_tokens, ttft_exp_s, tds_exp_tok_s,
+              now_rel_s=None):
+    """The paper's area-ratio QoE from sufficient statistics; vectorised.
+
+    `digest_sum_s` is the sum of the digest times (relative to arrival) of the `delivered`
+    tokens, `digest_last_s` the last one's. A finished response (`delivered == length`) ends at
+    max(d_L, e_L) + 1/tds. An unfinished one (`now_rel_s` given: time since arrival when the run
+    stopped) is scored over [0, max(now_rel_s, d_last) + 1/tds] against the expected curve of
+    its full length, counting only the tokens it got.
+    """
+    k = np.asarray(delivered, dtype=float)
+    L = np.asarray(length_tokens, dtype=float)
+    ttft = np.asarray(ttft_exp_s, dtype=float)
+    tds = np.asarray(tds_exp_tok_s, dtype=float)
+    d_last = np.where(k > 0, np.asarray(digest_last_s, dtype=float), 0.0)
+    step = 1.0 / tds
+    e_last = ttft + (L - 1.0) * step
+    if now_rel_s is None:
+        t_end = np.maximum(d_last, e_last) + step
+    else:
+        t_end = np.maximum(np.asarray(now_rel_s, dtype=float), d_last) + step
+    # expected tokens whose time e_k = ttft + (k-1)/tds falls before the end, at most L
+    m = np.clip(np.floor((t_end - ttft) * tds + 1.0 - 1e-9), 0.0, L)
+    s_exp = m * t_end - m * ttft - m * (m - 1.0) * step / 2.0
+    s_act = k * t_end - np.asarray(digest_sum_s, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.where(s_exp > 0, s_act / s_exp, 1.0)
+    return np.clip(q, 0.0, 1.0)
+
+
 def digest_times(delivery_s, tds_exp_tok_s: float) -> np.ndarray:
     """Digest time of each token given delivery times (sorted, relative to arrival)."""
     a = np.asarray(delivery_s, dtype=float)
@@ -57,16 +108,28 @@ def digest_times(delivery_s, tds_exp_tok_s: float) -> np.ndarray:
     return k * step + np.maximum.accumulate(a - k * step) if a.size else a
 
 
+def check_metric(metric: str) -> str:
+    if metric not in QOE_METRICS:
+        raise ValueError(f"QoE metric must be one of {QOE_METRICS}, got {metric!r}")
+    return metric
+
+
 def qoe_of_stream(
     delivery_s,
     ttft_exp_s: float = DEFAULT_TTFT_EXP_S,
     tds_exp_tok_s: float = READING_TDS_TOK_S,
+    metric: str = DEFAULT_QOE_METRIC,
 ) -> float:
-    """QoE of one request from its token delivery times (seconds after arrival)."""
+    """QoE of one complete response from its token delivery times (seconds after arrival).
+
+    `metric`: "andes" (the paper's area ratio, default) or "deficit" (E / (E + lost area))."""
+    check_metric(metric)
     a = np.sort(np.asarray(delivery_s, dtype=float))
     if a.size == 0:
         return 0.0
     d = digest_times(a, tds_exp_tok_s)
+    if metric == "andes":
+        return float(andes_qoe(d.sum(), d[-1], a.size, a.size, ttft_exp_s, tds_exp_tok_s))
     e = ttft_exp_s + np.arange(a.size) / tds_exp_tok_s
     deficit = float(_late(d, e).sum())
     return float(qoe_from_deficit(deficit, a.size, tds_exp_tok_s))
@@ -75,8 +138,8 @@ def qoe_of_stream(
 class QoETracker:
     """Incremental QoE state for many requests, updated one token per request per step.
 
-    Holds per-request arrays: tokens delivered, digest time of the last token, and the deficit
-    so far. `deliver(idx, t)` is vectorised over the requests receiving a token at time `t`.
+    Holds per-request arrays: tokens delivered, digest time of the last token, the sum of the
+    digest times (for the paper's area ratio) and the deficit so far. `deliver(idx, t)` is vectorised over the requests receiving a token at time `t`.
     """
 
     def __init__(self, arrival_s, ttft_exp_s, tds_exp_tok_s):
@@ -87,6 +150,7 @@ class QoETracker:
         self.delivered = np.zeros(n, dtype=np.int64)
         self.digest_last_s = np.full(n, -np.inf)
         self.deficit = np.zeros(n)
+        self.digest_sum_s = np.zeros(n)
 
     def deliver(self, idx: np.ndarray, t_s: float) -> None:
         """Token delivered at absolute time t_s to each request in idx (unique indices)."""
@@ -97,6 +161,7 @@ class QoETracker:
         d = np.maximum(rel, self.digest_last_s[idx] + 1.0 / self.tds[idx])
         e = self.ttft_exp_s[idx] + k / self.tds[idx]
         self.deficit[idx] += _late(d, e)
+        self.digest_sum_s[idx] += d
         self.digest_last_s[idx] = d
         self.delivered[idx] = k + 1
 
@@ -127,13 +192,29 @@ class QoETracker:
         late = _late(d, e)
         late[:, 0] += self.deficit[idx]  # accumulate in delivery order, as `deliver` does
         self.deficit[idx] = np.cumsum(late, axis=1)[:, -1]
+        self.digest_sum_s[idx] += d.sum(axis=1)
         self.digest_last_s[idx] = d[:, -1]
         self.delivered[idx] = k0 + m
 
-    def qoe(self, idx=None) -> np.ndarray:
+    def qoe(self, idx=None, metric: str = DEFAULT_QOE_METRIC) -> np.ndarray:
         """Final QoE of finished requests (their delivered count is their length)."""
         sl = slice(None) if idx is None else idx
+        if check_metric(metric) == "andes":
+            k = self.delivered[sl]
+            return andes_qoe(self.digest_sum_s[sl], self.digest_last_s[sl], k, k,
+                             self.ttft_exp_s[sl], self.tds[sl])
         return qoe_from_deficit(self.deficit[sl], self.delivered[sl], self.tds[sl])
+
+    def qoe_unfinished(self, length_tokens, now_s: float, idx=None,
+                       metric: str = DEFAULT_QOE_METRIC) -> np.ndarray:
+        """QoE so far of requests stopped at `now_s` before delivering `length_tokens`, scored
+        against their full expected curve."""
+        sl = slice(None) if idx is None else idx
+        L = np.maximum(np.asarray(length_tokens), 1)
+        if check_metric(metric) == "andes":
+            return andes_qoe(self.digest_sum_s[sl], self.digest_last_s[sl], self.delivered[sl], L,
+                             self.ttft_exp_s[sl], self.tds[sl], now_rel_s=now_s - self.arrival_s[sl])
+        return qoe_from_deficit(self.deficit[sl], L, self.tds[sl])
 
     def lost_area_if(self, idx, now_s: float, horizon_s: float, token_interval_s):
         """`lost_area` for the tracked requests `idx`."""

@@ -49,11 +49,16 @@ def check_invariants(scn, res):
     cap = perf.kv_capacity_tokens(scn.hardware.gpu_memory_utilization) // scn.hardware.block_size
     assert it["kv_blocks_used"].max() <= cap
     assert 0 <= t["qoe"].min() and t["qoe"].max() <= 1
-    # recorded QoE equals the QoE recomputed from the token log
+    # both QoE metrics are reported; `qoe` is the scenario's chosen one
+    assert np.array_equal(t["qoe"], t[f"qoe_{scn.qoe.qoe_metric}"], equal_nan=True)
+    assert res.metrics["qoe_mean"] == res.metrics[f"qoe_{scn.qoe.qoe_metric}_mean"]
+    # recorded QoE equals the QoE recomputed from the token log, under each metric
     for rid in t["request"].to_numpy()[:5]:
         row = t.iloc[rid]
         times = toks.loc[toks["request"] == rid, "t_s"].to_numpy() - row["arrival_s"]
-        assert np.isclose(row["qoe"], qoe_of_stream(times, 1.0, row["tds_exp_tok_s"]))
+        for metric in ("andes", "deficit"):
+            assert np.isclose(row[f"qoe_{metric}"],
+                              qoe_of_stream(times, 1.0, row["tds_exp_tok_s"], metric=metric))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -64,9 +69,11 @@ def check_invariants(scn, res):
     util=st.sampled_from([0.45, 0.9]),
     replicas=st.integers(1, 3),
     dispatcher=st.sampled_from(["round_robin", "least_loaded"]),
+    metric=st.sampled_from(["andes", "deficit"]),
 )
-def test_invariants_hold(policy, rate, seed, util, replicas, dispatcher):
-    scn = scenario(policy, rate, n=30, seed=seed, util=util, replicas=replicas, dispatcher=dispatcher)
+def test_invariants_hold(policy, rate, seed, util, replicas, dispatcher, metric):
+    scn = scenario(policy, rate, n=30, seed=seed, util=util, replicas=replicas, dispatcher=dispatcher,
+                   qoe={"qoe_metric": metric})
     check_invariants(scn, run_serving(scn))
 
 

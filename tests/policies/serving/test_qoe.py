@@ -1,10 +1,12 @@
-"""QoE: bounds, perfect delivery, monotonicity, tracker == batch formula."""
+"""QoE: bounds, perfect delivery, monotonicity (deficit metric), the paper's area ratio (andes
+metric) and where it is not monotone, tracker == batch formula for both."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orrery.policies.serving.qoe import QoETracker, lost_area, qoe_of_stream
+from orrery.policies.serving.qoe import QOE_METRICS, QoETracker, lost_area, qoe_of_stream
 
 gaps = st.lists(st.floats(0.0, 3.0, allow_nan=False), min_size=1, max_size=60)
 
@@ -13,19 +15,23 @@ def _times(first, gap_list):
     return first + np.concatenate([[0.0], np.cumsum(gap_list[1:])])
 
 
+metrics = st.sampled_from(QOE_METRICS)
+
+
 @settings(max_examples=200, deadline=None)
-@given(first=st.floats(0.0, 30.0), g=gaps, tds=st.sampled_from([4.8, 3.3]))
-def test_qoe_in_unit_interval(first, g, tds):
-    q = qoe_of_stream(_times(first, g), 1.0, tds)
+@given(first=st.floats(0.0, 30.0), g=gaps, tds=st.sampled_from([4.8, 3.3]), metric=metrics)
+def test_qoe_in_unit_interval(first, g, tds, metric):
+    q = qoe_of_stream(_times(first, g), 1.0, tds, metric=metric)
     assert 0.0 < q <= 1.0
 
 
 @settings(max_examples=100, deadline=None)
-@given(n=st.integers(1, 300), tds=st.sampled_from([4.8, 3.3]), speedup=st.floats(1.0, 20.0))
-def test_meeting_expectation_gives_one(n, tds, speedup):
+@given(n=st.integers(1, 300), tds=st.sampled_from([4.8, 3.3]), speedup=st.floats(1.0, 20.0),
+       metric=metrics)
+def test_meeting_expectation_gives_one(n, tds, speedup, metric):
     # first token on time, then at least as fast as the user reads
     t = 1.0 + np.arange(n) / (tds * speedup)
-    assert qoe_of_stream(t, 1.0, tds) == 1.0
+    assert qoe_of_stream(t, 1.0, tds, metric=metric) == pytest.approx(1.0, abs=1e-12)
 
 
 @settings(max_examples=200, deadline=None)
@@ -35,22 +41,82 @@ def test_faster_delivery_never_lowers_qoe(first, g, cut):
     # make any subset of tokens arrive earlier (keep order by re-sorting)
     factor = cut.draw(st.lists(st.floats(0.0, 1.0), min_size=t.size, max_size=t.size))
     faster = np.sort(t * np.asarray(factor))
+    assert qoe_of_stream(faster, metric="deficit") >= qoe_of_stream(t, metric="deficit") - 1e-12
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.floats(0.0, 30.0), g=gaps, cut=st.data())
+def test_andes_metric_monotone_in_all_but_the_last_token(first, g, cut):
+    # earlier tokens (the last one fixed) only lift the digested curve inside the same window
+    t = _times(first, g)
+    factor = cut.draw(st.lists(st.floats(0.0, 1.0), min_size=t.size, max_size=t.size))
+    faster = np.append(np.sort(t[:-1] * np.asarray(factor[:-1])), t[-1])
     assert qoe_of_stream(faster) >= qoe_of_stream(t) - 1e-12
+
+
+def test_andes_metric_not_monotone():
+    """The paper's area ratio is not monotone: delaying the last token of a slow stream raises
+    its QoE (the window grows by a slice where expected = L and digested = L - 1)."""
+    L, tds = 100, 4.8
+    half_pace = 1.0 + 2.0 * np.arange(L) / tds
+    last_late = half_pace.copy()
+    last_late[-1] += 10.0
+    assert qoe_of_stream(last_late, metric="andes") > qoe_of_stream(half_pace, metric="andes") + 0.05
+    # the monotone deficit metric ranks them the other way
+    assert qoe_of_stream(last_late, metric="deficit") < qoe_of_stream(half_pace, metric="deficit")
+
+
+def test_half_pace_and_stall_values_and_ranking_flip():
+    """The issue's figures: half the expected pace scores (L+1)/(2L) = 0.505 under "deficit" and
+    ~2/3 under the paper's metric; a 10 s stall after the first token ranks below half pace
+    under "andes" and above it under "deficit"."""
+    L, tds = 100, 4.8
+    half_pace = 1.0 + 2.0 * np.arange(L) / tds
+    stall = 1.0 + np.arange(L) / tds
+    stall[1:] += 10.0
+    assert qoe_of_stream(half_pace, metric="deficit") == pytest.approx(0.505, abs=1e-9)
+    # S_a = L^2/tds, S_e = (1.5 L^2 - 0.5 L)/tds with T_end = d_L + 1/tds
+    assert qoe_of_stream(half_pace, metric="andes") == pytest.approx(L * L / (1.5 * L * L - 0.5 * L))
+    assert qoe_of_stream(half_pace) == qoe_of_stream(half_pace, metric="andes")  # the default
+    assert qoe_of_stream(stall, metric="andes") < qoe_of_stream(half_pace, metric="andes")
+    assert qoe_of_stream(stall, metric="deficit") > qoe_of_stream(half_pace, metric="deficit")
+
+
+def test_unknown_metric_rejected():
+    with pytest.raises(ValueError, match="andes"):
+        qoe_of_stream([1.0], metric="area")
 
 
 def test_late_start_lowers_qoe():
     on_time = 1.0 + np.arange(100) / 4.8
-    assert qoe_of_stream(on_time + 10.0) < qoe_of_stream(on_time + 1.0) < 1.0
+    for metric in QOE_METRICS:
+        assert (qoe_of_stream(on_time + 10.0, metric=metric)
+                < qoe_of_stream(on_time + 1.0, metric=metric) < 1.0)
 
 
 @settings(max_examples=50, deadline=None)
-@given(first=st.floats(0.0, 20.0), g=gaps)
-def test_tracker_matches_batch_formula(first, g):
+@given(first=st.floats(0.0, 20.0), g=gaps, metric=metrics)
+def test_tracker_matches_batch_formula(first, g, metric):
     t = _times(first, g)
     tr = QoETracker(np.array([0.0]), 1.0, 4.8)
     for x in t:
         tr.deliver(np.array([0]), float(x))
-    assert np.isclose(tr.qoe()[0], qoe_of_stream(t, 1.0, 4.8))
+    assert np.isclose(tr.qoe(metric=metric)[0], qoe_of_stream(t, 1.0, 4.8, metric=metric))
+
+
+def test_unfinished_andes_qoe_counts_missing_tokens():
+    tr = QoETracker(np.array([0.0]), 1.0, 4.8)
+    on_time = 1.0 + np.arange(10) / 4.8
+    for x in on_time:
+        tr.deliver(np.array([0]), float(x))
+    # 10 of 100 tokens on time, stopped at 20 s: the paper's areas see the 80 missing tokens
+    q = tr.qoe_unfinished(np.array([100]), 20.0, metric="andes")[0]
+    assert 0.0 < q < 0.5
+    # once all are delivered the unfinished form equals the finished one
+    for x in 1.0 + np.arange(10, 100) / 4.8:
+        tr.deliver(np.array([0]), float(x))
+    end = tr.digest_last_s[0]
+    assert tr.qoe_unfinished(np.array([100]), end, metric="andes")[0] == pytest.approx(tr.qoe()[0])
 
 
 def test_lost_area_wait_vs_serve():
@@ -89,4 +155,6 @@ def test_deliver_many_equals_repeated_deliver(n, before, g, first, data):
     assert np.array_equal(a.delivered, b.delivered)
     assert np.allclose(a.digest_last_s, b.digest_last_s, rtol=1e-12, atol=1e-9)
     assert np.allclose(a.deficit, b.deficit, rtol=1e-9, atol=1e-8)
-    assert np.allclose(a.qoe(), b.qoe(), rtol=1e-9, atol=1e-12)
+    assert np.allclose(a.digest_sum_s, b.digest_sum_s, rtol=1e-9, atol=1e-8)
+    for metric in QOE_METRICS:
+        assert np.allclose(a.qoe(metric=metric), b.qoe(metric=metric), rtol=1e-9, atol=1e-9)
