@@ -29,7 +29,7 @@ def main() -> None:
     n0, nmax = contiguous_range(tps)
 
     nodes = tuple(f"node{i}" for i in range(N_NODES))
-    base = dict(layers=layers, global_microbatches=sc.model.global_batch // sc.model.microbatch_size,
+    base = dict(layers=layers, global_microbatches=sc.model.batch // sc.model.microbatch_size,
                 mem_bytes=mem, max_nodes=N_NODES, network_bw_bytes_per_s=12.5e9,
                 storage_bw_bytes_per_s=2e9)
     pol = Oobleck(f=1)

@@ -46,16 +46,34 @@ from orrery.sim.engine import Simulation
 from orrery.sim.scenario import Scenario
 from orrery.traces.nodes import NodeTrace, load_node_trace, synthetic_trace
 from orrery.workloads.gpt import BYTES_PER_PARAM_GRAD, get_model, layer_profiles
+from orrery.workloads.oobleck_artifact import (
+    ARTIFACT_GLOBAL_BATCH,
+    ARTIFACT_SOURCE,
+    TABLE_MIN_NODES,
+    artifact_throughput,
+    has_artifact_table,
+)
 
 GiB = 1024**3
+ARTIFACT_SYSTEMS = frozenset({"varuna", "oobleck", "bamboo"})
+ARTIFACT_MODELS = frozenset(ARTIFACT_GLOBAL_BATCH)
 
 
 class ModelConfig(Strict):
-    name: str = Field("gpt3-2.7b", description="GPT-3 model: gpt3-350m, gpt3-1.3b, gpt3-2.7b, gpt3-6.7b")
-    global_batch: int = Field(512, ge=1, description="samples per iteration (synchronous SGD)")
+    name: str = Field("gpt3-2.7b", description="model: gpt3-350m, gpt3-1.3b, gpt3-2.7b, gpt3-6.7b, bert-large")
+    global_batch: int | None = Field(
+        None, ge=1, description="samples per iteration (synchronous SGD); None: the Oobleck artifact's "
+        "batch for its models (GPT-3 2.7B 512, 6.7B 1024, BERT-large 8192; samples_per_step in "
+        "tools/simulator/*_simulator.py), else 512")
     microbatch_size: int = Field(4, ge=1, description="samples per microbatch")
-    seq_len: int = Field(2048, ge=16, description="tokens per sample")
+    seq_len: int | None = Field(None, ge=16, description="tokens per sample; None: the model's context "
+                                "(GPT-3 2048, BERT-large 512)")
     mfu: float = Field(0.45, gt=0, le=1, description="fraction of peak fp16 FLOP/s reached by matmuls")
+    throughput: Literal["analytic", "artifact"] = Field(
+        "analytic", description="failure-free training speed: 'analytic' (orrery's layer profiles "
+        "and pipeline model) or 'artifact' (the Oobleck artifact's measured samples/s per ready-node "
+        "count for varuna/oobleck/bamboo on gpt3-2.7b/6.7b and bert-large; "
+        "workloads/oobleck_artifact.py)")
 
     @field_validator("name")
     @classmethod
@@ -65,11 +83,26 @@ class ModelConfig(Strict):
         except UnknownNameError as err:
             raise ValueError(str(err)) from None
 
+    @property
+    def batch(self) -> int:
+        """The global batch in force (the field, or the model's artifact default)."""
+        if self.global_batch is not None:
+            return self.global_batch
+        return ARTIFACT_GLOBAL_BATCH.get(self.name, 512)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per sample in force (the field, or the model's context)."""
+        return self.seq_len if self.seq_len is not None else get_model(self.name).max_seq_len
+
     @model_validator(mode="after")
     def _divisible(self):
-        if self.global_batch % self.microbatch_size:
-            raise ValueError(f"global_batch {self.global_batch} is not a multiple of "
+        if self.batch % self.microbatch_size:
+            raise ValueError(f"global_batch {self.batch} is not a multiple of "
                              f"microbatch_size {self.microbatch_size}")
+        ctx = get_model(self.name).max_seq_len
+        if self.tokens > ctx:
+            raise ValueError(f"seq_len {self.tokens} exceeds {self.name}'s context of {ctx} tokens")
         return self
 
 
@@ -120,6 +153,17 @@ class ResilienceScenario(Scenario):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     trace: TraceConfig = Field(default_factory=TraceConfig)
 
+    @model_validator(mode="after")
+    def _artifact_tables(self):
+        if self.model.throughput == "artifact":
+            known = self.policy in ARTIFACT_SYSTEMS and self.model.name in ARTIFACT_MODELS
+            if not known:
+                raise ValueError(
+                    f"model.throughput = 'artifact' has measured tables ({ARTIFACT_SOURCE}) for the "
+                    f"policies {sorted(ARTIFACT_SYSTEMS)} on {sorted(ARTIFACT_MODELS)}, not policy "
+                    f"{self.policy!r} on {self.model.name!r}; use throughput = 'analytic'")
+        return self
+
 
 # --------------------------------------------------------------------------- inputs
 
@@ -147,7 +191,7 @@ def build_trace(sc: ResilienceScenario, sim: Simulation) -> NodeTrace:
 def build_layers(sc: ResilienceScenario) -> tuple[LayerSpec, ...]:
     m = sc.model
     profs = layer_profiles(m.name, sc.cluster.gpu, microbatch_size=m.microbatch_size,
-                           seq_len=m.seq_len, mfu=m.mfu)
+                           seq_len=m.tokens, mfu=m.mfu)
     return tuple(LayerSpec(p.fwd_s, p.bwd_s, float(p.state_bytes), float(p.act_bytes),
                            float(p.peak_bytes), float(p.params * BYTES_PER_PARAM_GRAD),
                            float(p.out_bytes)) for p in profs)
@@ -185,6 +229,19 @@ class _Job:
         self.resume_t = 0.0
         self.ckpt_i: float | None = None
         self.ckpt_c = 0.0
+        self.ckpt_first: float | None = None  # training before the segment's first checkpoint
+
+    def _cycles(self, e: float) -> tuple[float, float]:
+        """(committed, uncommitted) training seconds after e seconds of a checkpointing segment."""
+        done = 0.0
+        first = self.ckpt_first
+        if first is not None and first != self.ckpt_i:
+            if e < first + self.ckpt_c:
+                return 0.0, min(e, first)
+            done, e = first, e - first - self.ckpt_c
+        cyc = self.ckpt_i + self.ckpt_c
+        k = math.floor(e / cyc)
+        return done + k * self.ckpt_i, min(e - k * cyc, self.ckpt_i)
 
     def progress(self, t: float) -> tuple[float, float]:
         """(committed, uncommitted) samples of the current segment at time t."""
@@ -192,9 +249,8 @@ class _Job:
             return 0.0, 0.0
         e = t - self.resume_t
         if self.ckpt_i is not None:
-            cyc = self.ckpt_i + self.ckpt_c
-            k = math.floor(e / cyc)
-            return k * self.ckpt_i * self.rate, min(e - k * cyc, self.ckpt_i) * self.rate
+            com, unc = self._cycles(e)
+            return com * self.rate, unc * self.rate
         n_it = math.floor(e / self.it_s)
         return n_it * self.B, (e - n_it * self.it_s) * self.rate
 
@@ -218,7 +274,7 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
     layers = build_layers(sc)
     gpu = get_gpu(sc.cluster.gpu)
     mem = gpu.mem_bytes - sc.cluster.mem_reserve_bytes
-    n_mb = sc.model.global_batch // sc.model.microbatch_size
+    n_mb = sc.model.batch // sc.model.microbatch_size
     max_nodes = sc.cluster.max_nodes or max(trace.max_nodes(), 1)
     policy = make_policy("resilience", sc.policy, sc.policy_params)
     bw = sc.cluster.network_bw_bytes_per_s
@@ -244,10 +300,11 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
             rt = pending.pop(n, None)
             if rt is not None and rt > t:
                 changes[rt].remove(("ready", n))  # left before it was usable
+                changes.setdefault(t, []).append(("departed", n))
             else:
                 changes.setdefault(t, []).append(("lost", n))
 
-    job = _Job(sc.model.global_batch)
+    job = _Job(sc.model.batch)
     decisions = sim.rec.table("decisions", [
         "time_s", "event", "action", "ready_nodes", "nodes_used", "n_pipelines", "pause_s",
         "lost_samples", "iteration_s", "samples_per_s", "redundancy", "reason"])
@@ -260,22 +317,24 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
 
     state = {
         "ready": set(), "current": (), "redundancy": 0.0, "started": False, "wake_token": 0,
-        "infeasible": False, "ever_ran": False, "failed": [], "added": [], "downtime": 0.0,
-        "n_losses": 0, "n_reconf": 0,
+        "infeasible": False, "ever_ran": False, "failed": [], "added": [], "departed": [],
+        "downtime": 0.0,
+        "n_losses": 0, "n_reconf": 0, "analytic_fallback": False,
     }
+    artifact = sc.model.throughput == "artifact"
 
     def decide(t: float, event: str) -> None:
         ready = state["ready"]
         view = ClusterView(
             time_s=t, event="start" if not state["ever_ran"] else event,
             nodes=tuple(sorted(ready, key=_node_key)), failed=tuple(state["failed"]),
-            added=tuple(state["added"]), layers=layers, global_microbatches=n_mb, mem_bytes=mem,
-            max_nodes=max_nodes, network_bw_bytes_per_s=bw,
+            added=tuple(state["added"]), departed=tuple(state["departed"]), layers=layers, global_microbatches=n_mb, mem_bytes=mem,
+            max_nodes=max_nodes, network_bw_bytes_per_s=bw, model=sc.model.name,
             storage_bw_bytes_per_s=sc.cluster.storage_bw_bytes_per_s,
             current=state["current"], current_redundancy=state["redundancy"])
         in_use = {n for p in state["current"] for n in p.nodes}
         lost_in_use = bool(in_use & set(state["failed"]))
-        state["failed"], state["added"] = [], []
+        state["failed"], state["added"], state["departed"] = [], [], []
         d: Decision = policy.schedule(view)
         problems = validate(view, d)
         if problems:
@@ -295,13 +354,24 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
                 state["n_reconf"] += 1
             job.resume_t = t + d.pause_s
             state["downtime"] += d.pause_s if state["ever_ran"] else 0.0
-            job.ckpt_i, job.ckpt_c = d.checkpoint_interval_s, d.checkpoint_s
             if d.pipelines:
                 job.it_s = iteration_time_s(layers, d.pipelines, d.redundancy, bw)
-                job.rate = sc.model.global_batch / job.it_s
+                if artifact:
+                    measured = _artifact_rate(sc, len(ready))
+                    if measured is None:
+                        state["analytic_fallback"] = True
+                    else:
+                        job.it_s = sc.model.batch / measured
+                job.rate = sc.model.batch / job.it_s
                 state["ever_ran"] = True
             else:
                 job.it_s, job.rate = math.inf, 0.0
+            job.ckpt_i, job.ckpt_c = d.checkpoint_interval_s, d.checkpoint_s
+            if d.checkpoint_every_iterations is not None and d.pipelines:
+                job.ckpt_i = d.checkpoint_every_iterations * job.it_s
+            job.ckpt_first = None
+            if d.first_checkpoint_after_iterations is not None and job.ckpt_i is not None:
+                job.ckpt_first = d.first_checkpoint_after_iterations * job.it_s
             state["current"], state["redundancy"] = d.pipelines, d.redundancy
             if d.pause_s > 0:
                 thr.append(t, 0.0, len(ready))
@@ -333,11 +403,13 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
                 if what == "ready":
                     state["ready"].add(n)
                     state["added"].append(n)
+                elif what == "departed":
+                    state["departed"].append(n)
                 else:
                     if n in state["ready"]:
                         state["ready"].discard(n)
                         state["failed"].append(n)
-            if state["failed"] or state["added"] or not state["ever_ran"]:
+            if state["failed"] or state["added"] or state["departed"] or not state["ever_ran"]:
                 decide(sim.now, "change")
 
     sim.process(trace_proc())
@@ -359,10 +431,28 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
         "node_losses": float(state["n_losses"]),
         "reconfigurations": float(state["n_reconf"]),
         "horizon_s": float(horizon),
+        # 1: every segment ran at the artifact's measured speed; 0: analytic (or a fallback)
+        "artifact_throughput": 1.0 if artifact and not state["analytic_fallback"] else 0.0,
     }
     table = frames["decisions"]
     return RunResult(metrics, table, {
         "throughput": frames["throughput"], "samples": frames["samples"], "events": frames["events"]})
+
+
+def _artifact_rate(sc: ResilienceScenario, ready_nodes: int) -> float | None:
+    """The artifact's measured samples/s for this policy and model at `ready_nodes` (the artifact
+    counts ready + running nodes, idle ones included). Where the artifact has no number but
+    orrery's planner runs the job (Bamboo on GPT-3: the artifact says out of memory; Oobleck
+    6.7B on 15 nodes: the artifact has no template), None: the caller uses the analytic model."""
+    if not has_artifact_table(sc.policy, sc.model.name):
+        return None
+    rate = artifact_throughput(sc.policy, sc.model.name, ready_nodes)
+    if rate is not None and rate <= 0.0:
+        # deliberate difference: orrery plans 6.7B templates below the artifact's 16 nodes;
+        # scale the smallest measured cluster's speed by the node count
+        above = artifact_throughput(sc.policy, sc.model.name, TABLE_MIN_NODES + 1)
+        rate = above * max(ready_nodes, 1) / (TABLE_MIN_NODES + 1) if above else None
+    return rate
 
 
 def _node_key(n: str):

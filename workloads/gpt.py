@@ -63,14 +63,25 @@ GPT3_MODELS: dict[str, GPTConfig] = {
 }
 
 
+# BERT-large, the Oobleck paper's third model (Devlin et al., 2019: 24 layers, hidden 1024,
+# 16 heads, WordPiece vocabulary 30522, 512 positions; ~340M parameters). Its encoder blocks
+# have the GPT block's shape (4d^2 attention + 8d^2 MLP), so the same layer profiles apply;
+# the masked-LM head is modelled like the LM head (tied decoder).
+ENCODER_MODELS: dict[str, GPTConfig] = {
+    "bert-large": GPTConfig("bert-large", 24, 1024, 16, vocab=30522, max_seq_len=512),
+}
+TRAINING_MODELS: dict[str, GPTConfig] = {**GPT3_MODELS, **ENCODER_MODELS}
+
+
 def get_model(name: str) -> GPTConfig:
     key = name.lower()
-    if key in GPT3_MODELS:
-        return GPT3_MODELS[key]
-    alias = {"350m": "gpt3-350m", "1.3b": "gpt3-1.3b", "2.7b": "gpt3-2.7b", "6.7b": "gpt3-6.7b"}
+    if key in TRAINING_MODELS:
+        return TRAINING_MODELS[key]
+    alias = {"350m": "gpt3-350m", "1.3b": "gpt3-1.3b", "2.7b": "gpt3-2.7b", "6.7b": "gpt3-6.7b",
+             "bert": "bert-large"}
     if key in alias:
-        return GPT3_MODELS[alias[key]]
-    raise UnknownNameError("model", name, list(GPT3_MODELS))
+        return TRAINING_MODELS[alias[key]]
+    raise UnknownNameError("model", name, list(TRAINING_MODELS))
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,8 @@ class ClusterView:
     storage_bw_bytes_per_s: float
     current: tuple[Pipeline, ...] = ()  # plan in force before this event (may name failed nodes)
     current_redundancy: float = 0.0
+    model: str = ""  # the model's catalog name (policies with per-model constants use it)
+    departed: tuple[str, ...] = ()  # nodes that left while still starting up (never ready)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,13 @@ class Decision:
     rollback: bool = False  # lose all work since the last commit (restart from checkpoint)
     checkpoint_interval_s: float | None = None  # training time between checkpoints; None: none
     checkpoint_s: float = 0.0  # pause per checkpoint
+    # checkpoint every this many iterations instead (the backend converts with its iteration
+    # time; Varuna in Oobleck's artifact checkpoints every 10 iterations)
+    checkpoint_every_iterations: int | None = None
+    # the first checkpoint of this plan comes after this many iterations (then the regular
+    # period); Varuna in Oobleck's artifact checkpoints right after the first iteration of a
+    # restart
+    first_checkpoint_after_iterations: int | None = None
     redundancy: float = 0.0  # extra compute per stage for redundant computation (fraction)
     wake_after_s: float | None = None  # ask to be called again after this long
     keeps_in_flight: bool = False  # the running iteration survives a loss (redundant compute)
@@ -192,6 +201,10 @@ def validate(view: ClusterView, d: Decision) -> list[str]:
         probs.append(f"redundancy {d.redundancy} < 0")
     if d.checkpoint_interval_s is not None and d.checkpoint_interval_s <= 0:
         probs.append("checkpoint_interval_s must be > 0 or None")
+    for name in ("checkpoint_every_iterations", "first_checkpoint_after_iterations"):
+        v = getattr(d, name)
+        if v is not None and v < 1:
+            probs.append(f"{name} must be >= 1 or None")
     if d.wake_after_s is not None and d.wake_after_s <= 0:
         probs.append("wake_after_s must be > 0 or None")
     if not d.pipelines:

@@ -9,7 +9,12 @@ nodes extend the smallest pipelines (or form a new one). The lost layers are cop
 surviving replica of each layer, so recovery takes seconds (DESIGN: "recovery takes seconds").
 When a fresh near-even instantiation is estimated faster, it is used instead (still templates).
 
-Recovery cost (documented constants): `reconfigure_s` = 3 s fixed (re-create communicators and
+Recovery cost, two named sets of constants (`constants=`):
+- "artifact" (default): the whole reconfiguration takes the Oobleck SOSP'23 artifact's figure
+  (SymbioticLab/Oobleck@sosp23-artifact, tools/simulator/oobleck_simulator.py,
+  `local_rendezvous_timeout_delta`): 6 s for GPT-3 2.7B, 10 s for 6.7B, 2 s for BERT-large;
+  other models use the "orrery" model below.
+- "orrery": `reconfigure_s` = 3 s fixed (re-create communicators and
 pipeline engines) + the largest per-node volume of layer state that node must receive, over the
 network bandwidth. If some layer has no surviving replica (more than f simultaneous losses
 that hit every copy), Oobleck falls back to a restart (`restart_s`, like Varuna) and loses the
@@ -34,10 +39,18 @@ from orrery.policies.resilience.templates import (
     sizes_iteration_s,
 )
 
+# reconfiguration s per model, SymbioticLab/Oobleck@sosp23-artifact
+# tools/simulator/oobleck_simulator.py `local_rendezvous_timeout_delta` (ms / 1000)
+ARTIFACT_OOBLECK_RECONFIGURE_S = {"gpt3-2.7b": 6.0, "gpt3-6.7b": 10.0, "bert-large": 2.0}
+
 
 @register("resilience", "oobleck")
 class Oobleck(ResiliencePolicy):
-    def __init__(self, f: int = 1, reconfigure_s: float = 3.0, restart_s: float = 180.0):
+    def __init__(self, f: int = 1, reconfigure_s: float = 3.0, restart_s: float = 180.0,
+                 constants: str = "artifact"):
+        if constants not in ("artifact", "orrery"):
+            raise ValueError(f"constants must be 'artifact' or 'orrery', got {constants!r}")
+        self.constants = constants
         if f < 0:
             raise ValueError(f"f must be >= 0, got {f}")
         if reconfigure_s < 0 or restart_s < 0:
@@ -185,5 +198,8 @@ class Oobleck(ResiliencePolicy):
         if copy is None:
             return Decision(pipes, pause_s=self.restart_s, rollback=True, action="restart",
                             reason="a layer lost every replica")
-        return Decision(pipes, pause_s=self.reconfigure_s + copy, action=action,
+        pause = self.reconfigure_s + copy
+        if self.constants == "artifact" and view.model in ARTIFACT_OOBLECK_RECONFIGURE_S:
+            pause = ARTIFACT_OOBLECK_RECONFIGURE_S[view.model]
+        return Decision(pipes, pause_s=pause, action=action,
                         reason=f"{len(pipes)} pipelines, sizes {[p.n_stages for p in pipes]}")
