@@ -9,10 +9,17 @@ round that closes at t asks for devices from t on.
 
 Round model (DESIGN/Venn): a round asks for ceil(overcommit x participants) devices; each
 device's response arrives `s_per_unit x work + model_bytes/bw_down + model_bytes/bw_up` after
-its assignment, or never if its availability ends first (dropout). Once all devices are
-assigned, the round closes when `participants` responses are in or `deadline_s` later,
-whichever first; it succeeds with at least `success_fraction x participants` responses, else
-it is aborted and retried. Stragglers are released at the close.
+its assignment, or never if its availability ends first (dropout). Two round rules
+(`rounds.deadline_from`):
+- "request" (Venn's evaluation, SymbioticLab/Venn src/venn_job.py `GoogleJob`): the deadline
+  runs from the round's request; the round completes as soon as `success_fraction x
+  participants` responses are in and aborts at the deadline otherwise, even while still
+  collecting devices; an aborted round's device work is wasted and the round is retried.
+- "filled" (orrery's earlier rule): once all devices are assigned, the round closes when
+  `participants` responses are in or `deadline_s` later, whichever first; it succeeds with at
+  least `success_fraction x participants` responses, else it is aborted and retried.
+Stragglers are released at the close. Device-seconds spent and wasted (work whose result was
+not aggregated: aborted rounds, stragglers, dropouts) are reported.
 
 `DevicePool` (world state + check-ins + response times) and `FLRoundEngine.assign` are the
 reusable parts for other FL studies (multi-model FL builds on them).
@@ -43,6 +50,7 @@ from orrery.traces.availability import (
     from_arrays,
     load_fedscale,
     load_interval_csv,
+    replay,
     replicate,
 )
 from orrery.traces.devices import Population, eligible_mask, make_population
@@ -61,6 +69,13 @@ class PopulationConfig(Strict):
     availability_format: Literal["intervals", "fedscale"] = Field("intervals", description="ID,start,end CSV or FedScale active/inactive lists")
     start_hour: float = Field(0.0, ge=0, lt=24, description="local hour of day at t=0 (diurnal generator)")
     recheckin_s: float = Field(900.0, gt=0, description="an idle available device checks in again after this long (s)")
+    checkin: Literal["recheckin", "per_interval"] = Field(
+        "recheckin", description="'recheckin': an idle available device checks in every recheckin_s; "
+        "'per_interval': one check-in at the start of each availability interval (Venn's and "
+        "FedScale's simulators)")
+    replay_period_s: float | None = Field(
+        None, gt=0, description="repeat the availability trace with this period until the horizon "
+        "(Venn replays its 5-day client trace every 432000 s); None: play it once")
     bw_down_median_bytes_s: float = Field(DEFAULT_MODEL.bw_down_median_bytes_s, gt=0)
     bw_up_median_bytes_s: float = Field(DEFAULT_MODEL.bw_up_median_bytes_s, gt=0)
     n_tiers: int = Field(3, ge=1, le=8, description="speed tiers (equal-size quantile bins of compute speed)")
@@ -69,6 +84,13 @@ class PopulationConfig(Strict):
 class RoundConfig(Strict):
     overcommit: float = Field(1.3, ge=1.0, le=10.0, description="devices asked per round / participants")
     success_fraction: float = Field(0.8, gt=0, le=1.0, description="responses needed (fraction of participants)")
+    deadline_from: Literal["filled", "request"] = Field(
+        "filled", description="'request' (Venn's evaluation, SymbioticLab/Venn src/venn_job.py "
+        "GoogleJob): the deadline runs from the round's request; the round completes as soon as "
+        "success_fraction x participants responses are in and aborts at the deadline otherwise, "
+        "wasting the devices' work, so a round can fail while still collecting devices. "
+        "'filled' (orrery's earlier rule): the deadline starts once every device is assigned; the "
+        "round closes at participants responses or the deadline")
 
 
 class FLScenario(Scenario):
@@ -112,9 +134,19 @@ def build_availability(cfg: PopulationConfig, horizon_s: float, rng: np.random.G
         iv = load_fedscale(path)
         ids: dict[str, int] = {}
         d = [ids.setdefault(c, len(ids)) for c, _, _ in iv]
-        av = from_arrays(d, [a for _, a, _ in iv], [b for _, _, b in iv], len(ids))
-        return replicate(av, cfg.n_devices)
-    return load_interval_csv(path, cfg.n_devices)
+        av = replicate(from_arrays(d, [a for _, a, _ in iv], [b for _, _, b in iv], len(ids)), cfg.n_devices)
+    else:
+        av = load_interval_csv(path, cfg.n_devices)
+    if cfg.replay_period_s is not None:
+        av = replay(av, cfg.replay_period_s, horizon_s)
+    return av
+
+
+PER_INTERVAL_PERIOD_S = 1e15  # a re-check-in period longer than any interval: one check-in each
+
+
+def checkin_period_s(cfg: PopulationConfig) -> float:
+    return PER_INTERVAL_PERIOD_S if cfg.checkin == "per_interval" else cfg.recheckin_s
 
 
 class DevicePool:
@@ -204,7 +236,13 @@ class JobState:
     queue_delay_s: float = 0.0
     round_dev: list = field(default_factory=list)
     round_resp: list = field(default_factory=list)
+    round_t: list = field(default_factory=list)  # assignment times
+    round_busy: list = field(default_factory=list)  # when each device stops working (resp or leave)
     active: bool = False
+    round_open: bool = False
+    close_token: int = 0
+    t_close_next: float = math.inf
+    t_full: float = math.nan
 
 
 class FLRoundEngine:
@@ -248,6 +286,10 @@ class FLRoundEngine:
         self.n_assigned = 0
         self.n_dropouts = 0
         self.n_policy_calls = 0
+        self.device_s = 0.0  # device work spent on rounds (assignment to response, leave or release)
+        self.wasted_device_s = 0.0  # of which no aggregated result came (aborted rounds, stragglers, dropouts)
+        self.by_request = scn.rounds.deadline_from == "request"
+        self.k_success = {}
 
     # -- job lifecycle (simpy) ---------------------------------------------------------
     def job_process(self, j: JobState):
@@ -258,10 +300,77 @@ class FLRoundEngine:
     def _start_round(self, j: JobState, t: float) -> None:
         j.need = math.ceil(self.scn.rounds.overcommit * j.participants)
         j.t_req = t
-        j.round_dev, j.round_resp = [], []
+        j.round_dev, j.round_resp, j.round_t, j.round_busy = [], [], [], []
+        j.round_open = True
+        j.t_full = math.nan
         self.replan = True
+        if self.by_request:
+            j.t_close_next = math.inf
+            self._schedule_close(j, t + j.deadline_s)
+
+    # -- the paper's round rule (deadline from the request) ------------------------------
+    def _k(self, j: JobState) -> int:
+        return math.ceil(self.scn.rounds.success_fraction * j.participants - 1e-9)
+
+    def _schedule_close(self, j: JobState, t_close: float) -> None:
+        if t_close >= j.t_close_next:
+            return
+        j.t_close_next = t_close
+        j.close_token += 1
+        ev = self.env.timeout(max(t_close - self.env.now, 0.0))
+        ev.callbacks.append(lambda _e, j=j, tok=j.close_token: self._request_close(j, tok))
+
+    def _maybe_early_close(self, j: JobState) -> None:
+        """The round completes when success_fraction x participants responses are in."""
+        resp = np.concatenate(j.round_resp)
+        fin = resp[np.isfinite(resp)]
+        k = self._k(j)
+        if len(fin) >= k:
+            self._schedule_close(j, float(np.partition(fin, k - 1)[k - 1]))
+
+    def _request_close(self, j: JobState, token: int) -> None:
+        if token != j.close_token or not j.round_open:
+            return
+        t = self.env.now
+        n_resp = 0
+        if j.round_dev:
+            resp = np.concatenate(j.round_resp)
+            n_resp = int((resp <= t + 1e-9).sum())
+        success = n_resp >= self._k(j)
+        if j.need > 0:  # still collecting: the rest of the request lapses
+            j.need = 0
+        t_full = j.t_full if math.isfinite(j.t_full) else t
+        j.queue_delay_s += t_full - j.t_req
+        self._account(j, t, success)
+        self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t,
+                               sum(len(d) for d in j.round_dev), n_resp, success)
+        self.replan = True
+        self._close(j, success)
+
+    def _account(self, j: JobState, t_close: float, success: bool) -> None:
+        """Release stragglers at the close and add up the device time spent and wasted."""
+        j.round_open = False
+        if not j.round_dev:
+            return
+        dev = np.concatenate(j.round_dev)
+        ta = np.concatenate(j.round_t)
+        resp = np.concatenate(j.round_resp)
+        busy = np.concatenate(j.round_busy)
+        late = resp > t_close
+        if late.any():  # stragglers are released at the close; their work is discarded
+            self.pool.busy_until[dev[late]] = np.minimum(self.pool.busy_until[dev[late]],
+                                                         np.maximum(t_close, ta[late]))
+        work = np.maximum(0.0, np.minimum(busy, t_close) - ta)
+        spent = float(work.sum())
+        used = float(work[~late].sum()) if success else 0.0
+        self.device_s += spent
+        self.wasted_device_s += spent - used
 
     def _filled(self, j: JobState, t_full: float) -> None:
+        if self.by_request:
+            j.t_full = t_full
+            self.replan = True
+            return
         dev = np.concatenate(j.round_dev)
         resp = np.concatenate(j.round_resp)
         k = j.participants
@@ -270,9 +379,7 @@ class FLRoundEngine:
         t_close = max(t_full, min(t_full + j.deadline_s, t_target))
         responses = int((resp <= t_close).sum())
         success = responses >= math.ceil(self.scn.rounds.success_fraction * j.participants - 1e-9)
-        straggle = resp > t_close
-        if straggle.any():  # released at the close; their work is discarded
-            self.pool.busy_until[dev[straggle]] = np.minimum(self.pool.busy_until[dev[straggle]], t_close)
+        self._account(j, t_close, success)
         j.queue_delay_s += t_full - j.t_req
         self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t_close, len(dev), responses, success)
         self.replan = True
@@ -300,7 +407,8 @@ class FLRoundEngine:
         jobs = tuple(JobView(j.job_id, j.arrival_s, j.req, j.participants, j.rounds, j.completed, j.need,
                              j.t_req, j.deadline_s, j.work_units, j.model_bytes)
                      for j in self.jobs if j.active)
-        return FLView(t, self.requirements, jobs, atoms, self.tiers, self.scn.rounds.overcommit)
+        return FLView(t, self.requirements, jobs, atoms, self.tiers, self.scn.rounds.overcommit,
+                      self.scn.rounds.deadline_from)
 
     def plan(self, t: float) -> None:
         self.decision = self.policy.schedule(self.view(t))
@@ -383,6 +491,8 @@ class FLRoundEngine:
         resp = self.pool.occupy(d, t, rt, e)
         j.round_dev.append(d)
         j.round_resp.append(resp)
+        j.round_t.append(np.asarray(t, dtype=float))
+        j.round_busy.append(self.pool.busy_until[d].copy())
         j.need -= len(d)
         self.n_assigned += len(d)
         self.n_dropouts += int(np.isinf(resp).sum())
@@ -390,6 +500,8 @@ class FLRoundEngine:
             rnd = j.completed + j.aborted
             self.assign_tab.extend(device=d, job_id=np.full(len(d), j.job_id), round=np.full(len(d), rnd),
                                    t_assign_s=t, resp_s=resp, busy_until_s=self.pool.busy_until[d], interval_end_s=e)
+        if self.by_request:
+            self._maybe_early_close(j)
         if j.need == 0:
             filled.append((j, float(t.max())))
 
@@ -422,7 +534,7 @@ def run_fl(scn: FLScenario) -> RunResult:
     horizon = float(scn.horizon_s or WEEK_S)
     pop = build_population(scn.population, sim.rng["hardware"])
     av = build_availability(scn.population, horizon, sim.rng["availability"])
-    pool = DevicePool(pop, av, scn.population.recheckin_s, scn.population.n_tiers)
+    pool = DevicePool(pop, av, checkin_period_s(scn.population), scn.population.n_tiers)
     jobs = generate_jobs(scn.jobs, sim.rng["jobs"])
     policy = make_policy("fl", scn.policy, scn.policy_params)
     eng = FLRoundEngine(scn, sim, pool, jobs, policy)
@@ -465,6 +577,10 @@ def _result(scn: FLScenario, eng: FLRoundEngine, horizon: float) -> RunResult:
         "completion_fraction": float(done.mean()),
         "rounds_succeeded": float(rounds["success"].sum()) if len(rounds) else 0.0,
         "abort_fraction": float(1 - rounds["success"].mean()) if len(rounds) else nan,
+        "aborted_rounds": float((~rounds["success"].astype(bool)).sum()) if len(rounds) else 0.0,
+        "device_s": eng.device_s,
+        "wasted_device_s": eng.wasted_device_s,
+        "wasted_fraction": eng.wasted_device_s / eng.device_s if eng.device_s > 0 else 0.0,
         "checkins": float(eng.pool.checkins),
         "assignments": float(eng.n_assigned),
         "dropout_fraction": float(eng.n_dropouts / eng.n_assigned) if eng.n_assigned else 0.0,
@@ -487,7 +603,8 @@ register_domain(Domain(
         "jct_mean_s": "lower", "jct_p50_s": "lower", "jct_p90_s": "lower", "jct_censored_mean_s": "lower",
         "queue_delay_mean_s": "lower", "round_sched_delay_mean_s": "lower", "makespan_s": "lower",
         "jobs_completed": "higher", "completion_fraction": "higher", "rounds_succeeded": "higher",
-        "abort_fraction": "lower", "dropout_fraction": "lower",
+        "abort_fraction": "lower", "dropout_fraction": "lower", "aborted_rounds": "lower",
+        "device_s": "lower", "wasted_device_s": "lower", "wasted_fraction": "lower",
         "checkins": "higher", "assignments": "higher", "policy_calls": "lower",
     },
     plots="orrery.experiments.plotting:fl_plots",

@@ -180,13 +180,18 @@ def load_interval_csv(path: str | Path, n_devices: int | None = None) -> Availab
     with p.open(newline="") as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
+        # Venn/FedScale files written by pandas carry an unnamed index column first
+        skip = 1 if len(header) == 4 and header[0] in ("", "unnamed: 0", "index") else 0
+        header = header[skip:]
         if len(header) != 3 or header[1:] != ["start", "end"] or header[0] not in ("id", "client_id", "device"):
-            raise TraceFormatError(p, f"bad header {header}", line=1, expected="ID,start,end")
+            raise TraceFormatError(p, f"bad header {header}", line=1, expected="ID,start,end (optionally after an index column)")
         for lineno, row in enumerate(reader, start=2):
             if not row or all(not x.strip() for x in row):
                 continue
-            if len(row) != 3:
-                raise TraceFormatError(p, f"{len(row)} fields", line=lineno, expected="3 fields ID,start,end")
+            if len(row) != 3 + skip:
+                raise TraceFormatError(p, f"{len(row)} fields", line=lineno,
+                                       expected=f"{3 + skip} fields {'index,' if skip else ''}ID,start,end")
+            row = row[skip:]
             vals = []
             for col, raw in (("start", row[1]), ("end", row[2])):
                 try:
@@ -207,6 +212,19 @@ def load_interval_csv(path: str | Path, n_devices: int | None = None) -> Availab
     if not dev:
         raise TraceFormatError(p, "no intervals", expected="at least one ID,start,end row")
     return replicate(from_arrays(dev, st, en, len(ids)), n_devices)
+
+
+def replay(av: Availability, period_s: float, horizon_s: float) -> Availability:
+    """Repeat the intervals every `period_s` until `horizon_s` (Venn replays its 5-day client
+    trace NUM_WEEK times with a period of 432000 s, src/config.py `load_device_state`); the
+    intervals are first clipped to one period so copies never overlap."""
+    if period_s <= 0:
+        raise ValueError("period_s must be > 0")
+    keep = av.start_s < period_s
+    d, s, e = av.device[keep], av.start_s[keep], np.minimum(av.end_s[keep], period_s)
+    reps = max(1, math.ceil(horizon_s / period_s))
+    off = np.repeat(np.arange(reps) * period_s, len(s))
+    return from_arrays(np.tile(d, reps), np.tile(s, reps) + off, np.tile(e, reps) + off, av.n_devices)
 
 
 def replicate(av: Availability, n_devices: int | None) -> Availability:

@@ -16,6 +16,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -24,6 +25,30 @@ from orrery.core.config import Strict
 from orrery.core.errors import OrreryInputError, TraceFormatError, require_file
 
 JOB_COLUMNS = ("arrival_s", "rounds", "participants", "deadline_s", "work_units", "model_bytes", "requirement")
+
+# The Venn evaluation's 33 synchronous job configs, (participants, rounds, deadline s), from
+# SymbioticLab/Venn config/job_config_random_eli.yml (the job list of config/even_workload.yml,
+# "Table 1 line 1" of its README); each job picks one uniformly (`job_id_prob` all ones) and its
+# requirement is the config index mod 4 ("random eligibility").
+VENN_EVEN_CONFIGS = (
+    (1500, 856, 1000), (500, 2568, 1000), (750, 1712, 1000), (100, 1000, 300), (100, 2000, 300),
+    (100, 3000, 300), (100, 4000, 300), (200, 1000, 600), (200, 2000, 600), (200, 3000, 600),
+    (800, 1000, 1000), (200, 1000, 600), (400, 1000, 1000), (32, 1463, 300), (64, 1463, 300),
+    (128, 1463, 300), (20, 2000, 300), (50, 2000, 300), (200, 2000, 600), (500, 2000, 1000),
+    (500, 930, 1000), (500, 980, 1000), (500, 1280, 1000), (500, 1620, 1000), (500, 530, 1000),
+    (500, 1900, 1000), (500, 1750, 1000), (500, 1800, 1000), (500, 1360, 1000), (500, 1600, 1000),
+    (500, 1290, 1000), (500, 1980, 1000), (500, 640, 1000),
+)
+# Venn's src/config.py: first job at `start_time` = 3600 s, then exponential gaps of mean
+# `arrival_interval` = 1800 s; every job's device task is `workload` 60 (x the device's
+# computation, normalised by its mean 78 ms) + 2 x `comm_time` 10 (/ normalised bandwidth).
+VENN_FIRST_ARRIVAL_S = 3600.0
+VENN_MEAN_INTERARRIVAL_S = 1800.0
+# orrery's device time is s_per_unit x work_units (s_per_unit = AI-Benchmark ms / 1000), so
+# Venn's 60 x ms/78 seconds is 60 x 1000/78 work units; 10 MB each way takes ~4 s down and
+# ~16 s up at orrery's median bandwidths (2.5 / 0.625 MB/s): Venn's 2 x 10 s.
+VENN_WORK_UNITS = 60.0 * 1000.0 / 78.0
+VENN_MODEL_BYTES = 10e6
 
 
 class FLJobMix(Strict):
@@ -45,6 +70,12 @@ class FLJobMix(Strict):
                                     description="requirement of each job class (see traces.devices)")
     requirement_weights: list[float] | None = Field(None, description="relative frequency per requirement; None: equal")
     trace: str | None = Field(None, description="job trace CSV (columns: " + ",".join(JOB_COLUMNS) + "); overrides generation")
+    preset: Literal["generated", "venn_even"] = Field(
+        "generated", description="'generated': draw from the ranges above; 'venn_even': the Venn "
+        "evaluation's 33 job configs (participants, rounds, deadline), requirement = config index "
+        "mod 4 over `requirements`, arrivals from 3600 s with mean gap `mean_interarrival_s`")
+    rounds_scale: float = Field(1.0, gt=0, le=1.0, description="multiply every job's rounds (at least 1), "
+                                "e.g. 0.1 for the 'rounds/10' variant")
 
     @field_validator("requirements")
     @classmethod
@@ -102,6 +133,8 @@ def generate_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
         from orrery.traces.paths import resolve_data_path
 
         return load_job_trace(resolve_data_path(mix.trace))
+    if mix.preset == "venn_even":
+        return _venn_even_jobs(mix, rng)
     n = mix.n_jobs
     gaps = rng.exponential(mix.mean_interarrival_s, n) if mix.mean_interarrival_s > 0 else np.zeros(n)
     gaps[0] = 0.0
@@ -113,8 +146,23 @@ def generate_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
     mb = rng.uniform(mix.model_bytes_min, mix.model_bytes_max, n)
     w = np.asarray(mix.requirement_weights or [1.0] * len(mix.requirements), dtype=float)
     req_idx = rng.choice(len(mix.requirements), size=n, p=w / w.sum())
+    rounds = np.maximum(1, np.round(rounds * mix.rounds_scale)).astype(np.int64)
     return JobSet(arrival, rounds, participants, deadline, work, mb,
                   tuple(mix.requirements[i] for i in req_idx))
+
+
+def _venn_even_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
+    n = mix.n_jobs
+    cfg = np.asarray(VENN_EVEN_CONFIGS, dtype=float)
+    pick = rng.integers(0, len(cfg), n)
+    gaps = rng.exponential(mix.mean_interarrival_s, n) if mix.mean_interarrival_s > 0 else np.zeros(n)
+    gaps[0] = 0.0
+    arrival = VENN_FIRST_ARRIVAL_S + np.cumsum(gaps)
+    rounds = np.maximum(1, np.round(cfg[pick, 1] * mix.rounds_scale)).astype(np.int64)
+    k = len(mix.requirements)
+    return JobSet(arrival, rounds, cfg[pick, 0].astype(np.int64), cfg[pick, 2],
+                  np.full(n, VENN_WORK_UNITS), np.full(n, VENN_MODEL_BYTES),
+                  tuple(mix.requirements[int(i) % k] for i in pick))
 
 
 def load_job_trace(path: str | Path) -> JobSet:

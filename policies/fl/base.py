@@ -76,6 +76,7 @@ class FLView:
     atoms: tuple[AtomView, ...]
     tiers: tuple[TierView, ...]
     overcommit: float
+    deadline_from: str = "filled"  # the round rule: "request" (Venn's) or "filled" (orrery's)
 
     def eligible_jobs(self, atom: AtomView) -> list[JobView]:
         return [j for j in self.jobs if atom.eligible_for(j.requirement)]

@@ -53,11 +53,40 @@ from orrery.policies.registry import register
 _EPS = 1e-12
 
 
+# The two named variants. "paper": what Venn's artifact runs for its README results
+# (SymbioticLab/Venn src/venn.py `VennReqScheduler` + src/irs.py `IRS`): groups by requirement,
+# within a group the smallest remaining demand of the current round first (`JobGroup` heap of
+# demands), merges judged by queue lengths (`_get_affected_queuing_len`: a scarcer group takes
+# a more abundant group's devices when its affected queue per device is longer), no tier
+# matching ("Round-based scheduler w/o matching"), and a round's request is rejected when the
+# eligible check-in rate is below half the request rate (participants / (deadline // 60) per
+# minute, `register_job`). "orrery": orrery's own refinements (remaining device-rounds order,
+# merges judged by a fluid estimate of every job's completion time, tier matching, no rejection).
+VARIANTS = {
+    "paper": {"job_order": "round_demand", "merge_rule": "queue", "tier_matching": False,
+              "reject_slow_requests": True},
+    "orrery": {"job_order": "service", "merge_rule": "fluid", "tier_matching": True,
+               "reject_slow_requests": False},
+}
+REJECT_RATE_FRACTION = 0.5  # src/venn.py: `if 0.5 * request_rate_permin > self.traffic[job_id]`
+
+
 @register("fl", "venn")
 class Venn(FLPolicy):
-    def __init__(self, tier_matching: bool = True, merge: bool = True, min_rate_per_s: float = 1e-6,
-                 job_order: str = "service", tier_margin: float = 0.25, merge_rule: str = "fluid",
-                 plan_interval_s: float = 600.0):
+    def __init__(self, variant: str = "paper", tier_matching: bool | None = None, merge: bool = True,
+                 min_rate_per_s: float = 1e-6, job_order: str | None = None, tier_margin: float = 0.25,
+                 merge_rule: str | None = None, plan_interval_s: float = 600.0,
+                 reject_slow_requests: bool | None = None):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        preset = VARIANTS[variant]
+        job_order = preset["job_order"] if job_order is None else job_order
+        merge_rule = preset["merge_rule"] if merge_rule is None else merge_rule
+        tier_matching = preset["tier_matching"] if tier_matching is None else tier_matching
+        self.reject_slow = bool(preset["reject_slow_requests"] if reject_slow_requests is None
+                                else reject_slow_requests)
+        self._rejected: dict[int, float] = {}  # job id -> request time of the rejected round
         if not 0 <= tier_margin < 1:
             raise ValueError(f"tier_margin must be in [0, 1), got {tier_margin}")
         self.tier_margin = float(tier_margin)
@@ -78,9 +107,32 @@ class Venn(FLPolicy):
         # cached group plan: (active job ids, atom masks, time planned, serves, group supply)
         self._plan: tuple | None = None
 
+    def _reject(self, view: FLView, jobs: list[JobView]) -> list[JobView]:
+        """Drop the rounds whose request Venn rejects: eligible check-ins per minute below half
+        the request rate. Only under the request-deadline round rule (a rejected round then
+        aborts at its deadline and asks again), decided once per request."""
+        if not self.reject_slow or view.deadline_from != "request":
+            return jobs
+        keep = []
+        for j in jobs:
+            seen = self._rejected.get(j.job_id)
+            if seen is not None and seen == j.round_requested_s:
+                continue
+            if seen is None or seen != j.round_requested_s:
+                minutes = j.deadline_s // 60
+                if minutes > 0:
+                    rate_per_min = 60.0 * sum(a.supply_per_s for a in view.atoms
+                                              if a.eligible_for(j.requirement))
+                    if REJECT_RATE_FRACTION * j.participants / minutes > rate_per_min and rate_per_min > 0:
+                        self._rejected[j.job_id] = j.round_requested_s
+                        continue
+                self._rejected.pop(j.job_id, None)
+            keep.append(j)
+        return keep
+
     # ------------------------------------------------------------------------- schedule
     def schedule(self, view: FLView) -> FLDecision:
-        jobs = demanding(view)
+        jobs = self._reject(view, demanding(view))
         if not jobs:
             return FLDecision(order={a.mask: () for a in view.atoms})
         rate = self._rates(view)
@@ -349,3 +401,13 @@ def _merge_candidates(order_g, by_abundance, elig, claimed, serves):
             shared = [m for m in elig[g] if claimed.get(m) == h and g not in serves[m]]
             if shared:
                 yield g, h, shared
+
+
+@register("fl", "venn_orrery")
+class VennOrrery(Venn):
+    """Venn with orrery's refinements (`variant="orrery"`), registered under its own name so a
+    study can show it beside the paper's Venn."""
+
+    def __init__(self, **kw):
+        kw.setdefault("variant", "orrery")
+        super().__init__(**kw)

@@ -29,7 +29,7 @@ def atoms(excl, shared):
 
 
 def venn(**kw):
-    return make_policy("fl", "venn", {"tier_matching": False, **kw})
+    return make_policy("fl", "venn", {"variant": "orrery", "tier_matching": False, **kw})
 
 
 def test_conformance_and_both_merge_rules():
@@ -49,7 +49,7 @@ def test_scarce_jobs_are_not_starved_by_a_job_that_can_use_abundant_devices():
     assert d.order[0b11][:4] == (10, 11, 12, 13)  # the scarce group claims its only atom
     assert d.order[0b11][-1] == 1  # the broad job stays eligible there (work-conserving)
     assert d.order[0b01] == (1,)
-    assert make_policy("fl", "srsf").schedule(v).order[0b11][0] == 1  # SRSF ignores scarcity
+    assert make_policy("fl", "srsf_service").schedule(v).order[0b11][0] == 1  # SRSF ignores scarcity
 
 
 def test_merge_when_sharing_lowers_the_estimated_completion_times():
@@ -96,10 +96,10 @@ def test_plan_is_cached_until_the_job_set_changes_or_the_interval_passes():
 def test_tier_pinning_uses_the_rate_reaching_the_job():
     a = [AtomView(0b11, 100.0, (50.0, 50.0))]
     heavy = [job(1, BROAD, 8, 1000, work=10_000.0)]  # tail 200 s vs 2000 s: pin to the fast tier
-    assert make_policy("fl", "venn").schedule(view(heavy, a)).max_tier == {1: 0}
+    assert make_policy("fl", "venn_orrery").schedule(view(heavy, a)).max_tier == {1: 0}
     # the same job behind a big collecting job gets few devices: the longer wait for
     # fast devices outweighs the saving, so it is not pinned
     big = job(0, BROAD, 4000, 1, work=1.0)
-    d = make_policy("fl", "venn").schedule(view([big, *heavy], [AtomView(0b11, 1.0, (0.5, 0.5))]))
+    d = make_policy("fl", "venn_orrery").schedule(view([big, *heavy], [AtomView(0b11, 1.0, (0.5, 0.5))]))
     assert d.order[0b11][0] == 0
     assert 1 not in d.max_tier
