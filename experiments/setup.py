@@ -218,4 +218,18 @@ def validate_setup(study: Study) -> SetupReport:
                 raise ScenarioError(f"{src}: scenario key {key!r}: {err}") from None
             files[str(p)] = sha256_file(p)
     checks.append(f"{len(files)} data file(s) exist and parse")
+
+    # 6. every group's scenario passes what its run checks as input (the domain's `check` hook:
+    # catalog names, hardware fit, data files parsed whole), so what passes validate does not
+    # fail on input in the run. Seeds do not change inputs: one run per group.
+    check = getattr(study.domain, "check", None)
+    if check is not None:
+        first_seed = study.seeds[0]
+        for g in study.groups:
+            sc = next(r for r in g.runs if r.seed == first_seed).scenario
+            try:
+                check(sc)
+            except (OrreryInputError, PolicyInputError) as err:
+                raise ScenarioError(f"{src}: group {g.label}: {' '.join(str(err).split())}") from None
+        checks.append("every group's scenario builds: hardware, workload and data files as its run reads them")
     return SetupReport(study.name, checks, files)

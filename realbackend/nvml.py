@@ -8,9 +8,14 @@ integrated power tell the same story.
 
 Actuator. Changing GPU settings on shared hardware is never a default. `GPUActuator` records
 every setting it is asked for; it applies them only when built with `allow_writes=True` (the
-`--allow-gpu-writes` opt-in), and then restores the original power limit and clocks on normal
-exit, on exceptions (context manager), at interpreter exit (atexit) and on SIGINT/SIGTERM
-(signal handlers that restore, then hand the signal to the previous handler).
+opt-in; no `orrery` command writes GPU settings today, so the opt-in is this Python argument),
+and then restores the original power limit and clocks on normal exit, on exceptions (context
+manager), at interpreter exit (atexit) and on SIGINT/SIGTERM/SIGHUP (signal handlers that
+restore, then hand the signal to the previous handler). Restoring tries every knob even when
+one fails (a failed power-limit restore does not skip the clock reset). Clocks that were
+already locked before the first change are saved and locked again on restore, where the
+NVML binding can read them (`nvmlDeviceGetGpuLockedClocks`) or the caller says what they
+were (`locked_clocks_mhz=`); otherwise restore resets them to the driver default.
 
 Every NVML call goes through one object (`nvml`, the `pynvml` module by default), so tests
 inject a fake at this boundary; real writes are never exercised in tests.
@@ -31,6 +36,7 @@ from orrery.core.errors import OrreryInputError
 ARCHITECTURES = {0: "kepler", 1: "kepler", 2: "kepler", 3: "maxwell", 4: "pascal", 5: "volta", 6: "turing",
                  7: "ampere", 8: "ada", 9: "hopper", 10: "blackwell"}
 VOLTA = 5
+RESTORE_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 class GPUUnavailableError(OrreryInputError):
@@ -300,12 +306,15 @@ class GPUActuator:
     """
 
     def __init__(self, index: int = 0, allow_writes: bool = False, nvml: Any = None,
-                 install_signal_handlers: bool = True):
+                 install_signal_handlers: bool = True,
+                 locked_clocks_mhz: tuple[float, float] | None = None):
         self.allow_writes = bool(allow_writes)
         self.index = int(index)
         self.log: list[Action] = []
         self._orig_power_mw: int | None = None
         self._clocks_locked = False
+        self._given_locked = locked_clocks_mhz  # the clocks locked before us, if the caller knows
+        self._orig_locked: tuple[int, int] | None = None
         self._prev_handlers: dict[int, Any] = {}
         self._lock = threading.RLock()
         self.nvml = None
@@ -315,7 +324,7 @@ class GPUActuator:
             self.handle = self.nvml.nvmlDeviceGetHandleByIndex(self.index)
             atexit.register(self.restore)
             if install_signal_handlers and threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in RESTORE_SIGNALS:
                     self._prev_handlers[sig] = signal.signal(sig, self._on_signal)
 
     @property
@@ -338,8 +347,10 @@ class GPUActuator:
         with self._lock:
             applied = False
             if self.allow_writes:
+                if not self._clocks_locked:
+                    self._orig_locked = self._read_locked_clocks()
+                self._clocks_locked = True  # before the call: a half-done lock is still undone
                 self.nvml.nvmlDeviceSetGpuLockedClocks(self.handle, int(min_mhz), int(max_mhz))
-                self._clocks_locked = True
                 applied = True
             self.log.append(Action(time.time(), "sm_clocks_mhz", (float(min_mhz), float(max_mhz)), applied))
 
@@ -353,34 +364,73 @@ class GPUActuator:
         return self._orig_power_mw is not None or self._clocks_locked
 
     # --- restore ---------------------------------------------------------------------------
+    def _read_locked_clocks(self) -> tuple[int, int] | None:
+        """The SM clock range locked before our first change: from the binding when it can read
+        it, else what the caller said; None means unlocked or unknown (restore resets)."""
+        getter = getattr(self.nvml, "nvmlDeviceGetGpuLockedClocks", None)
+        if getter is not None:
+            try:
+                got = getter(self.handle)
+            except Exception:  # noqa: BLE001 - unsupported: fall back to what the caller said
+                got = None
+            else:
+                return None if got is None else (int(got[0]), int(got[1]))
+        if self._given_locked is not None:
+            return int(self._given_locked[0]), int(self._given_locked[1])
+        return None
+
     def restore(self) -> None:
-        """Put every knob this actuator changed back to its original setting (idempotent)."""
+        """Put every knob this actuator changed back to its original setting (idempotent).
+
+        Every knob is tried even if another fails; the first failure is raised afterwards."""
         with self._lock:
             if not self.allow_writes:
                 return
+            errors: list[BaseException] = []
             if self._orig_power_mw is not None:
-                self.nvml.nvmlDeviceSetPowerManagementLimit(self.handle, self._orig_power_mw)
-                self.log.append(Action(time.time(), "power_limit_w", self._orig_power_mw / 1000.0, True))
-                self._orig_power_mw = None
+                try:
+                    self.nvml.nvmlDeviceSetPowerManagementLimit(self.handle, self._orig_power_mw)
+                    self.log.append(Action(time.time(), "power_limit_w", self._orig_power_mw / 1000.0, True))
+                    self._orig_power_mw = None
+                except Exception as err:  # noqa: BLE001 - the clocks are restored regardless
+                    errors.append(err)
             if self._clocks_locked:
-                self.nvml.nvmlDeviceResetGpuLockedClocks(self.handle)
-                self.log.append(Action(time.time(), "reset_sm_clocks", None, True))
-                self._clocks_locked = False
+                try:
+                    if self._orig_locked is not None:
+                        lo, hi = self._orig_locked
+                        self.nvml.nvmlDeviceSetGpuLockedClocks(self.handle, lo, hi)
+                        self.log.append(Action(time.time(), "sm_clocks_mhz", (float(lo), float(hi)), True))
+                    else:
+                        self.nvml.nvmlDeviceResetGpuLockedClocks(self.handle)
+                        self.log.append(Action(time.time(), "reset_sm_clocks", None, True))
+                    self._clocks_locked = False
+                    self._orig_locked = None
+                except Exception as err:  # noqa: BLE001
+                    errors.append(err)
+            if errors:
+                raise errors[0]
 
     def close(self) -> None:
-        """Restore, then give the signal handlers back."""
-        self.restore()
-        for sig, prev in self._prev_handlers.items():
-            if signal.getsignal(sig) == self._on_signal:
-                signal.signal(sig, prev)
-        self._prev_handlers.clear()
-        if self.allow_writes:
-            atexit.unregister(self.restore)
+        """Restore, then give the signal handlers back (also when restoring failed)."""
+        try:
+            self.restore()
+        finally:
+            for sig, prev in self._prev_handlers.items():
+                if signal.getsignal(sig) == self._on_signal:
+                    signal.signal(sig, prev)
+            self._prev_handlers.clear()
+            if self.allow_writes:
+                atexit.unregister(self.restore)
 
     def _on_signal(self, signum, frame) -> None:
-        self.restore()
         prev = self._prev_handlers.get(signum)
-        self.close()
+        try:
+            self.close()  # restores, then gives the handlers back
+        finally:
+            self._forward(signum, frame, prev)
+
+    @staticmethod
+    def _forward(signum, frame, prev) -> None:
         if callable(prev):
             prev(signum, frame)
         elif prev == signal.SIG_IGN:

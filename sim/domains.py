@@ -57,6 +57,11 @@ class Domain:
     description: str = ""
     # the policies/<package> whose policies this domain runs (default: the domain's name)
     policy_domain: str = ""
+    # check(scenario): raise OrreryInputError for anything `run` would reject as input (unknown
+    # catalog names, unreadable or malformed data files, impossible hardware), cheaply and
+    # without running; `orrery validate` calls it for every group so that what passes validate
+    # does not fail on input in the run
+    check: Callable[[Scenario], None] | None = None
 
     @property
     def policies(self) -> str:

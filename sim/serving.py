@@ -76,12 +76,7 @@ class _Replica:
         self.i, self.sim, self.perf, self.policy, self.r = index, sim, perf, policy, reqs
         self.latency = TokenLatency(perf)
         self.check = scn.check_decisions
-        cap_tokens = perf.kv_capacity_tokens(hw.gpu_memory_utilization)
-        total_blocks = int(cap_tokens // hw.block_size)
-        if total_blocks < -(-max_model_len // hw.block_size):
-            raise OrreryInputError(
-                f"{hw.model} on {hw.gpu} (tp={hw.tp}) has KV room for {cap_tokens} tokens, less than "
-                f"one request of {max_model_len} tokens; use more GPUs (tp) or a bigger GPU")
+        total_blocks = kv_blocks(hw, perf, max_model_len)
         self.state = ReplicaState(
             reqs, block_size=hw.block_size, total_blocks=total_blocks, max_num_seqs=hw.max_num_seqs,
             max_num_batched_tokens=hw.max_num_batched_tokens or max(max_model_len, 2048),
@@ -231,6 +226,28 @@ class _Replica:
             rs.finish(done, now, self.policy)
 
 
+def kv_blocks(hw: ServingHardware, perf: LLMPerfModel, max_model_len: int) -> int:
+    """KV-cache blocks of one replica; an input error when one longest request does not fit."""
+    cap_tokens = perf.kv_capacity_tokens(hw.gpu_memory_utilization)
+    blocks = int(cap_tokens // hw.block_size)
+    if blocks < -(-max_model_len // hw.block_size):
+        raise OrreryInputError(
+            f"{hw.model} on {hw.gpu} (tp={hw.tp}) has KV room for {cap_tokens} tokens, less than "
+            f"one request of {max_model_len} tokens; use more GPUs (tp) or a bigger GPU")
+    return blocks
+
+
+def check_serving(scn: ServingScenario) -> None:
+    """Everything `run_serving` would reject as input, without simulating: the GPU and model
+    names, the hardware (the model and one longest request fit), the policy and its parameters,
+    and the workload's data files (parsed whole: header, timestamps, token counts; cached)."""
+    perf = build_perf_model(scn.hardware)
+    kv_blocks(scn.hardware, perf, min(get_model(scn.hardware.model).max_context_tokens,
+                                      scn.workload.max_total_tokens))
+    make_policy("serving", scn.policy, scn.policy_params)
+    scn.workload.check_inputs()
+
+
 def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) -> RunResult:
     """Simulate `scn`. `perf_model` replaces the catalog's latency/power model (e.g. one
     calibrated on real hardware by `orrery calibrate`); it must offer LLMPerfModel's interface."""
@@ -290,6 +307,7 @@ register_domain(Domain(
     name="serving",
     scenario_type=ServingScenario,
     run=run_serving,
+    check=check_serving,
     metrics={
         "qoe_mean": "higher", "qoe_p10": "higher", "qoe_ge_0_9_frac": "higher",
         "qoe_andes_mean": "higher", "qoe_deficit_mean": "higher",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from orrery.core.config import Strict
 from orrery.hwmodels.gpus import get_gpu
@@ -40,6 +40,18 @@ class ServingHardware(Strict):
     block_size: int = Field(16, ge=1, description="tokens per KV block")
     max_num_seqs: int = Field(256, ge=1)
     max_num_batched_tokens: int | None = Field(None, ge=1, description="default max(max_model_len, 2048)")
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, v: str) -> str:
+        get_gpu(v)  # an unknown name fails at load time, listing the known ones
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        get_model(v)
+        return v
 
 
 class QoESpec(Strict):

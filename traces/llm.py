@@ -150,16 +150,50 @@ def _token_column(df: pd.DataFrame, lines: np.ndarray, path: Path, col: str) -> 
     return values.astype(np.int64)
 
 
+_NUMBER_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _numeric_timestamps(raw: pd.Series, numeric: np.ndarray, lines: np.ndarray, path: Path,
+                        col: str) -> np.ndarray:
+    """Timestamps given as seconds: all numeric, finite, >= 0 and non-decreasing; returned as
+    seconds after the first request."""
+    if not numeric.all():
+        i = int(np.argmax(~numeric))
+        raise TraceFormatError(path, f"timestamp {raw.iloc[i]!r} is not a number while earlier rows are "
+                               "seconds", line=int(lines[i]), column=col,
+                               expected="every timestamp in seconds, or every one a date-time")
+    t = raw.astype(np.float64).to_numpy()
+    for bad, what in ((~np.isfinite(t), "is not finite"), (t < 0, "is negative")):
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise TraceFormatError(path, f"timestamp {raw.iloc[i]!r} {what}", line=int(lines[i]), column=col,
+                                   expected="seconds >= 0 (or a date-time like '2023-11-16 18:15:46.68')")
+    dec = np.diff(t) < 0
+    if dec.any():
+        i = int(np.argmax(dec)) + 1
+        raise TraceFormatError(path, f"timestamp {raw.iloc[i]!r} is earlier than the previous one "
+                               f"{raw.iloc[i - 1]!r}", line=int(lines[i]), column=col,
+                               expected="non-decreasing timestamps")
+    return t - t[0]
+
+
 def load_azure_llm(path: str | Path) -> RequestTrace:
     """Load an Azure LLM inference trace (`TIMESTAMP,ContextTokens,GeneratedTokens`).
 
-    Timestamps (`2023-11-16 18:15:46.6805900`, any ISO-8601 precision) become seconds after the
-    first request. They must be non-decreasing: a reordered trace is reported, not re-sorted,
+    Timestamps (`2023-11-16 18:15:46.6805900`, any ISO-8601 precision, or bare numbers meaning
+    seconds, which must be >= 0) become seconds after the first request. They must be non-decreasing: a reordered trace is reported, not re-sorted,
     because the row order is what the trace's publisher recorded.
     """
     df, lines, p = _read_table(path, AZURE_COLUMNS)
     col = "TIMESTAMP"
     raw_ts = df[col].astype(str).str.strip()
+    numeric = raw_ts.str.fullmatch(_NUMBER_RE.pattern).to_numpy()
+    if numeric.any():
+        # bare numbers are seconds, never dates: ISO-8601 parsing would read "-5" as the year -5
+        arrival_s = _numeric_timestamps(raw_ts, numeric, lines, p, col)
+        prompt = _token_column(df, lines, p, "ContextTokens")
+        output = _token_column(df, lines, p, "GeneratedTokens")
+        return RequestTrace(_frozen(arrival_s), _frozen(prompt), _frozen(output), source=str(p))
     ts = pd.to_datetime(raw_ts, format="ISO8601", errors="coerce")
     bad = ts.isna().to_numpy()
     if bad.any():

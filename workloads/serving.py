@@ -58,6 +58,10 @@ def _stat_key(p: Path) -> tuple[str, int, int]:
     return str(p), st.st_mtime_ns, st.st_size
 
 
+MAX_RATE_RPS = 1e6  # a million requests/s to one simulated deployment is a typo, not a study
+MAX_REQUESTS = 50_000_000  # arrays of this many requests already take gigabytes
+
+
 class ServingWorkload(Strict):
     """Arrival process + length model of an LLM serving workload.
 
@@ -66,12 +70,14 @@ class ServingWorkload(Strict):
     """
 
     arrival: Literal["poisson", "gamma", "trace"] = Field("poisson", description="arrival process")
-    rate_rps: float | None = Field(None, gt=0, description="mean request rate (1/s); poisson/gamma")
-    cv: float = Field(1.0, gt=0, description="coefficient of variation of gaps; gamma only")
-    n_requests: int | None = Field(None, gt=0, description="number of requests (cap for traces)")
-    duration_s: float | None = Field(None, gt=0, description="arrival window (s)")
+    rate_rps: float | None = Field(None, gt=0, le=MAX_RATE_RPS, allow_inf_nan=False,
+                                   description="mean request rate (1/s); poisson/gamma")
+    cv: float = Field(1.0, gt=0, allow_inf_nan=False, description="coefficient of variation of gaps; gamma only")
+    n_requests: int | None = Field(None, gt=0, le=MAX_REQUESTS, description="number of requests (cap for traces)")
+    duration_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="arrival window (s)")
     trace_path: str | None = Field(None, description="Azure LLM CSV; path or 'shared:<path>'")
-    time_scale: float = Field(1.0, gt=0, description="trace replay: >1 stretches time (lower rate)")
+    time_scale: float = Field(1.0, gt=0, allow_inf_nan=False,
+                              description="trace replay: >1 stretches time (lower rate)")
     trace_day: int | None = Field(
         None, ge=0, description="replay only UTC calendar day N of the trace (0: its first day); None: all of it"
     )
@@ -98,6 +104,13 @@ class ServingWorkload(Strict):
                 raise ValueError(
                     f"arrival = {self.arrival!r} needs n_requests or duration_s (or both)"
                 )
+            if self.n_requests is None and self.duration_s is not None:
+                expected = self.rate_rps * self.duration_s
+                if expected > MAX_REQUESTS:
+                    raise ValueError(
+                        f"rate_rps x duration_s = {expected:.3g} requests, more than {MAX_REQUESTS:,}; "
+                        "lower the rate or the duration, or cap it with n_requests"
+                    )
         if self.arrival == "trace" and self.trace_path is None:
             raise ValueError(
                 "arrival = 'trace' needs trace_path (an Azure LLM CSV, e.g. 'shared:llm/azure_llm_2023_conv.csv')"
@@ -114,6 +127,17 @@ class ServingWorkload(Strict):
         if self.lengths == "sharegpt_file" and self.lengths_path is not None:
             _resolve("lengths_path", self.lengths_path)
         return self
+
+    def check_inputs(self) -> None:
+        """Parse the data files this workload reads (whole; cached by path, mtime and size), so a
+        malformed trace fails `orrery validate` instead of the run."""
+        if self.arrival == "trace" or self.lengths == "trace":
+            assert self.trace_path is not None
+            _cached_trace(*_stat_key(_resolve("trace_path", self.trace_path)),
+                          self.trace_day, self.trace_days, self.trace_sample_every)
+        if self.lengths == "sharegpt_file":
+            assert self.lengths_path is not None
+            _cached_empirical(*_stat_key(_resolve("lengths_path", self.lengths_path)))
 
     def generate(
         self, rng_arrivals: np.random.Generator, rng_lengths: np.random.Generator

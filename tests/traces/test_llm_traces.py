@@ -156,3 +156,18 @@ def test_sharegpt_malformed(tmp_path: Path) -> None:
     p = _write(tmp_path, "num_decode_tokens,num_prefill_tokens\n5,7\n")  # column order is free
     s = load_sharegpt_stats(p)
     assert s.prompt_tokens.tolist() == [7] and s.output_tokens.tolist() == [5]
+
+
+def test_numeric_timestamps_are_seconds_and_negative_ones_are_rejected_with_the_line(tmp_path):
+    """Issue 13: '-5' was read as the year -5 (a 63,158,400 s gap)."""
+    p = tmp_path / "t.csv"
+    p.write_text(AZ_HEADER + "0,10,5\n2.5,10,5\n-5,10,5\n")
+    with pytest.raises(TraceFormatError) as exc:
+        load_azure_llm(p)
+    assert exc.value.line == 4 and exc.value.column == "TIMESTAMP" and "negative" in str(exc.value)
+    p.write_text(AZ_HEADER + "10,10,5\n12.5,10,5\n13,1,1\n")
+    assert list(load_azure_llm(p).arrival_s) == [0.0, 2.5, 3.0]
+    p.write_text(AZ_HEADER + "10,10,5\n2023-11-16 18:15:46,10,5\n")
+    with pytest.raises(TraceFormatError, match="not a number") as exc:
+        load_azure_llm(p)
+    assert exc.value.line == 3
