@@ -33,7 +33,7 @@ def test_expansion_groups_runs_and_ids(write_study):
                  'policy = ["base", "fast"]\n"workload.rate_rps" = [1.0, 2.0]'))  # fmt: skip
     assert [r.run_id for r in again.runs()] == [r.run_id for r in runs]
     report = validate_setup(study)
-    assert len(report.checks) == 6  # + every group's scenario builds (issue 13)
+    assert len(report.checks) == 5
 
 
 def test_seeds_scales_cases_and_explicit_runs(write_study):
