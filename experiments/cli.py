@@ -179,8 +179,8 @@ def print_summary(result: Any) -> None:
     if comp is not None and len(comp):
         n = int(comp["p_adjusted"].notna().sum())
         table = Table(
-            title=f"{study.name}: claims, treatment vs control (alpha {desc['alpha']:g}, "
-            f"{_correction_words(desc['correction'])} over {n} comparisons)"
+            title=f"{study.name}: claims, treatment vs control (alpha {desc.alpha:g}, "
+            f"{_correction_words(desc.correction)} over {n} comparisons)"
         )
         for col, just in (("metric", "left"), ("claim", "left"), ("supported", "right"),
                           ("inconclusive", "right"), ("not supported", "right"),

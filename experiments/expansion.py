@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from orrery.core.config import describe_validation_error
 from orrery.core.errors import OrreryInputError, ScenarioError
+from orrery.experiments.description import GroupDescription, StudyDescription
 from orrery.experiments.schema import StudySpec, _show, canon, slug
 from orrery.experiments.setup import _missing_data_file, is_data_key
 from orrery.sim.scenario import Scenario, read_toml
@@ -88,31 +89,28 @@ class Study:
     def group(self, label: str) -> Group:
         return next(g for g in self.groups if g.label == label)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> StudyDescription:
         """What the manifest and the report need to recompute statistics without the TOML."""
         s = self.spec.study
-        return {
-            "name": s.name,
-            "domain": s.domain,
-            "description": s.description,
-            "hypothesis": s.hypothesis,
-            "source": self.source,
-            "scale": self.scale,
-            "seeds": self.seeds,
-            "metrics": self.metric_directions,
-            "variables": self.variables,
-            "control": s.control,
-            "cases": [c.name for c in self.spec.cases if c.name not in self.skipped_cases],
-            "skipped_cases": self.skipped_cases,
-            "test": s.test,
-            "claims": {m: c.model_dump(exclude_none=True) for m, c in s.claims.items()},
-            "alpha": s.alpha if self.alpha is None else self.alpha,
-            "correction": self.correction or s.correction,
-            "groups": [
-                {"label": g.label, "values": g.values, "role": g.role, "control": g.control}
-                for g in self.groups
-            ],
-        }
+        return StudyDescription(
+            name=s.name,
+            domain=s.domain,
+            description=s.description,
+            hypothesis=s.hypothesis,
+            source=self.source,
+            scale=self.scale,
+            seeds=list(self.seeds),
+            metrics=self.metric_directions,
+            variables=list(self.variables),
+            control=s.control,
+            cases=[c.name for c in self.spec.cases if c.name not in self.skipped_cases],
+            skipped_cases=dict(self.skipped_cases),
+            test=s.test,
+            claims={m: c.model_dump(exclude_none=True) for m, c in s.claims.items()},
+            alpha=s.alpha if self.alpha is None else self.alpha,
+            correction=self.correction or s.correction,
+            groups=tuple(GroupDescription(g.label, g.values, g.role, g.control) for g in self.groups),
+        )
 
 
 def resolve_study_path(name_or_path: str | Path) -> Path:

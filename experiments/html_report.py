@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orrery.experiments import stats
+from orrery.experiments.description import StudyDescription
 
 REPORT_NAME = "report.html"
 MAX_POINTS = 1500  # per line: long series are thinned evenly (the tables keep every point)
@@ -51,15 +51,15 @@ def _thin(*cols: Sequence[float]) -> list[list[float]]:
 
 
 def _policy(r: Any) -> str:
-    return str(r.group.get("policy", r.scenario.get("policy", "?")))
+    return str(r.values.get("policy", r.scenario.get("policy", "?")))
 
 
 def _case(r: Any) -> str:
-    return str(r.group.get("case", "") or "")
+    return str(r.values.get("case", "") or "")
 
 
 def _others(r: Any, skip: Sequence[str] = ("policy",)) -> str:
-    return ", ".join(f"{k}={v}" for k, v in r.group.items() if k not in skip)
+    return ", ".join(f"{k}={v}" for k, v in r.values.items() if k not in skip)
 
 
 def _cdf_trace(values: np.ndarray, name: str, group: str = "", **kw: Any) -> dict[str, Any]:
@@ -82,27 +82,27 @@ def _at_top(records: Sequence[Any], key: str = "workload.rate_rps") -> list[Any]
     out = []
     for case in sorted({_case(r) for r in records}):
         rs = [r for r in records if _case(r) == case]
-        vals = [r.group.get(key) for r in rs if isinstance(r.group.get(key), int | float)]
+        vals = [r.values.get(key) for r in rs if isinstance(r.values.get(key), int | float)]
         top = max(vals) if vals else None
-        out += [r for r in rs if top is None or r.group.get(key) == top]
+        out += [r for r in rs if top is None or r.values.get(key) == top]
     return out
 
 
 # ----------------------------------------------------------------------------- generic figures
 
 
-def metric_figures(summary: pd.DataFrame, records: Sequence[Any], study: dict[str, Any]) -> list[tuple[str, Figure]]:
+def metric_figures(summary: pd.DataFrame, records: Sequence[Any], study: StudyDescription) -> list[tuple[str, Figure]]:
     """Per metric: group means with 95% CI and every seed as a point; one legend entry per policy
     (and case), so a click hides it. With one numeric variable besides the policy, it is the x axis."""
     figs: list[tuple[str, Figure]] = []
     if summary.empty:
         return figs
-    variables = [v for v in study["variables"] if v != "policy"]
+    variables = [v for v in study.variables if v != "policy"]
     numeric = [v for v in variables if v in summary and pd.api.types.is_numeric_dtype(summary[v])]
     xvar = numeric[0] if len(numeric) == 1 and len(variables) == 1 else None
     by_label = {}
     for r in records:
-        by_label.setdefault(r.group_label, []).append(r)
+        by_label.setdefault(r.group, []).append(r)
     keys = [k for k in ("policy", "case") if k in summary]
     for metric, df in summary.groupby("metric", sort=False):
         direction = df["direction"].iloc[0]
@@ -154,7 +154,7 @@ def metric_figures(summary: pd.DataFrame, records: Sequence[Any], study: dict[st
 # ----------------------------------------------------------------------------- domain figures
 
 
-def serving_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[str, Any]) -> list[tuple[str, Figure]]:
+def serving_figures(records: Sequence[Any], summary: pd.DataFrame, study: StudyDescription) -> list[tuple[str, Figure]]:
     """QoE CDF per policy at the highest rate, and cumulative tokens delivered over time."""
     figs = []
     top = _at_top(records)
@@ -165,7 +165,7 @@ def serving_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[s
             name = pol + (f" / {case}" if case else "")
             data.append(_cdf_trace(q, name))
     if data:
-        rate = top[0].group.get("workload.rate_rps") if top else None
+        rate = top[0].values.get("workload.rate_rps") if top else None
         at = f" at {rate:g} req/s" if isinstance(rate, int | float) else ""
         figs.append(("QoE CDF", {"data": data, "layout": _layout(f"per-request QoE CDF{at} (all seeds)",
                                                                  "QoE", "fraction of requests")}))  # fmt: skip
@@ -189,7 +189,7 @@ def serving_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[s
     return figs
 
 
-def fl_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[str, Any]) -> list[tuple[str, Figure]]:
+def fl_figures(records: Sequence[Any], summary: pd.DataFrame, study: StudyDescription) -> list[tuple[str, Figure]]:
     """JCT CDF per policy (all seeds)."""
     data = []
     for pol, rs in _by(records, _policy).items():
@@ -202,7 +202,7 @@ def fl_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[str, A
                                                          "JCT (h)", "fraction of jobs")})]  # fmt: skip
 
 
-def training_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[str, Any]) -> list[tuple[str, Figure]]:
+def training_figures(records: Sequence[Any], summary: pd.DataFrame, study: StudyDescription) -> list[tuple[str, Figure]]:
     """Perseus: time-energy frontier per group with the chosen plan; Chase: carbon intensity with
     each policy's power-limit schedule (first seed per group, per case)."""
     figs = []
@@ -210,10 +210,10 @@ def training_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[
     seen = set()
     for r in sorted(records, key=lambda r: r.seed):
         f = (r.series or {}).get("frontier")
-        if f is None or not len(f) or r.group_label in seen:
+        if f is None or not len(f) or r.group in seen:
             continue
-        seen.add(r.group_label)
-        name = _others(r) or r.group_label
+        seen.add(r.group)
+        name = _others(r) or r.group
         x, y = _thin(f["time_s"], f["energy_j"] / 1e3)
         data.append({"type": "scatter", "mode": "lines", "x": x, "y": y, "name": name, "legendgroup": name,
                      "hovertemplate": f"{html.escape(name)}<br>%{{x:.4g}} s, %{{y:.4g}} kJ<extra></extra>"})  # fmt: skip
@@ -239,7 +239,7 @@ def training_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[
             data.append({"type": "scatter", "mode": "lines", "x": x, "y": y, "name": "forecast",
                          "line": {"color": "gray", "dash": "dot"},
                          "hovertemplate": "forecast t=%{x:.2f} h: %{y:.0f} g/kWh<extra></extra>"})  # fmt: skip
-        for label, grs in _by(rs, lambda r: r.group_label).items():
+        for label, grs in _by(rs, lambda r: r.group).items():
             r = min(grs, key=lambda r: r.seed)
             tab = r.table
             if "t_start_s" not in tab or "power_limit_w" not in tab:
@@ -256,7 +256,7 @@ def training_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[
     return figs
 
 
-def resilience_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[str, Any]) -> list[tuple[str, Figure]]:
+def resilience_figures(records: Sequence[Any], summary: pd.DataFrame, study: StudyDescription) -> list[tuple[str, Figure]]:
     """Throughput over time per policy with node losses marked, one figure per setting (first seed)."""
     figs = []
     settings = _by(records, lambda r: _others(r) or "all")
@@ -267,7 +267,7 @@ def resilience_figures(records: Sequence[Any], summary: pd.DataFrame, study: dic
             s = (r.series or {}).get("throughput")
             if s is None or not len(s):
                 continue
-            x, y = _thin(s["time_s"] / 3600, s["samples_per_s"])
+            x, y = _thin(s.time_s / 3600, s.samples_per_s)
             data.append({"type": "scatter", "mode": "lines", "x": x, "y": y, "name": pol, "line": {"shape": "hv"},
                          "hovertemplate": f"{html.escape(pol)}<br>t=%{{x:.2f}} h: %{{y:.4g}} samples/s"
                                           "<extra></extra>"})  # fmt: skip
@@ -283,7 +283,7 @@ def resilience_figures(records: Sequence[Any], summary: pd.DataFrame, study: dic
     return figs
 
 
-def fedtrans_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[str, Any]) -> list[tuple[str, Figure]]:
+def fedtrans_figures(records: Sequence[Any], summary: pd.DataFrame, study: StudyDescription) -> list[tuple[str, Figure]]:
     """Per-client accuracy CDF per policy, one figure per case."""
     figs = []
     for case, rs in _by(records, _case).items():
@@ -298,10 +298,10 @@ def fedtrans_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[
     return figs
 
 
-def fl_feasibility_figures(records: Sequence[Any], summary: pd.DataFrame, study: dict[str, Any]) -> list[tuple[str, Figure]]:
+def fl_feasibility_figures(records: Sequence[Any], summary: pd.DataFrame, study: StudyDescription) -> list[tuple[str, Figure]]:
     """Devices assigned per hour of day and the round-time CDF, per group (first seed)."""
     part, rounds = [], []
-    for label, rs in _by(records, lambda r: r.group_label).items():
+    for label, rs in _by(records, lambda r: r.group).items():
         r = min(rs, key=lambda r: r.seed)
         p = (r.series or {}).get("participation_by_hour")
         if p is not None and len(p):
@@ -383,7 +383,7 @@ def _json(obj: Any) -> str:
 
 
 def render_html(
-    study: dict[str, Any],
+    study: StudyDescription,
     manifest: dict[str, Any],
     summary: pd.DataFrame,
     comparisons: pd.DataFrame,
@@ -395,17 +395,17 @@ def render_html(
 
     s = study
     e = html.escape
-    parts = [f"<h1>Study <code>{e(s['name'])}</code></h1>"]
-    if s.get("description"):
-        parts.append(f"<p>{e(s['description'])}</p>")
-    parts.append(f"<h2>Hypothesis</h2><blockquote>{e(s['hypothesis'])}</blockquote>")
+    parts = [f"<h1>Study <code>{e(s.name)}</code></h1>"]
+    if s.description:
+        parts.append(f"<p>{e(s.description)}</p>")
+    parts.append(f"<h2>Hypothesis</h2><blockquote>{e(s.hypothesis)}</blockquote>")
     counts = manifest.get("counts", {})
     repro = manifest.get("reproducibility", {})
     setup = [
-        f"Domain <code>{e(s['domain'])}</code>" + (f", scale <code>{e(str(s['scale']))}</code>" if s.get("scale") else ""),
-        "Independent variables: " + ", ".join(f"<code>{e(v)}</code>" for v in s["variables"]),
-        "Control: " + ", ".join(f"<code>{e(k)}</code> = {e(repr(v))}" for k, v in s["control"].items()),
-        f"Seeds: {e(str(s['seeds']))}" + (f"; cases: {e(', '.join(s['cases']))}" if s.get("cases") else ""),
+        f"Domain <code>{e(s.domain)}</code>" + (f", scale <code>{e(str(s.scale))}</code>" if s.scale else ""),
+        "Independent variables: " + ", ".join(f"<code>{e(v)}</code>" for v in s.variables),
+        "Control: " + ", ".join(f"<code>{e(k)}</code> = {e(repr(v))}" for k, v in s.control.items()),
+        f"Seeds: {e(str(s.seeds))}" + (f"; cases: {e(', '.join(s.cases))}" if s.cases else ""),
         f"Runs: {counts.get('total', '?')} ({counts.get('executed', '?')} executed, {counts.get('resumed', '?')} "
         f"resumed); reproducibility: {'OK' if repro.get('ok') else 'FAILED'}",
         f"Statistics: {e(stats_sentence)}",
@@ -413,7 +413,7 @@ def render_html(
     parts.append("<h2>Setup</h2><ul>" + "".join(f"<li>{x}</li>" for x in setup) + "</ul>")
 
     if len(comparisons):
-        parts.append(f"<h2>Verdicts (alpha {float(s.get('alpha', stats.ALPHA)):g}, after correction)</h2>")
+        parts.append(f"<h2>Verdicts (alpha {float(s.alpha):g}, after correction)</h2>")
         tally = []
         for metric, sub in comparisons.groupby("metric", sort=False):
             c = sub["verdict"].value_counts()
@@ -431,15 +431,15 @@ def render_html(
     for title, fig in metric_figures(summary, records, s):
         parts.append(f"<h3>{e(title)}</h3>{{{{plot:{len(figures)}}}}}")
         figures.append((title, fig))
-    fn = DOMAIN_FIGURES.get(s["domain"])
+    fn = DOMAIN_FIGURES.get(s.domain)
     if fn is not None:
         try:
             dom = fn(records, summary, s)
         except Exception as err:  # noqa: BLE001 - a broken figure must not lose the report
             dom = []
-            parts.append(f"<p class='muted'>the {e(s['domain'])} figures failed: {e(repr(err))}</p>")
+            parts.append(f"<p class='muted'>the {e(s.domain)} figures failed: {e(repr(err))}</p>")
         if dom:
-            parts.append(f"<h2>{e(s['domain'])}: distributions and time series</h2>")
+            parts.append(f"<h2>{e(s.domain)}: distributions and time series</h2>")
             for title, fig in dom:
                 parts.append(f"<h3>{e(title)}</h3>{{{{plot:{len(figures)}}}}}")
                 figures.append((title, fig))
@@ -459,7 +459,7 @@ def render_html(
     )
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>orrery: {e(s['name'])}</title><style>{CSS}</style>\n"
+        f"<title>orrery: {e(s.name)}</title><style>{CSS}</style>\n"
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head>\n"
         f"<body>\n{body}\n{footer}\n<script type='text/javascript'>{script}</script>\n</body></html>\n"
     )

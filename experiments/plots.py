@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from orrery.experiments.description import StudyDescription  # noqa: E402
 from orrery.experiments.study import slug  # noqa: E402
 
 
@@ -26,7 +27,7 @@ def _numeric(values: pd.Series) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.dropna())
 
 
-def generic_plots(out_dir: Path, summary: pd.DataFrame, study: dict[str, Any]) -> list[Path]:
+def generic_plots(out_dir: Path, summary: pd.DataFrame, study: StudyDescription) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if summary.empty:
@@ -43,7 +44,7 @@ def generic_plots(out_dir: Path, summary: pd.DataFrame, study: dict[str, Any]) -
         ax.set_xticks(range(len(df)))
         ax.set_xticklabels(df["group"], rotation=35, ha="right", fontsize=7)
         ax.set_ylabel(f"{metric} ({direction} is better)")
-        ax.set_title(f"{study['name']}: {metric}, mean and 95% CI (blue: control)")
+        ax.set_title(f"{study.name}: {metric}, mean and 95% CI (blue: control)")
         fig.tight_layout()
         p = out_dir / f"{slug(metric)}.png"
         fig.savefig(p, dpi=100)
@@ -51,7 +52,7 @@ def generic_plots(out_dir: Path, summary: pd.DataFrame, study: dict[str, Any]) -
         written.append(p)
 
     numeric_vars = [
-        v for v in study["variables"] if v != "policy" and v in summary and _numeric(summary[v])
+        v for v in study.variables if v != "policy" and v in summary and _numeric(summary[v])
     ]
     if len(numeric_vars) == 1:
         var = numeric_vars[0]
@@ -67,7 +68,7 @@ def generic_plots(out_dir: Path, summary: pd.DataFrame, study: dict[str, Any]) -
             ax.set_xlabel(var)
             ax.set_ylabel(metric)
             ax.legend(fontsize=7)
-            ax.set_title(f"{study['name']}: {metric} vs {var}")
+            ax.set_title(f"{study.name}: {metric} vs {var}")
             fig.tight_layout()
             p = out_dir / f"{slug(metric)}_vs_{slug(var)}.png"
             fig.savefig(p, dpi=100)

@@ -27,7 +27,7 @@ def save(fig, path: Path, dpi: int = 110) -> Path:
 
 
 def _rate(run: Any) -> float | None:
-    v = run.group.get("workload.rate_rps")
+    v = run.values.get("workload.rate_rps")
     if v is None:
         v = (run.scenario.get("workload") or {}).get("rate_rps")
     return None if v is None else float(v)
@@ -44,8 +44,8 @@ def serving_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> list[Path
     rows = []
     for r in runs:
         if "qoe_mean" in r.metrics:
-            rows.append({"policy": r.group.get("policy", r.scenario.get("policy")),
-                         "case": r.group.get("case", ""), "rate": _rate(r),
+            rows.append({"policy": r.values.get("policy", r.scenario.get("policy")),
+                         "case": r.values.get("case", ""), "rate": _rate(r),
                          "qoe": r.metrics["qoe_mean"]})  # fmt: skip
     df = pd.DataFrame(rows)
     if df.empty:
@@ -70,16 +70,16 @@ def serving_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> list[Path
         p = save(fig, out_dir / "serving_qoe_vs_rate.png")
         written.append(p)
 
-    cases = sorted({r.group.get("case", "") for r in runs})
+    cases = sorted({r.values.get("case", "") for r in runs})
     fig, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 4), squeeze=False)
     for ax, case in zip(axes[0], cases, strict=True):
-        in_case = [r for r in runs if r.group.get("case", "") == case and "qoe" in r.table]
+        in_case = [r for r in runs if r.values.get("case", "") == case and "qoe" in r.table]
         rates = [x for x in (_rate(r) for r in in_case) if x is not None]
         top = max(rates) if rates else None
         by_policy: dict[str, list[np.ndarray]] = {}
         for r in in_case:
             if top is None or _rate(r) == top:
-                by_policy.setdefault(r.group.get("policy", r.scenario.get("policy")), []).append(
+                by_policy.setdefault(r.values.get("policy", r.scenario.get("policy")), []).append(
                     r.table["qoe"].to_numpy(dtype=float)
                 )
         for policy, parts in by_policy.items():
@@ -107,7 +107,7 @@ def training_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> list[Pat
         fig, ax = plt.subplots(figsize=(6, 4))
         seen = set()
         for r in fronts:
-            label = ", ".join(f"{k}={v}" for k, v in sorted(r.group.items()) if k != "policy")
+            label = ", ".join(f"{k}={v}" for k, v in sorted(r.values.items()) if k != "policy")
             if label in seen:
                 continue
             seen.add(label)
@@ -126,7 +126,7 @@ def training_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> list[Pat
         fig, ax = plt.subplots(figsize=(6, 4))
         by_policy: dict[str, list] = {}
         for r in pts:
-            by_policy.setdefault(str(r.group.get("policy", r.scenario.get("policy", "?"))), []).append(r)
+            by_policy.setdefault(str(r.values.get("policy", r.scenario.get("policy", "?"))), []).append(r)
         for pol, rs in sorted(by_policy.items()):
             ax.scatter([r.metrics["time_s"] / 3600 for r in rs], [r.metrics["carbon_g"] / 1e3 for r in rs],
                        label=pol, s=14)
@@ -146,7 +146,7 @@ def resilience_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> list[P
     written: list[Path] = []
     cases: dict[str, dict[str, object]] = {}
     for r in runs:
-        group = dict(getattr(r, "group", {}) or {})
+        group = dict(getattr(r, "values", {}) or {})
         pol = str(group.pop("policy", (getattr(r, "scenario", {}) or {}).get("policy", "?")))
         key = ", ".join(f"{k}={v}" for k, v in sorted(group.items())) or "all"
         cases.setdefault(key, {}).setdefault(pol, r)  # first seed of each policy
@@ -193,7 +193,7 @@ def fl_feasibility_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> li
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for r in runs:
-        label = ",".join(f"{k}={v}" for k, v in r.group.items()) or r.scenario.get("name", "run")
+        label = ",".join(f"{k}={v}" for k, v in r.values.items()) or r.scenario.get("name", "run")
         p = r.series.get("participation_by_hour")
         if p is not None and len(p):
             a1.plot(p["hour"], p["assigned"], label=label)
@@ -218,7 +218,7 @@ def fl_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     by_policy: dict[str, list[np.ndarray]] = {}
     for r in runs:
-        pol = str(r.group.get("policy", r.scenario.get("policy", "?")))
+        pol = str(r.values.get("policy", r.scenario.get("policy", "?")))
         jct = np.asarray(r.table["jct_s"], dtype=float) if "jct_s" in r.table else np.empty(0)
         by_policy.setdefault(pol, []).append(jct[np.isfinite(jct)])
     for pol, arrs in sorted(by_policy.items()):
@@ -264,7 +264,7 @@ def fedtrans_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> list[Pat
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def dataset(r) -> str:
-        return str(r.group.get("data.dataset", (r.scenario.get("data") or {}).get("dataset", "data")))
+        return str(r.values.get("data.dataset", (r.scenario.get("data") or {}).get("dataset", "data")))
 
     sets = sorted({dataset(r) for r in runs}) or ["data"]
     paths = []
@@ -274,7 +274,7 @@ def fedtrans_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> list[Pat
         for r in runs:
             if dataset(r) == ds and "accuracy" in r.table:
                 a = np.asarray(r.table["accuracy"], dtype=float)
-                by.setdefault(str(r.group.get("policy", r.scenario.get("policy", "?"))), []).append(a[np.isfinite(a)])
+                by.setdefault(str(r.values.get("policy", r.scenario.get("policy", "?"))), []).append(a[np.isfinite(a)])
         for pol, arrs in sorted(by.items()):
             x = np.sort(np.concatenate(arrs))
             if len(x):
@@ -293,7 +293,7 @@ def fedtrans_plots(out_dir: Path, summary: pd.DataFrame, runs: list) -> list[Pat
         for r in runs:
             ev = r.series.get("eval")
             if dataset(r) == ds and ev is not None and len(ev):
-                by_pol.setdefault(str(r.group.get("policy", r.scenario.get("policy", "?"))), []).append(ev)
+                by_pol.setdefault(str(r.values.get("policy", r.scenario.get("policy", "?"))), []).append(ev)
         for i, (pol, evs) in enumerate(sorted(by_pol.items())):
             for j, ev in enumerate(evs):
                 ax.plot(ev["cum_device_s"] / 3600.0, ev["acc_mean"], f"C{i}-", marker="o", ms=3, alpha=0.7,

@@ -15,6 +15,7 @@ import pandas as pd
 
 from orrery.core.errors import OrreryInputError
 from orrery.experiments import html_report, plots, stats, tables
+from orrery.experiments.description import StudyDescription
 from orrery.experiments.store import ResultsStore, RunRecord
 
 
@@ -39,7 +40,7 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def render_report(
-    study: dict[str, Any],
+    study: StudyDescription,
     manifest: dict[str, Any],
     summary: pd.DataFrame,
     comparisons: pd.DataFrame,
@@ -47,20 +48,20 @@ def render_report(
     root: Path,
 ) -> str:
     s = study
-    out = [f"# Study `{s['name']}`", ""]
-    if s.get("description"):
-        out += [s["description"], ""]
-    out += ["## Hypothesis", "", f"> {s['hypothesis']}", ""]
+    out = [f"# Study `{s.name}`", ""]
+    if s.description:
+        out += [s.description, ""]
+    out += ["## Hypothesis", "", f"> {s.hypothesis}", ""]
     out += ["## Setup", ""]
-    out.append(f"- Domain: `{s['domain']}`; source: `{s.get('source')}`" + (f"; scale `{s['scale']}`" if s.get("scale") else ""))
-    out.append(f"- Independent variables: {', '.join(f'`{v}`' for v in s['variables'])}")
-    out.append(f"- Control: {', '.join(f'`{k}` = {v!r}' for k, v in s['control'].items())}")
-    treatments = [g["label"] for g in s["groups"] if g["role"] == "treatment"]
-    out.append(f"- Treatment groups: {len(treatments)}; control groups: {sum(g['role'] == 'control' for g in s['groups'])}")
-    if s.get("cases"):
-        out.append(f"- Cases: {', '.join(s['cases'])}")
-    out.append(f"- Dependent metrics: {', '.join(f'`{m}` ({d} is better)' for m, d in s['metrics'].items())}")
-    out.append(f"- Seeds: {s['seeds']} ({len(s['seeds'])} per group)")
+    out.append(f"- Domain: `{s.domain}`; source: `{s.source}`" + (f"; scale `{s.scale}`" if s.scale else ""))
+    out.append(f"- Independent variables: {', '.join(f'`{v}`' for v in s.variables)}")
+    out.append(f"- Control: {', '.join(f'`{k}` = {v!r}' for k, v in s.control.items())}")
+    treatments = [g.label for g in s.groups if g.role == "treatment"]
+    out.append(f"- Treatment groups: {len(treatments)}; control groups: {sum(g.role == 'control' for g in s.groups)}")
+    if s.cases:
+        out.append(f"- Cases: {', '.join(s.cases)}")
+    out.append(f"- Dependent metrics: {', '.join(f'`{m}` ({d} is better)' for m, d in s.metrics.items())}")
+    out.append(f"- Seeds: {s.seeds} ({len(s.seeds)} per group)")
     out.append("- Statistics: " + stats_words(s, comparisons))
     counts = manifest.get("counts", {})
     out.append(
@@ -82,7 +83,7 @@ def render_report(
     out.append("")
 
     if not comparisons.empty:
-        out += [f"## Verdicts (treatment vs control; claims tested at alpha {s.get('alpha', stats.ALPHA):g} "
+        out += [f"## Verdicts (treatment vs control; claims tested at alpha {s.alpha:g} "
                 "after correction)", ""]
         cols = ["group", "control_group", "metric", "claim", "ratio", "diff", "p_value", "p_adjusted", "verdict"]
         table = comparisons[[c for c in cols if c in comparisons]]
@@ -106,21 +107,20 @@ def render_report(
     return "\n".join(out)
 
 
-def stats_words(study: dict[str, Any], comparisons: pd.DataFrame) -> str:
+def stats_words(study: StudyDescription, comparisons: pd.DataFrame) -> str:
     """One sentence: the test, the claims, alpha and the multiple-comparison correction."""
-    test = {"welch": "Welch t-tests", "mannwhitney": "Mann-Whitney U tests"}.get(study.get("test", "welch"), "tests")
-    corr = comparisons["correction"].iloc[0] if len(comparisons) and "correction" in comparisons else study.get(
-        "correction", stats.DEFAULT_CORRECTION)
+    test = {"welch": "Welch t-tests", "mannwhitney": "Mann-Whitney U tests"}.get(study.test, "tests")
+    corr = comparisons["correction"].iloc[0] if len(comparisons) and "correction" in comparisons else study.correction
     n = int(comparisons["p_value"].notna().sum()) if len(comparisons) else 0
     words = {"bh": "Benjamini-Hochberg (false discovery rate)", "holm": "Holm (family-wise error rate)",
              "none": "no correction"}.get(corr, corr)  # fmt: skip
-    claims = study.get("claims") or {}
+    claims = study.claims
     claimed = "; ".join(
-        f"`{m}`: {stats.claim_text(c, study['metrics'].get(m, 'higher'))}" for m, c in claims.items()
+        f"`{m}`: {stats.claim_text(c, study.metrics.get(m, 'higher'))}" for m, c in claims.items()
     )
     return (
         f"{test}; p-values adjusted for multiple comparisons by {words} over the {n} "
-        f"treatment x metric comparisons; alpha {study.get('alpha', stats.ALPHA):g}. "
+        f"treatment x metric comparisons; alpha {study.alpha:g}. "
         + (f"Claims: {claimed}; other metrics: a two-sided difference." if claims else
            "Every metric: a two-sided difference (no claims stated).")
     )
@@ -128,7 +128,7 @@ def stats_words(study: dict[str, Any], comparisons: pd.DataFrame) -> str:
 
 def write_outputs(
     store: ResultsStore,
-    study: dict[str, Any],
+    study: StudyDescription,
     manifest: dict[str, Any],
     records: list[RunRecord],
     summary: pd.DataFrame,
@@ -176,17 +176,12 @@ def report_dir(
     manifest = store.load_manifest()
     if not manifest or "study" not in manifest:
         raise OrreryInputError(f"{store.root}: no study results here (missing or unreadable manifest.json)")
-    study = manifest["study"]
+    study = StudyDescription.from_dict(manifest["study"]).with_stats(alpha, correction)
     wanted = set(manifest.get("runs", {}))
     skipped = skipped if skipped is not None else []
     records = [r for r in store.records(skipped) if r.run_id in wanted]
     if not records:
         raise OrreryInputError(f"{store.root}: no finished runs in {store.runs_dir}")
-    study = {**study}
-    if alpha is not None:
-        study["alpha"] = alpha
-    if correction is not None:
-        study["correction"] = correction
     summary, comparisons = stats.summarize(study, records)
     domain = None
     try:
@@ -194,7 +189,7 @@ def report_dir(
         from orrery.sim.domains import get_domain
 
         load_plugins(plugin_modules(plugins or []))
-        domain = get_domain(study["domain"])
+        domain = get_domain(study.domain)
     except Exception:  # noqa: BLE001 - a report still works without the domain's own plots
         domain = None
     write_outputs(store, study, manifest, records, summary, comparisons, domain)

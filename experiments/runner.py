@@ -59,6 +59,7 @@ from orrery.experiments.study import (
     resolve_data_path,
     validate_setup,
 )
+from orrery.experiments.tasks import Mode, RunOutcome, RunTask
 
 MANIFEST_EVERY_S = 2.0
 
@@ -78,68 +79,56 @@ class RunInputError(OrreryInputError):
 # ----------------------------------------------------------------------------- the worker side
 
 
-def execute(task: dict[str, Any]) -> dict[str, Any]:
-    """Run one scenario (in whatever process or worker this lands on) and encode its result.
-
-    task: run_id, group, group_label, seed, scenario (JSON dict), scenario_hash, domain,
-    metrics (names that must be produced), plugins, mode ("store": return the Parquet bytes;
-    "digest": the reproducibility re-run, return only the digest).
-    """
+def execute(task: RunTask) -> RunOutcome:
+    """Run one scenario (in whatever process or worker this lands on) and encode its result."""
     t0 = time.perf_counter()
     try:
-        load_plugins(task.get("plugins", ()))
+        load_plugins(task.plugins)
         from orrery.sim.domains import get_domain
 
-        domain = get_domain(task["domain"])
-        sc = domain.scenario_type.from_dict(task["scenario"], source=f"run {task['run_id']}")
-        if sc.stable_hash() != task["scenario_hash"]:
+        domain = get_domain(task.domain)
+        sc = domain.scenario_type.from_dict(task.scenario, source=f"run {task.run_id}")
+        if sc.stable_hash() != task.scenario_hash:
             raise RuntimeError(
-                f"scenario of run {task['run_id']} changed on its way to the worker "
-                f"({task['scenario_hash']} -> {sc.stable_hash()}): it does not round-trip through JSON"
+                f"scenario of run {task.run_id} changed on its way to the worker "
+                f"({task.scenario_hash} -> {sc.stable_hash()}): it does not round-trip through JSON"
             )
         from orrery.sim import progress as sim_progress
 
-        with sim_progress.reporting(_live_reporter(task["run_id"])):
+        with sim_progress.reporting(_live_reporter(task.run_id)):
             res = domain.run(sc)
-        missing = [m for m in task.get("metrics", ()) if m not in res.metrics]
+        missing = [m for m in task.metrics if m not in res.metrics]
         if missing:
-            raise RuntimeError(f"domain {task['domain']!r} did not produce metrics {missing}")
+            raise RuntimeError(f"domain {task.domain!r} did not produce metrics {missing}")
         metrics = {k: float(v) for k, v in res.metrics.items()}
         digest = result_digest(metrics, res.table, res.series)
         payload = None
-        if task.get("mode", "store") == "store":
+        if task.mode == "store":
             payload = encode_run(
-                run_id=task["run_id"],
-                group=task["group"],
-                group_label=task["group_label"],
-                seed=task["seed"],
-                scenario=task["scenario"],
-                scenario_hash=task["scenario_hash"],
-                domain=task["domain"],
+                run_id=task.run_id,
+                group=task.group,
+                values=task.values,
+                seed=task.seed,
+                scenario=task.scenario,
+                scenario_hash=task.scenario_hash,
+                domain=task.domain,
                 metrics=metrics,
                 table=res.table,
                 series=res.series,
                 digest=digest,
-                inputs_hash=task.get("inputs_hash", ""),
+                inputs_hash=task.inputs_hash,
             )
-        return {
-            "run_id": task["run_id"],
-            "mode": task.get("mode", "store"),
-            "ok": True,
-            "payload": payload,
-            "digest": digest,
-            "wall_s": time.perf_counter() - t0,
-        }
+        return RunOutcome(task.run_id, task.mode, True, time.perf_counter() - t0, digest=digest, payload=payload)
     except Exception as err:  # noqa: BLE001 - shipped back to the driver as data
-        return {
-            "run_id": task["run_id"],
-            "mode": task.get("mode", "store"),
-            "ok": False,
-            "error": f"{type(err).__name__}: {err}",
-            "input_error": isinstance(err, OrreryInputError),
-            "traceback": traceback.format_exc(),
-            "wall_s": time.perf_counter() - t0,
-        }
+        return RunOutcome(
+            task.run_id,
+            task.mode,
+            False,
+            time.perf_counter() - t0,
+            error=f"{type(err).__name__}: {err}",
+            input_error=isinstance(err, OrreryInputError),
+            traceback=traceback.format_exc(),
+        )
 
 
 def _live_reporter(run_id: str):
@@ -420,7 +409,7 @@ class StudyResult:
     manifest: dict[str, Any]
     executed: int = 0
     resumed: int = 0
-    failures: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[RunOutcome] = field(default_factory=list)
 
 
 def _now() -> str:
@@ -535,7 +524,7 @@ def _run_locked(
 
     started = _now()
     manifest: dict[str, Any] = {
-        "study": study.describe(),
+        "study": study.describe().to_dict(),
         "name": study.name,
         "hypothesis": study.spec.study.hypothesis,
         "status": "running",
@@ -582,20 +571,20 @@ def _run_locked(
         }
     store.save_manifest(manifest)
 
-    def task(r, mode: str) -> dict[str, Any]:
-        return {
-            "run_id": r.run_id,
-            "group": r.values,
-            "group_label": r.group,
-            "seed": r.seed,
-            "scenario": r.scenario_dict,
-            "scenario_hash": r.scenario_hash,
-            "inputs_hash": inputs[r.run_id],
-            "domain": study.domain.name,
-            "metrics": list(study.spec.study.metrics),
-            "plugins": plugins,
-            "mode": mode,
-        }
+    def task(r, mode: Mode) -> RunTask:
+        return RunTask(
+            run_id=r.run_id,
+            group=r.group,
+            values=r.values,
+            seed=r.seed,
+            scenario=r.scenario_dict,
+            scenario_hash=r.scenario_hash,
+            inputs_hash=inputs[r.run_id],
+            domain=study.domain.name,
+            metrics=tuple(study.spec.study.metrics),
+            plugins=tuple(plugins),
+            mode=mode,
+        )
 
     repro_run = {g.label: g.runs[0] for g in study.groups}
     phases = [
@@ -604,8 +593,8 @@ def _run_locked(
     ]
     todo_runs = sum(1 for r in study.runs() if r.run_id not in records)
     todo_repro = sum(1 for r in repro_run.values() if r.run_id not in old_repro)
-    failures: list[dict[str, Any]] = []
-    repro_second: dict[str, dict[str, Any]] = {}
+    failures: list[RunOutcome] = []
+    repro_second: dict[str, RunOutcome] = {}
     executed = 0
     live_fn = getattr(progress, "live", None)
     channel = _LiveChannel(live_fn, jobs or os.cpu_count() or 1) if live_fn and not dask else None
@@ -632,20 +621,19 @@ def _run_locked(
                 if rr.run_id not in old_repro:
                     tasks.append(task(rr, "digest"))
             for res in backend.map_unordered(execute, tasks):
-                rid = res["run_id"]
-                entry = manifest["runs"][rid]
-                if not res["ok"]:
+                entry = manifest["runs"][res.run_id]
+                if not res.ok:
                     failures.append(res)
-                    if res["mode"] == "store":
+                    if res.stored:
                         entry["status"] = "failed"
-                        entry["error"] = res["error"]
-                elif res["mode"] == "store":
-                    store.write(rid, res["payload"])
+                        entry["error"] = res.error
+                elif res.stored:
+                    store.write(res.run_id, res.payload)
                     executed += 1
-                    entry.update(status="done", wall_s=round(res["wall_s"], 6), digest=res["digest"])
+                    entry.update(status="done", wall_s=round(res.wall_s, 6), digest=res.digest)
                 else:
-                    repro_second[rid] = res
-                progress.advance(entry["group"], repro=res["mode"] != "store")
+                    repro_second[res.run_id] = res
+                progress.advance(entry["group"], repro=not res.stored)
                 if time.perf_counter() - last_save > MANIFEST_EVERY_S:
                     store.save_manifest(manifest)  # so a killed study keeps its wall times
                     last_save = time.perf_counter()
@@ -670,7 +658,7 @@ def _run_locked(
         if rr.run_id in old_repro and old_repro[rr.run_id].get("first") == first:
             checks.append({**old_repro[rr.run_id], "group": g.label})
             continue
-        second = repro_second.get(rr.run_id, {}).get("digest")
+        second = repro_second[rr.run_id].digest if rr.run_id in repro_second else None
         if first is None or second is None:
             continue
         checks.append(
@@ -690,8 +678,8 @@ def _run_locked(
         "total": len(study.runs()),
         "executed": executed,
         "resumed": resumed,
-        "failed": sum(1 for f in failures if f["mode"] == "store"),
-        "repro_failed": sum(1 for f in failures if f["mode"] == "digest"),
+        "failed": sum(1 for f in failures if f.stored),
+        "repro_failed": sum(1 for f in failures if not f.stored),
     }
     manifest["attempts"] = [
         *manifest["attempts"],
@@ -712,11 +700,11 @@ def _run_locked(
     if failures:
         first = failures[0]
         more = f" (and {len(failures) - 1} more; see {store.manifest_path})" if len(failures) > 1 else ""
-        msg = f"run {first['run_id']} failed: {first['error']}{more}"
-        if all(f.get("input_error") for f in failures):
+        msg = f"run {first.run_id} failed: {first.error}{more}"
+        if all(f.input_error for f in failures):
             raise RunInputError(msg)
         err = StudyFailed(msg)
-        err.detail = first.get("traceback", "")  # type: ignore[attr-defined]
+        err.detail = first.traceback  # type: ignore[attr-defined]
         raise err
     if mismatched:
         c = mismatched[0]

@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from orrery.experiments.description import DEFAULT_CORRECTION, StudyDescription
+
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 CORRECTIONS = ("none", "bh", "holm")
-DEFAULT_CORRECTION = "bh"
 CLAIM_KINDS = ("difference", "superiority", "noninferiority", "equivalence")
 
 
@@ -227,7 +228,7 @@ COMPARISON_COLUMNS = [
 
 
 def summarize(
-    study: dict[str, Any],
+    study: StudyDescription | dict[str, Any],
     records: Sequence[Any],
     *,
     alpha: float | None = None,
@@ -240,44 +241,46 @@ def summarize(
     `control_group, ratio, diff, claim, p_value, p_adjusted, test, correction, verdict`.
     comparisons: those rows only. alpha and correction default to the study's (0.05, "bh").
     """
-    metrics: dict[str, str] = study["metrics"]
-    variables: list[str] = study["variables"]
-    claims: dict[str, dict[str, Any]] = study.get("claims") or {}
-    alpha = float(study.get("alpha", ALPHA) if alpha is None else alpha)
-    correction = correction or study.get("correction", DEFAULT_CORRECTION)
+    if isinstance(study, dict):  # a manifest's JSON
+        study = StudyDescription.from_dict(study)
+    metrics = study.metrics
+    variables = study.variables
+    claims = study.claims
+    alpha = float(study.alpha if alpha is None else alpha)
+    correction = correction or study.correction
     if correction not in CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}; known: {', '.join(CORRECTIONS)}")
-    has_case = bool(study.get("cases"))
-    test = study.get("test", "welch")
+    has_case = bool(study.cases)
+    test = study.test
     by_group: dict[str, list[Any]] = {}
     for r in records:
-        by_group.setdefault(r.group_label, []).append(r)
+        by_group.setdefault(r.group, []).append(r)
 
     rows = []
     values_of: dict[str, dict[str, list[float]]] = {}
-    for g in study["groups"]:
-        recs = by_group.get(g["label"], [])
-        values_of[g["label"]] = {m: [float(r.metrics.get(m, math.nan)) for r in recs] for m in metrics}
-        gv = g["values"]
+    for g in study.groups:
+        recs = by_group.get(g.label, [])
+        values_of[g.label] = {m: [float(r.metrics.get(m, math.nan)) for r in recs] for m in metrics}
+        gv = g.values
         for m, direction in metrics.items():
-            row: dict[str, Any] = {"group": g["label"], "role": g["role"], "policy": gv.get("policy")}
+            row: dict[str, Any] = {"group": g.label, "role": g.role, "policy": gv.get("policy")}
             for v in variables:
                 if v != "policy":
                     row[v] = gv.get(v)
             if has_case:
                 row["case"] = gv.get("case")
-            row.update(metric=m, direction=direction, **mean_ci(values_of[g["label"]][m]))
+            row.update(metric=m, direction=direction, **mean_ci(values_of[g.label][m]))
             rows.append(row)
     summary = pd.DataFrame(rows)
 
     comp_rows = []
-    for g in study["groups"]:
-        if g["role"] != "treatment" or not g.get("control"):
+    for g in study.groups:
+        if g.role != "treatment" or not g.control:
             continue
         for m, direction in metrics.items():
-            res = compare(values_of[g["label"]][m], values_of[g["control"]][m], direction, test,
+            res = compare(values_of[g.label][m], values_of[g.control][m], direction, test,
                           claims.get(m), alpha)  # fmt: skip
-            comp_rows.append({"group": g["label"], "metric": m, "control_group": g["control"],
+            comp_rows.append({"group": g.label, "metric": m, "control_group": g.control,
                               "direction": direction, "kind": (claims.get(m) or {}).get("kind", "difference"),
                               **res})  # fmt: skip
     # one family: every treatment x metric of the study

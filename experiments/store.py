@@ -42,7 +42,7 @@ from orrery.core.errors import OrreryInputError
 META_KEY = b"orrery.run"
 SERIES_PREFIX = b"orrery.series."
 CHECKSUM_KEY = b"orrery.checksum"
-FORMAT_VERSION = 2  # 2: a checksum covers the metadata and series
+FORMAT_VERSION = 3  # 2: a checksum covers the metadata and series; 3: "group" is the label, "values" the dict
 LOCK_NAME = ".orrery.lock"
 # what a run writes into a results folder (removed by `clear_outputs`, i.e. `--force`)
 OUTPUT_NAMES = ("manifest.json", "summary.csv", "metrics.csv", "metrics.parquet", "report.md", "report.html")
@@ -75,14 +75,14 @@ class RunRecord:
     """One stored run, as `read_run` returns it (and as domain `plots` hooks receive it)."""
 
     run_id: str
-    group: dict[str, Any]  # independent-variable values, incl. "policy" (and "case")
+    group: str  # the group's label, e.g. "policy=andes,workload.rate_rps=2.0" (as in every table)
+    values: dict[str, Any]  # the group's independent-variable values, incl. "policy" (and "case")
     seed: int
     scenario: dict[str, Any]
     metrics: dict[str, float]
     table: pd.DataFrame
     series: dict[str, pd.DataFrame] = field(default_factory=dict)
     scenario_hash: str = ""
-    group_label: str = ""
     domain: str = ""
     digest: str = ""
     inputs_hash: str = ""  # hash of the parameter and data files the run read
@@ -117,8 +117,8 @@ def _ipc_to_frame(buf: bytes) -> pd.DataFrame:
 def encode_run(
     *,
     run_id: str,
-    group: dict[str, Any],
-    group_label: str,
+    group: str,
+    values: dict[str, Any],
     seed: int,
     scenario: dict[str, Any],
     scenario_hash: str,
@@ -137,7 +137,7 @@ def encode_run(
             "format": FORMAT_VERSION,
             "run_id": run_id,
             "group": group,
-            "group_label": group_label,
+            "values": values,
             "seed": seed,
             "scenario": scenario,
             "scenario_hash": scenario_hash,
@@ -209,18 +209,20 @@ def read_run(path: str | Path) -> RunRecord:
     if md.get(CHECKSUM_KEY, b"").decode(errors="replace") != _meta_checksum(md, t.column_names, t.num_rows):
         raise CorruptRunError(f"{path}: checksum mismatch (metadata or series corrupted, or an old format)")
     m = json.loads(md[META_KEY])
+    if isinstance(m.get("group"), dict):  # format 1 files: "group" held the values, "group_label" the label
+        m["values"], m["group"] = m["group"], m.get("group_label", "")
     series = {name: _ipc_to_frame(md[SERIES_PREFIX + name.encode()]) for name in m["series"]}
     table = t.replace_schema_metadata({k: v for k, v in md.items() if k == b"pandas"}).to_pandas()
     return RunRecord(
         run_id=m["run_id"],
         group=m["group"],
+        values=m["values"],
         seed=m["seed"],
         scenario=m["scenario"],
         metrics=m["metrics"],
         table=table,
         series=series,
         scenario_hash=m["scenario_hash"],
-        group_label=m.get("group_label", ""),
         domain=m.get("domain", ""),
         digest=m.get("digest", ""),
         inputs_hash=m.get("inputs_hash", ""),

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orrery.experiments.description import StudyDescription
 from orrery.experiments.store import write_atomic
 
 PRIMARY_TABLE = "_table"
@@ -45,28 +46,28 @@ def _column(values: list[Any]) -> list[Any]:
     return [None if v is None else v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in values]
 
 
-def id_columns(study: dict[str, Any]) -> list[str]:
+def id_columns(study: StudyDescription) -> list[str]:
     """Identifying columns of every open table, in order."""
     cols = ["run_id", "study", "group", "policy"]
-    cols += [v for v in study["variables"] if v != "policy"]
-    if study.get("cases"):
+    cols += [v for v in study.variables if v != "policy"]
+    if study.cases:
         cols.append("case")
     return [*cols, "seed"]
 
 
-def _ids(study: dict[str, Any], r: Any) -> dict[str, Any]:
-    out = {"run_id": r.run_id, "study": study["name"], "group": r.group_label,
-           "policy": r.group.get("policy", r.scenario.get("policy"))}  # fmt: skip
-    for v in study["variables"]:
+def _ids(study: StudyDescription, r: Any) -> dict[str, Any]:
+    out = {"run_id": r.run_id, "study": study.name, "group": r.group,
+           "policy": r.values.get("policy", r.scenario.get("policy"))}  # fmt: skip
+    for v in study.variables:
         if v != "policy":
-            out[v] = r.group.get(v)
-    if study.get("cases"):
-        out["case"] = r.group.get("case")
+            out[v] = r.values.get(v)
+    if study.cases:
+        out["case"] = r.values.get("case")
     out["seed"] = r.seed
     return out
 
 
-def metrics_frame(study: dict[str, Any], records: Sequence[Any]) -> pd.DataFrame:
+def metrics_frame(study: StudyDescription, records: Sequence[Any]) -> pd.DataFrame:
     """The long-form metrics table (every metric each run reported, not only the studied ones)."""
     cols = id_columns(study)
     rows: dict[str, list[Any]] = {c: [] for c in [*cols, "metric", "value"]}
@@ -80,7 +81,7 @@ def metrics_frame(study: dict[str, Any], records: Sequence[Any]) -> pd.DataFrame
     return pd.DataFrame({c: _column(v) if c in cols else v for c, v in rows.items()})
 
 
-def stacked(study: dict[str, Any], records: Sequence[Any], name: str) -> pd.DataFrame:
+def stacked(study: StudyDescription, records: Sequence[Any], name: str) -> pd.DataFrame:
     """Series `name` (or the primary table, `PRIMARY_TABLE`) of every run, stacked."""
     cols = id_columns(study)
     parts = []
@@ -108,7 +109,7 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def write_tables(root: Path, study: dict[str, Any], records: Sequence[Any]) -> list[Path]:
+def write_tables(root: Path, study: StudyDescription, records: Sequence[Any]) -> list[Path]:
     """metrics.parquet, metrics.csv and series/<name>.parquet under `root`; returns the paths."""
     root = Path(root)
     written = []

@@ -518,8 +518,8 @@ def _result(scn: FedTransScenario, eng: FedTransEngine) -> RunResult:
 
 # ----------------------------------------------------------------------------- plots
 def _label(r) -> str:
-    g = {k: v for k, v in r.group.items() if k != "policy"}
-    pol = str(r.group.get("policy", r.scenario.get("policy", "?")))
+    g = {k: v for k, v in r.values.items() if k != "policy"}
+    pol = str(r.values.get("policy", r.scenario.get("policy", "?")))
     return pol + (" " + ",".join(f"{v}" for v in g.values()) if g else "")
 
 

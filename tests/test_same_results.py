@@ -36,8 +36,8 @@ def serving_quick_runs(updates: dict | None = None):
         res = study.domain.run(sc)
         m = {k: float(v) for k, v in res.metrics.items()}
         digests[r.group] = result_digest(m, res.table, res.series)
-        records.append(RunRecord(r.run_id, r.values, r.seed, sc.model_dump(mode="json"), m, res.table,
-                                 res.series, group_label=r.group))
+        records.append(RunRecord(r.run_id, r.group, r.values, r.seed, sc.model_dump(mode="json"), m, res.table,
+                                 res.series))
     summary, _ = stats.summarize(study.describe(), records)
     means = {f"{row['group']}|{row['metric']}": float(row["mean"]) for row in summary.to_dict(orient="records")}
     return digests, means

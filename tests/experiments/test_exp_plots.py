@@ -16,7 +16,8 @@ def test_serving_plots_from_run_records(tmp_path):
             for seed in range(2):
                 q = np.clip(np.random.default_rng(seed).normal(base - 0.05 * rate, 0.1, 30), 0, 1)
                 runs.append(RunRecord(
-                    run_id=f"{policy}-{rate}-{seed}", group={"policy": policy, "workload.rate_rps": rate},
+                    run_id=f"{policy}-{rate}-{seed}", group=f"policy={policy},workload.rate_rps={rate}",
+                    values={"policy": policy, "workload.rate_rps": rate},
                     seed=seed, scenario={"policy": policy}, metrics={"qoe_mean": float(q.mean())},
                     table=pd.DataFrame({"qoe": q}),
                 ))  # fmt: skip

@@ -29,11 +29,11 @@ def test_report_html_is_one_offline_file(tiny_result, name):
     assert re.search(r"<script[^>]+src=", page) is None and re.search(r"<link[^>]+href=", page) is None
     assert not ('src="http' in page or "src='http" in page)
     study = res.study.describe()
-    assert bool(html.escape(study["hypothesis"]) in page)
+    assert bool(html.escape(study.hypothesis) in page)
     n_divs = page.count(f'class="{PLOT_CLASS}"')
-    metrics = len(study["metrics"])
+    metrics = len(study.metrics)
     assert n_divs >= metrics  # one figure per metric, plus the domain's own
-    if study["domain"] in ("serving", "fl", "resilience", "fedtrans", "fl_feasibility") or name in ("perseus", "chase"):
+    if study.domain in ("serving", "fl", "resilience", "fedtrans", "fl_feasibility") or name in ("perseus", "chase"):
         assert n_divs > metrics, "the domain's own figures are missing"
     assert bool("Benjamini-Hochberg" in page and "p_adjusted" in page)
 

@@ -24,8 +24,8 @@ def test_run_writes_the_results_layout_and_provenance(write_study, tmp_path):
     runs = sorted((out / "runs").glob("*.parquet"))
     assert len(runs) == 6 and res.executed == 6 and res.resumed == 0
     rec = read_run(runs[0])
-    assert set(rec.group) == {"policy"} and rec.seed in (0, 1, 2)
-    assert rec.scenario["policy"] == rec.group["policy"]
+    assert set(rec.values) == {"policy"} and rec.seed in (0, 1, 2)
+    assert rec.scenario["policy"] == rec.values["policy"] and rec.group == f"policy={rec.values['policy']}"
     assert set(rec.metrics) >= {"latency_s", "throughput_rps"}
     assert list(rec.table.columns) == ["request", "arrival_s", "latency_s"] and len(rec.table) == 20
     assert list(rec.series["done"].columns) == ["t_s", "n_done"]

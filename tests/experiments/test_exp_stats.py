@@ -92,12 +92,13 @@ def test_holm_on_a_known_example():
 
 
 def _study(metrics, groups, claims=None, **kw):
-    return {"metrics": metrics, "variables": ["policy"], "groups": groups, "claims": claims or {}, **kw}
+    return {"name": "t", "domain": "toy", "metrics": metrics, "variables": ["policy"], "groups": groups,
+            "claims": claims or {}, **kw}
 
 
 class _Rec:
     def __init__(self, label, metrics):
-        self.group_label, self.metrics = label, metrics
+        self.group, self.metrics = label, metrics
 
 
 def test_a_large_grid_of_null_treatments_is_not_declared_supported_after_correction():

@@ -194,7 +194,7 @@ def test_optional_case_is_skipped_when_its_data_is_missing(tmp_path, monkeypatch
     study = load_study("oobleck")
     assert {"p3", "g4dn"} <= set(study.skipped_cases)  # every optional case with a shared: trace
     assert all(g.case not in study.skipped_cases for g in study.groups)
-    assert study.describe()["skipped_cases"]["p3"].startswith("shared:")
+    assert study.describe().skipped_cases["p3"].startswith("shared:")
 
 
 def test_a_missing_required_data_file_fails_validation(tmp_path, monkeypatch):

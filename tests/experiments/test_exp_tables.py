@@ -21,10 +21,10 @@ def test_metrics_tables_read_back_with_duckdb_and_pandas_match_summary(tiny_resu
     cols = id_columns(study)
     assert list(long_pq.columns) == [*cols, "metric", "value"]
     assert list(long_csv.columns) == list(long_pq.columns)
-    for v in study["variables"]:
+    for v in study.variables:
         assert v in long_pq.columns  # every independent variable is its own column
     assert set(long_pq["run_id"]) == {r.run_id for r in res.records}
-    assert (long_pq["study"] == study["name"]).all()
+    assert (long_pq["study"] == study.name).all()
 
     con = duckdb.connect()
     ok = "FILTER (WHERE NOT isnan(value))"  # summary.csv leaves NaN (a metric that does not apply) out
@@ -79,13 +79,14 @@ def test_series_tables_hold_every_run_with_its_identifying_columns(tiny_result):
 def test_mixed_type_variables_become_one_column_type(tmp_path):
     from types import SimpleNamespace
 
+    from orrery.experiments.description import StudyDescription
     from orrery.experiments.tables import metrics_frame, write_tables
 
-    study = {"name": "s", "variables": ["policy", "x"], "cases": []}
+    study = StudyDescription(name="s", domain="toy", metrics={"m": "higher"}, variables=["policy", "x"], groups=())
     recs = [
-        SimpleNamespace(run_id="a", group_label="g1", group={"policy": "p", "x": 1}, scenario={}, seed=0,
+        SimpleNamespace(run_id="a", group="g1", values={"policy": "p", "x": 1}, scenario={}, seed=0,
                         metrics={"m": 1.0}, series={}, table=pd.DataFrame()),
-        SimpleNamespace(run_id="b", group_label="g2", group={"policy": "p", "x": [1, 2]}, scenario={}, seed=0,
+        SimpleNamespace(run_id="b", group="g2", values={"policy": "p", "x": [1, 2]}, scenario={}, seed=0,
                         metrics={"m": 2.0}, series={}, table=pd.DataFrame()),
     ]
     df = metrics_frame(study, recs)

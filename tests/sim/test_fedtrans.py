@@ -161,7 +161,7 @@ def test_leaf_dataset_runs(tmp_path):
 def test_plots(tmp_path):
     class R:
         def __init__(self, res, pol):
-            self.group, self.scenario, self.metrics = {"policy": pol, "data.dataset": "teacher"}, {"policy": pol}, res.metrics
+            self.values, self.scenario, self.metrics = {"policy": pol, "data.dataset": "teacher"}, {"policy": pol}, res.metrics
             self.table, self.series = res.table, res.series
 
     runs = [R(ft.run_fedtrans(tiny(p, rounds=2)), p) for p in ("fedavg", "fedtrans")]

@@ -103,7 +103,7 @@ def test_domain_registered_and_bad_input():
 def test_plots(tmp_path):
     class R:
         def __init__(self, res, pol):
-            self.group, self.scenario, self.metrics = {"policy": pol}, {"policy": pol}, res.metrics
+            self.values, self.scenario, self.metrics = {"policy": pol}, {"policy": pol}, res.metrics
             self.table, self.series = res.table, res.series
     runs = [R(run_fl(tiny(p)), p) for p in ("random", "venn")]
     from orrery.experiments.plots import resolve_plot_hook

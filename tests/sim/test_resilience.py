@@ -113,7 +113,7 @@ def test_plots(tmp_path):
     runs = []
     for p in ("varuna", "oobleck"):
         r = run_resilience(_sc(p))
-        runs.append(SimpleNamespace(group={"policy": p}, scenario={"policy": p}, metrics=r.metrics,
+        runs.append(SimpleNamespace(values={"policy": p}, scenario={"policy": p}, metrics=r.metrics,
                                     table=r.table, series=r.series))
     summary = pd.DataFrame({"group": ["varuna", "oobleck"], "policy": ["varuna", "oobleck"],
                             "metric": ["samples_done"] * 2,
