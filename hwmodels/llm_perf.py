@@ -370,37 +370,48 @@ class LLMPerfModel:
                                         * f.coll_latency_s)
         self._s_comm1 = (c.ring > 0) * c.ring * c.hidden * ACT_BYTES / bw_ic * (
             n_ar + c.ep_on * c.n_moe_layers * sh.ep_bytes_factor)
+        self._s_qu = self._s_q + self._s_u
+        self._s_raw_qu = c.flops_q_per_token / c.peak_q + c.flops_u_per_token / c.peak_u
+        self._s_moe_n = self._s_moe * c.n_experts
+        self._s_keep = 1.0 - c.topk_frac
+        self._s_serial = f.attn_seq_s * c.n_layers
         self._s_cpu0 = (f.overhead_s + sh.per_layer_s * c.n_layers
                         + c.n_moe_layers * (sh.moe_layer_s + c.q_is_fp8 * sh.fp8_moe_layer_s))
 
-    def _t_scalar(self, tokens: float, seqs: float, ctx_total: float, parts: bool = False):
-        """`step_terms(...)[0]` for Python floats, without numpy (same formula); with `parts`
-        the whole `step_terms` tuple."""
+    def _t_scalar(self, tokens, seqs, ctx_total, parts: bool = False):
+        """`step_terms` with the constants folded: floats or numpy arrays (same formula, fewer
+        operations; the simulator's hot path). Without `parts` only the step time."""
         c, f = self.c, self.fam
         per_seq_ctx = ctx_total / seqs
-        slide_ctx = min(per_seq_ctx, c.window) * seqs if c.window > 0 else ctx_total
-        pairs_layers = c.n_full_layers * ctx_total + c.n_slide_layers * slide_ctx
+        if c.window > 0:
+            slide_ctx = (min(per_seq_ctx, c.window) if isinstance(per_seq_ctx, float)
+                         else np.minimum(per_seq_ctx, c.window)) * seqs
+            pairs_layers = c.n_full_layers * ctx_total + c.n_slide_layers * slide_ctx
+            serial = f.attn_seq_s * (c.n_full_layers * per_seq_ctx + c.n_slide_layers * slide_ctx / seqs)
+        else:
+            pairs_layers = c.n_layers * ctx_total
+            serial = self._s_serial * per_seq_ctx
         kv = c.kv_bytes_per_token_layer * (pairs_layers + c.n_layers * tokens)
-        moe = self._s_moe * c.n_experts * (1.0 - (1.0 - c.topk_frac) ** tokens) if c.n_experts else 0.0
+        moe = self._s_moe_n * (1.0 - self._s_keep ** tokens) if c.n_experts else 0.0
         t_mem = (c.dense_bytes + moe + kv) * self._s_bw
-        t_comp = (self._s_q + self._s_u) * tokens + self._s_attn * (
-            pairs_layers + 0.5 * c.n_layers * tokens * tokens / seqs)
+        attn_pairs = pairs_layers + 0.5 * c.n_layers * tokens * tokens / seqs
+        t_comp = self._s_qu * tokens + self._s_attn * attn_pairs
         t_gpu = (t_mem**ROOFLINE_P + t_comp**ROOFLINE_P) ** (1.0 / ROOFLINE_P)
         t_comm = self._s_comm0 + self._s_comm1 * tokens
-        t = (t_gpu + t_comm + self._s_cpu0 + f.per_seq_s * seqs
-             + f.attn_seq_s * (c.n_full_layers * per_seq_ctx + c.n_slide_layers * slide_ctx / seqs))
+        t = t_gpu + t_comm + self._s_cpu0 + f.per_seq_s * seqs + serial
         if not parts:
             return t
         mem_raw = (c.dense_bytes + moe * self.sh.moe_mem_eff + kv) / c.mem_bw
-        attn_flops = c.attn_flops_per_pair * (pairs_layers + 0.5 * c.n_layers * tokens * tokens / seqs)
-        comp_raw = c.flops_q_per_token * tokens / c.peak_q + (c.flops_u_per_token * tokens + attn_flops) / c.peak_u
+        comp_raw = self._s_raw_qu * tokens + c.attn_flops_per_pair * attn_pairs / c.peak_u
         return t, mem_raw, comp_raw, t_comm
 
-    def _p_scalar(self, tokens: float, seqs: float, ctx_total: float) -> float:
+    def _p_scalar(self, tokens, seqs, ctx_total):
+        """Per-GPU power of a step (`power_from_terms`), floats or arrays."""
         t, m, cp, x = self._t_scalar(tokens, seqs, ctx_total, parts=True)
         c, f = self.c, self.fam
         u = (f.power_mem * m + f.power_compute * cp + self.sh.power_comm * x) / t
-        return c.idle_w + (c.tdp_w - c.idle_w) * (f.power_floor + (1.0 - f.power_floor) * (1.0 - math.exp(-u)))
+        e = math.exp(-u) if isinstance(u, float) else np.exp(-u)
+        return c.idle_w + (c.tdp_w - c.idle_w) * (f.power_floor + (1.0 - f.power_floor) * (1.0 - e))
 
     # ---- one iteration -------------------------------------------------------------------
     def _terms(self, tokens, seqs, ctx):
@@ -437,9 +448,9 @@ class LLMPerfModel:
         if isinstance(batch_size, np.ndarray) or isinstance(context_tokens, np.ndarray):
             b = np.maximum(np.asarray(batch_size, dtype=float), 1e-9)
             ctx = np.asarray(context_tokens, dtype=float)
-            t = self._terms(b * self._g1, b, ctx * self._g1)[0]
+            t = self._t_scalar(b * self._g1, b, ctx * self._g1)
             if self._draft:
-                t = t + self._draft * self._terms(b, b, ctx)[0]
+                t = t + self._draft * self._t_scalar(b, b, ctx)
             return t
         b = float(batch_size) if batch_size > 0 else 1e-9
         t = self._t_scalar(b * self._g1, b, float(context_tokens) * self._g1)
@@ -461,7 +472,7 @@ class LLMPerfModel:
         if not busy:
             return np.full(b.shape, float(self._idle_w)) if arr else float(self._idle_w)
         bb = np.maximum(b, 1e-9)
-        p = self.step_power_w(bb * self._g1, bb, bb * self._ctx_default * self._g1)
+        p = self._p_scalar(bb * self._g1, bb, bb * self._ctx_default * self._g1)
         p = np.where(b > 0, p, self._idle_w)
         return p if arr else float(p)
 

@@ -26,10 +26,15 @@ class PowerLimitProfiler:
         self.profile: dict[float, tuple[float, float]] = {}
 
     def _limits(self, view: EnergyView) -> list[float]:
+        """Max down to min in `step_w` steps, ending AT the minimum: a GPU whose range is not a
+        multiple of the step (RTX 6000: 100-260 W) is profiled at limits it can set, its
+        lowest included."""
         out, w = [], view.power_limit_max_w
         while w >= view.power_limit_min_w - 1e-9:
             out.append(float(w))
             w -= self.step_w
+        if out and out[-1] > view.power_limit_min_w + 1e-9:
+            out.append(float(view.power_limit_min_w))
         return out
 
     def step(self, view: EnergyView) -> EnergyDecision | None:
