@@ -405,6 +405,36 @@ class LLMPerfModel:
         comp_raw = self._s_raw_qu * tokens + c.attn_flops_per_pair * attn_pairs / c.peak_u
         return t, mem_raw, comp_raw, t_comm
 
+    def _split(self, tokens, seqs, ctx_total):
+        """(compute time, memory time, everything else, raw memory time, raw compute time,
+        collective time) of a step: `_t_scalar`'s parts, for models that rescale the compute
+        part (a power-capped or clock-locked GPU, `hwmodels/deployment.py`)."""
+        c, f = self.c, self.fam
+        per_seq_ctx = ctx_total / seqs
+        if c.window > 0:
+            slide_ctx = np.minimum(per_seq_ctx, c.window) * seqs
+            pairs_layers = c.n_full_layers * ctx_total + c.n_slide_layers * slide_ctx
+            serial = f.attn_seq_s * (c.n_full_layers * per_seq_ctx + c.n_slide_layers * slide_ctx / seqs)
+        else:
+            pairs_layers = c.n_layers * ctx_total
+            serial = self._s_serial * per_seq_ctx
+        kv = c.kv_bytes_per_token_layer * (pairs_layers + c.n_layers * tokens)
+        moe = self._s_moe_n * (1.0 - self._s_keep ** tokens) if c.n_experts else 0.0
+        t_mem = (c.dense_bytes + moe + kv) * self._s_bw
+        attn_pairs = pairs_layers + 0.5 * c.n_layers * tokens * tokens / seqs
+        t_comp = self._s_qu * tokens + self._s_attn * attn_pairs
+        t_comm = self._s_comm0 + self._s_comm1 * tokens
+        rest = t_comm + self._s_cpu0 + f.per_seq_s * seqs + serial
+        mem_raw = (c.dense_bytes + moe * self.sh.moe_mem_eff + kv) / c.mem_bw
+        comp_raw = self._s_raw_qu * tokens + c.attn_flops_per_pair * attn_pairs / c.peak_u
+        return t_comp, t_mem, rest, mem_raw, comp_raw, t_comm
+
+    def _power(self, t, mem_raw, comp_raw, t_comm):
+        c, f = self.c, self.fam
+        u = (f.power_mem * mem_raw + f.power_compute * comp_raw + self.sh.power_comm * t_comm) / t
+        e = np.exp(-u)
+        return c.idle_w + (c.tdp_w - c.idle_w) * (f.power_floor + (1.0 - f.power_floor) * (1.0 - e))
+
     def _p_scalar(self, tokens, seqs, ctx_total):
         """Per-GPU power of a step (`power_from_terms`), floats or arrays."""
         t, m, cp, x = self._t_scalar(tokens, seqs, ctx_total, parts=True)
