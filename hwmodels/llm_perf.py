@@ -459,6 +459,13 @@ class LLMPerfModel:
         t, m, cp, x = self._terms(tokens, seqs, ctx_total)
         return power_from_terms(self.c, self.fam, self.sh, t, m, cp, x)
 
+    def prefill_flops(self, n_tokens: float, n_seqs: float = 1, context_tokens: float = 0) -> float:
+        """FLOPs per GPU of a prefill step (linear layers + causal attention)."""
+        c = self.c
+        s = n_seqs if n_seqs > 0 else 1
+        pairs = c.n_layers * (n_tokens * context_tokens / s + 0.5 * n_tokens * n_tokens / s)
+        return (c.flops_q_per_token + c.flops_u_per_token) * n_tokens + c.attn_flops_per_pair * pairs
+
     def prefill_time_s(self, n_tokens: int, n_seqs: int = 1, context_tokens: int = 0) -> float:
         """One iteration prefilling `n_tokens` prompt tokens of `n_seqs` sequences that already
         hold `context_tokens` KV tokens in total (0 for fresh prompts)."""
