@@ -432,6 +432,62 @@ def write_params(doc: dict, path: str | Path = DEFAULT_OUT) -> Path:
     return p
 
 
+# ---- trust: how far a deployment lies from the fitted points --------------------------------------
+def _fit_domain(doc: dict) -> list[dict]:
+    """The fitted deployments (model, GPU, tp, ep, precision) of a parameter document."""
+    out = []
+    for key in doc.get("fit_rows", []):
+        mid, _task, gpu, tp, ep, _dp, _seqs = key.split("|")
+        m = get_model(mid)
+        out.append({"model": m.name, "moe": m.n_experts > 0, "active": m.flop_params_per_token,
+                    "gpu": gpu, "family": get_gpu(gpu).fit_family, "tp": int(tp[2:]), "ep": int(ep[2:]),
+                    "precision": split_precision(mid)[1] or m.weight_precision})
+    return out
+
+
+def deployment_trust(model: str, gpu: str, tp: int = 1, ep: int = 1, precision: str | None = None,
+                     params_path: str | Path | None = None) -> dict:
+    """How far to trust the serving model's answer for one deployment.
+
+    level 'measured': this (model, GPU, tp, ep, precision) was fitted (in-sample error applies);
+    'interpolated': every property lies inside what the fit saw (GPU family fitted, dense/MoE
+    kind, active parameters within the fitted range, GPUs per replica and precision seen): the
+    leave-one-model-out figures are the honest error estimate; 'extrapolated': at least one
+    property lies outside (each listed in `reasons`): no measured error bound applies."""
+    path = Path(params_path or DEFAULT_PARAMS_PATH)
+    doc = json.loads(path.read_text())
+    dom = _fit_domain(doc)
+    m, g = get_model(model), get_gpu(gpu)
+    prec = precision or split_precision(model)[1] or m.weight_precision
+    n = max(tp, ep)
+    same = [d for d in dom if d["model"] == m.name and d["gpu"] == g.name and d["tp"] == tp and d["ep"] == ep
+            and d["precision"] == prec]
+    reasons = []
+    if g.fit_family not in {d["family"] for d in dom}:
+        reasons.append(f"GPU family {g.fit_family!r} has no data (fitted: {sorted({d['family'] for d in dom})}); "
+                       "it borrows the fitted families' geometric mean")
+    kind = [d for d in dom if d["moe"] == (m.n_experts > 0)]
+    if not kind:
+        reasons.append(f"no {'MoE' if m.n_experts else 'dense'} model was fitted")
+    else:
+        lo, hi = min(d["active"] for d in kind), max(d["active"] for d in kind)
+        if not lo * 0.999 <= m.flop_params_per_token <= hi * 1.001:
+            reasons.append(f"{m.flop_params_per_token / 1e9:.1f}B active parameters outside the fitted "
+                           f"{lo / 1e9:.1f}-{hi / 1e9:.1f}B of {'MoE' if m.n_experts else 'dense'} models")
+    if n > max(max(d["tp"], d["ep"]) for d in dom):
+        reasons.append(f"{n} GPUs per replica: more than any fitted deployment")
+    if ep > 1 and not any(d["ep"] > 1 for d in dom):
+        reasons.append("expert parallelism was never fitted")
+    if prec not in {d["precision"] for d in dom}:
+        reasons.append(f"precision {prec!r} never fitted (fitted: {sorted({d['precision'] for d in dom})})")
+    level = "measured" if same else ("extrapolated" if reasons else "interpolated")
+    cv = doc.get("cross_validation", {}).get("overall", {})
+    err = doc.get("fit_error", {}) if same else (cv if level == "interpolated" else {})
+    return {"level": level, "reasons": reasons, "expected_error": err,
+            "error_source": {"measured": "in-sample fit error", "interpolated": "leave-one-model-out CV",
+                             "extrapolated": "none: outside the fitted domain"}[level]}
+
+
 # ---- check ---------------------------------------------------------------------------------------
 def check(files, params_path: str | Path | None = None) -> dict:
     """Predict every configuration of `files` that the parameter file's fit did not use."""
@@ -490,10 +546,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", nargs="+", metavar="FILE", help="predict these files' configurations not fitted")
     ap.add_argument("--params", metavar="FILE", help="parameter file for --check (default: the shipped one)")
     ap.add_argument("--csv", metavar="OUT", help="with --check: write the per-row comparison as CSV")
+    ap.add_argument("--trust", nargs=2, metavar=("MODEL", "GPU"),
+                    help="how far to trust the model for this deployment (with --tp, --ep, --precision)")
+    ap.add_argument("--tp", type=int, default=1)
+    ap.add_argument("--ep", type=int, default=1)
+    ap.add_argument("--precision")
     ap.add_argument("--update-shipped", action="store_true", help=argparse.SUPPRESS)  # maintainers only
     args = ap.parse_args(argv)
     write_params.allow_shipped = args.update_shipped
     try:
+        if args.trust:
+            t = deployment_trust(*args.trust, tp=args.tp, ep=args.ep, precision=args.precision,
+                                 params_path=args.params)
+            print(json.dumps(t, indent=1))
+            return 0
         if args.check:
             res = check(args.check, args.params)
             if args.csv and res["rows"]:

@@ -101,3 +101,15 @@ def test_unknown_architecture_and_bad_files_exit_2(mlenergy, tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err
     with pytest.raises(OrreryInputError, match="inside the installed package"):
         fit_llm.write_params({}, DEFAULT_PARAMS_PATH)
+
+
+def test_trust_levels_say_how_far_a_deployment_lies_from_the_fit():
+    t = fit_llm.deployment_trust("meta-llama/Llama-3.1-8B-Instruct", "H100")
+    assert t["level"] == "measured" and t["error_source"] == "in-sample fit error"
+    t = fit_llm.deployment_trust("llama-3.1-70b", "h100", tp=4)  # dense, inside the fitted sizes
+    assert t["level"] == "interpolated" and t["expected_error"]["itl_median_abs_err"] > 0
+    t = fit_llm.deployment_trust("llama-2-13b", "a100")  # no Ampere data at all
+    assert t["level"] == "extrapolated" and "ampere" in t["reasons"][0]
+    t = fit_llm.deployment_trust("deepseek-v3", "h100", tp=8)
+    assert t["level"] == "extrapolated" and "active parameters" in t["reasons"][0]
+    assert t["expected_error"] == {}
