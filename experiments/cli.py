@@ -458,8 +458,12 @@ def _list_catalog(args: argparse.Namespace) -> int:
 
 @command("fit", "refit a hardware model from its data (e.g. `orrery fit llm --out my_fit.json`; "
          "never writes into the package)",
-         arg("target", choices=["llm"]), arg("rest", nargs=argparse.REMAINDER))  # fmt: skip
+         arg("target", choices=["llm", "gpu-energy"]), arg("rest", nargs=argparse.REMAINDER))  # fmt: skip
 def cmd_fit(args: argparse.Namespace) -> int:
+    if args.target == "gpu-energy":
+        from orrery.hwmodels import gpu_energy_transfer
+
+        return int(gpu_energy_transfer.main(list(args.rest)) or 0)
     try:
         from orrery.hwmodels import fit_llm
     except ImportError as err:

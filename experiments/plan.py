@@ -340,7 +340,7 @@ def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bo
     # context (time per token only falls with the batch), prompt tokens at the compute roofline;
     # every busy second draws at least the one-sequence power
     per_tok_decode = float(perf.decode_time_s(p.max_num_seqs, 0)) / p.max_num_seqs
-    per_tok_prefill = perf.prefill_flops(1, 1, 0) / (perf.gpu.peak_flops(16) * perf.params.eff_compute)
+    per_tok_prefill = perf.prefill_flops(1, 1, 0) / (perf.gpu.peak_flops(16) * perf.fam.eff_compute)
     busy_floor_s = max(d.output_tokens - d.n, 0.0) * per_tok_decode + d.prompt_tokens * per_tok_prefill
     p_busy = min(float(perf.power_w(1)), float(perf.prefill_power_w(1)))
     e_floor += max(0.0, p_busy - idle) * p.tp * busy_floor_s

@@ -82,11 +82,12 @@ def check_data_file(path: Path) -> None:
 
 
 def is_data_key(key: str, value: Any) -> bool:
-    """A scenario key naming a data file: `..._path`, `...path`, or any `shared:` value."""
+    """A scenario key naming a data file: `..._path`, `...path`, `hw_params` (a fitted-parameter
+    file, so its hash is part of the run key), or any `shared:` value."""
     if not isinstance(value, str) or not value:
         return False
     last = key.rsplit(".", 1)[-1]
-    return last.endswith("_path") or last == "path" or value.startswith("shared:")
+    return last.endswith("_path") or last in ("path", "hw_params") or value.startswith("shared:")
 
 
 def data_paths(sc: Scenario) -> dict[str, str]:

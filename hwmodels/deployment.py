@@ -12,7 +12,7 @@ Clock and power limit. The roofline's compute time scales with the SM clock; the
 does not (HBM has its own clock), which is why memory-bound decode loses little speed under a
 power cap. Dynamic power goes as C·V²·f with V roughly proportional to f across the DVFS range,
 so P_dyn ∝ f³ (the usual CMOS approximation, e.g. Rabaey, Digital Integrated Circuits, ch. 5).
-At clock ratio s = f / f_max an iteration takes max(t_compute / s, t_memory) + overheads and
+At clock ratio s = f / f_max an iteration takes roofline(t_compute / s, t_memory) + overheads and
 draws idle + (P0 − idle)·s³, P0 being the uncapped model's power for that iteration. A power
 limit PL picks, per iteration, the highest s with idle + (P0 − idle)·s³ <= PL (never below the
 GPU's minimum clock), i.e. the GPU throttles only the iterations that would exceed its cap.
@@ -25,7 +25,7 @@ import numpy as np
 from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
-from orrery.hwmodels.llm_perf import LLMPerfModel
+from orrery.hwmodels.llm_perf import ROOFLINE_P, LLMPerfModel
 
 
 class ClockedLLMPerf(LLMPerfModel):
@@ -59,46 +59,26 @@ class ClockedLLMPerf(LLMPerfModel):
         s = np.clip(((self.power_limit_w - self._idle_w) / dyn) ** (1.0 / 3.0), self._s_min, 1.0)
         return float(s) if np.ndim(p0) == 0 else s
 
-    def _parts(self, tokens, n_seqs, pairs, kv_read_tokens):
-        flops = self._flops_per_token * tokens + self._flops_per_pair * pairs
-        c = flops * self._inv_flops
-        m = (self._w + self._kv * (kv_read_tokens + tokens)) * self._inv_bw
-        rest = self._fixed + self._per_seq * n_seqs + self._ar_per_token * tokens
-        return flops, c, m, rest
-
-    def _clocked(self, flops, c, m, rest):
-        t0 = np.maximum(c, m) + rest
-        u = np.clip(flops / self._peak_flops / t0, 0.0, 1.0)
-        p0 = np.minimum(self._idle_w + self._span_w * u ** self._power_exp, self._tdp_w)
+    def _clocked(self, tokens, seqs, ctx_total):
+        """(time, power) of a step at the clock the cap (or the fixed clock) allows: the
+        compute part of the roofline slows as 1/s, memory and CPU parts do not."""
+        t_comp, t_mem, rest, mem_raw, comp_raw, t_comm = self._split(tokens, seqs, ctx_total)
+        p_ = ROOFLINE_P
+        t0 = (t_mem**p_ + t_comp**p_) ** (1.0 / p_) + rest
+        p0 = self._power(t0, mem_raw, comp_raw, t_comm)
         s = self._ratio(p0)
-        t = np.maximum(c / s, m) + rest
+        t = (t_mem**p_ + (t_comp / s) ** p_) ** (1.0 / p_) + rest
         p = self._idle_w + (p0 - self._idle_w) * np.asarray(s) ** 3
-        return t, p
+        return t, (float(p) if np.ndim(p) == 0 else p)
 
-    def _iter(self, tokens, n_seqs, pairs, kv_read_tokens):
-        t, _ = self._clocked(*self._parts(tokens, n_seqs, pairs, kv_read_tokens))
-        return float(t)
+    def _t_scalar(self, tokens, seqs, ctx_total, parts: bool = False):
+        if parts:
+            raise NotImplementedError("use _clocked")
+        t, _ = self._clocked(tokens, seqs, ctx_total)
+        return float(t) if np.ndim(t) == 0 else t
 
-    def _decode_np_flops(self, b, ctx):
-        flops, c, m, rest = self._parts(b, b, ctx, ctx)
-        t, _ = self._clocked(flops, c, m, rest)
-        return t, flops
-
-    def power_w(self, batch_size, busy: bool = True):
-        arr = isinstance(batch_size, np.ndarray)
-        b = np.asarray(batch_size, dtype=float)
-        if not busy:
-            return np.full(b.shape, self._idle_w) if arr else float(self._idle_w)
-        ctx = b * self._ctx_default
-        _, p = self._clocked(*self._parts(b, b, ctx, ctx))
-        p = np.where(b > 0, p, self._idle_w)
-        return p if arr else float(p)
-
-    def prefill_power_w(self, n_tokens: int, n_seqs: int = 1, context_tokens: int = 0) -> float:
-        s = n_seqs if n_seqs > 0 else 1
-        pairs = (n_tokens * context_tokens + 0.5 * n_tokens * n_tokens) / s
-        _, p = self._clocked(*self._parts(n_tokens, s, pairs, context_tokens))
-        return float(p)
+    def _p_scalar(self, tokens, seqs, ctx_total):
+        return self._clocked(tokens, seqs, ctx_total)[1]
 
 
 def replica_perf(gpu: str, model: str, tp: int = 1, *, weight_bits: int = 16, kv_bits: int = 16,

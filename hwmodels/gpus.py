@@ -88,11 +88,14 @@ class GPUSpec:
         return min(max(watts, self.power_limit_min_w), self.power_limit_max_w)
 
     def power_limits_w(self, step_w: float = 25.0) -> list[float]:
-        """Power limits from max down to min in `step_w` steps (the Zeus profiling order)."""
+        """Power limits from max down to min in `step_w` steps (the Zeus profiling order),
+        ending at the minimum when the range is not a multiple of the step."""
         out, w = [], self.power_limit_max_w
         while w >= self.power_limit_min_w - 1e-9:
             out.append(float(w))
             w -= step_w
+        if out[-1] > self.power_limit_min_w + 1e-9:
+            out.append(float(self.power_limit_min_w))
         return out
 
 

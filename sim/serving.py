@@ -75,6 +75,7 @@ class _Replica:
         hw = scn.hardware
         self.i, self.sim, self.perf, self.policy, self.r = index, sim, perf, policy, reqs
         self.latency = TokenLatency(perf)
+        self.n_gpus = getattr(perf, "n_gpus", perf.tp)  # GPUs per replica (a calibrated model may lack n_gpus)
         self.check = scn.check_decisions
         total_blocks = kv_blocks(hw, perf, max_model_len)
         self.state = ReplicaState(
@@ -151,7 +152,7 @@ class _Replica:
             now = sim.now
             self.iterations += 1
             self.busy_s += duration
-            self.energy_j += power * duration * perf.tp
+            self.energy_j += power * duration * self.n_gpus
             it_tab.append(self.i, start, duration, step.kind, int(run.size), ctx_tokens, rs.used_blocks, power)
             if tok_tab is not None:
                 tok_tab.extend(request=run, t_s=np.full(run.size, now))
@@ -205,7 +206,7 @@ class _Replica:
         power = float(perf.power_w(B))
         self.iterations += m
         self.busy_s = float(np.cumsum(np.concatenate(([self.busy_s], d)))[-1])
-        self.energy_j = float(np.cumsum(np.concatenate(([self.energy_j], power * d * perf.tp)))[-1])
+        self.energy_j = float(np.cumsum(np.concatenate(([self.energy_j], power * d * self.n_gpus)))[-1])
         starts = np.empty(m)
         starts[0] = t0
         starts[1:] = e[:-1]
@@ -232,8 +233,8 @@ def kv_blocks(hw: ServingHardware, perf: LLMPerfModel, max_model_len: int) -> in
     blocks = int(cap_tokens // hw.block_size)
     if blocks < -(-max_model_len // hw.block_size):
         raise OrreryInputError(
-            f"{hw.model} on {hw.gpu} (tp={hw.tp}) has KV room for {cap_tokens} tokens, less than "
-            f"one request of {max_model_len} tokens; use more GPUs (tp) or a bigger GPU")
+            f"{hw.model} on {hw.gpu} (tp={hw.tp}, ep={hw.ep}) has KV room for {cap_tokens} tokens, less "
+            f"than one request of {max_model_len} tokens; use more GPUs (tp/ep) or a bigger GPU")
     return blocks
 
 
@@ -241,7 +242,7 @@ def check_serving(scn: ServingScenario) -> None:
     """Everything `run_serving` would reject as input, without simulating: the GPU and model
     names, the hardware (the model and one longest request fit), the policy and its parameters,
     and the workload's data files (parsed whole: header, timestamps, token counts; cached)."""
-    perf = build_perf_model(scn.hardware)
+    perf = build_perf_model(scn.hardware, scn.hw_params)
     kv_blocks(scn.hardware, perf, min(get_model(scn.hardware.model).max_context_tokens,
                                       scn.workload.max_total_tokens))
     make_policy("serving", scn.policy, scn.policy_params)
@@ -252,7 +253,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
     """Simulate `scn`. `perf_model` replaces the catalog's latency/power model (e.g. one
     calibrated on real hardware by `orrery calibrate`); it must offer LLMPerfModel's interface."""
     sim = Simulation(scn.seed)
-    perf = perf_model if perf_model is not None else build_perf_model(scn.hardware)
+    perf = perf_model if perf_model is not None else build_perf_model(scn.hardware, scn.hw_params)
     max_model_len = min(get_model(scn.hardware.model).max_context_tokens, scn.workload.max_total_tokens)
     reqs = scn.workload.generate(sim.rng["arrivals"], sim.rng["lengths"])
     if len(reqs) == 0:
@@ -290,7 +291,7 @@ def _collect(scn, sim, r: RequestState, replicas, perf) -> RunResult:
     tokens = int(r.generated.sum())
     idle_w = perf.power_w(0, busy=False)
     busy_e = sum(rep.energy_j for rep in replicas)
-    idle_e = sum(max(0.0, span_s - rep.busy_s) * idle_w * perf.tp for rep in replicas)
+    idle_e = sum(max(0.0, span_s - rep.busy_s) * idle_w * getattr(perf, 'n_gpus', perf.tp) for rep in replicas)
     energy = busy_e + idle_e
     metrics.update({
         "energy_j": energy,

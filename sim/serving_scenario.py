@@ -13,10 +13,11 @@ from pydantic import Field, field_validator
 
 from orrery.core.config import Strict
 from orrery.hwmodels.gpus import get_gpu
-from orrery.hwmodels.llm import get_model
-from orrery.hwmodels.llm_perf import LLMPerfModel, SpecDecode
+from orrery.hwmodels.llm import get_model, split_precision
+from orrery.hwmodels.llm_perf import LLMPerfModel, SpecDecode, load_default_params
 from orrery.policies.serving.qoe import DEFAULT_TTFT_EXP_S, LISTENING_TDS_TOK_S, READING_TDS_TOK_S
 from orrery.sim.scenario import Scenario
+from orrery.traces.paths import resolve_data_path
 from orrery.workloads.serving import ServingWorkload
 
 
@@ -32,7 +33,11 @@ class ServingHardware(Strict):
     gpu: str = "a100"
     model: str = "llama-2-13b"
     tp: int = Field(1, ge=1, description="tensor-parallel GPUs per replica")
-    weight_bits: Literal[4, 8, 16] = 16
+    ep: int = Field(1, ge=1, description="expert-parallel degree (MoE; shares the tp GPUs: ep = tp or tp = 1)")
+    weight_bits: Literal[4, 8, 16] | None = Field(
+        None, description="16, 8 (fp8) or 4 (int4); default: the model's released precision")
+    precision: str | None = Field(
+        None, description="weight format: bf16, fp8, int8, mxfp4, int4 (overrides weight_bits)")
     kv_bits: Literal[4, 8, 16] = 16
     spec_decode: SpecDecodeSpec | None = None
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
@@ -76,16 +81,22 @@ class ServingScenario(Scenario):
     qoe: QoESpec = QoESpec()
     record_tokens: bool = Field(False, description="keep every token's delivery time (tests, small runs)")
     check_decisions: bool = Field(True, description="validate every policy decision")
+    hw_params: str | None = Field(
+        None, description="LLM serving parameter file (`orrery fit llm --out FILE`); default: the shipped fit")
     fast_forward: bool = Field(
         True, description="run uninterrupted decode stretches as one vectorised macro step when "
         "the policy allows it (same results up to float round-off; False: one event per iteration)")
 
 
-def build_perf_model(hw: ServingHardware) -> LLMPerfModel:
+def build_perf_model(hw: ServingHardware, hw_params: str | None = None) -> LLMPerfModel:
+    """The latency/power model of one replica: any catalog model x GPU x tp/ep x precision;
+    an impossible deployment (heads, experts or memory) raises OrreryInputError."""
     spec = None
     if hw.spec_decode is not None:
         spec = SpecDecode(hw.spec_decode.acceptance, hw.spec_decode.draft_len, hw.spec_decode.draft_cost)
-    return LLMPerfModel(get_model(hw.model), get_gpu(hw.gpu), tp=hw.tp, weight_bits=hw.weight_bits,
-                        kv_bits=hw.kv_bits, spec_decode=spec)
+    params = load_default_params(resolve_data_path(hw_params)) if hw_params else None
+    precision = hw.precision or (None if hw.weight_bits else split_precision(hw.model)[1])
+    return LLMPerfModel(get_model(hw.model), get_gpu(hw.gpu), tp=hw.tp, ep=hw.ep, weight_bits=hw.weight_bits,
+                        precision=precision, kv_bits=hw.kv_bits, spec_decode=spec, params=params)
 
 

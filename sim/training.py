@@ -241,6 +241,8 @@ def _run_dnn_once(job: JobRun, policy, rng: np.random.Generator, rec: Recorder) 
     last: Measurement | None = None
     decision = job.first
     stopped = False
+    # the latest decision was a profiling one (warmup or a profiled limit)
+    profiling = decision is not None and decision.info.get("phase") in ("warmup", "profile")
     hist_n = 60
     while steps < total_steps - 1e-9:
         if decision is None:
@@ -252,6 +254,7 @@ def _run_dnn_once(job: JobRun, policy, rng: np.random.Generator, rec: Recorder) 
                 carbon_interval_s=trace.interval_s, recurrence=job.rec_view,
             )
             decision = policy.schedule(view)
+            profiling = decision.info.get("phase") in ("warmup", "profile")
         if decision.power_limit_w is not None:
             if not lo - 1e-9 <= decision.power_limit_w <= hi + 1e-9:
                 raise OrreryInputError(f"policy {sc.policy!r} set power limit {decision.power_limit_w} W "
@@ -296,7 +299,7 @@ def _run_dnn_once(job: JobRun, policy, rng: np.random.Generator, rec: Recorder) 
         if stopped:
             break
     return {"time_s": t - t0, "energy_j": energy, "carbon_g": carbon, "steps": steps, "stopped": stopped,
-            "cost": zeus_cost(sc.eta, energy, t - t0, hi), "p_max_w": hi,
+            "cost": zeus_cost(sc.eta, energy, t - t0, hi), "p_max_w": hi, "ended_while_profiling": profiling,
             "noise_mean": noise_steps / steps if steps > 0 else 1.0}
 
 
@@ -355,6 +358,9 @@ def run_dnn(sc: TrainingScenario) -> RunResult:
         "avg_power_w": r["energy_j"] / r["time_s"] if r["time_s"] > 0 else 0.0,
         "final_power_limit_w": float(pls[-1]) if len(pls) else hi, "epochs": epochs,
         "energy_saving_vs_max_pct": (1 - r["energy_j"] / e_max) * 100, "slowdown_vs_max_pct": (r["time_s"] / t_max - 1) * 100,
+        # 1: the job ended before the policy finished profiling (Zeus/Chase): its power limit was
+        # never chosen, so the savings above judge a profiling run, not the policy's choice
+        "ended_while_profiling": float(r["ended_while_profiling"]),
     }
     return _dnn_result(sc, frames, metrics)
 

@@ -45,5 +45,5 @@ def test_wheel_holds_only_the_orrery_package(tmp_path):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"orrery"}
     assert "orrery/__init__.py" not in names  # a namespace: nothing shadows another `orrery`
-    assert "orrery/hwmodels/params/llm_h100_mlenergy.json" in names
+    assert "orrery/hwmodels/params/llm_serving_mlenergy.json" in names
     assert any(n.startswith("orrery/experiments/studies/") and n.endswith(".toml") for n in names)

@@ -13,7 +13,9 @@ from orrery.policies.registry import register
 
 
 class PowerLimitProfiler:
-    """The profiling state machine, shared by Zeus and Chase."""
+    """The profiling state machine, shared by Zeus and Chase. Its decisions carry
+    `info["phase"]` ('warmup' or 'profile'), so a run that ends inside them (a job shorter than
+    the profiling phase) can say so instead of reporting a choice that was never made."""
 
     def __init__(self, warmup_steps: int, profile_steps: int, step_w: float):
         if warmup_steps < 0 or profile_steps < 1 or step_w <= 0:
@@ -26,10 +28,15 @@ class PowerLimitProfiler:
         self.profile: dict[float, tuple[float, float]] = {}
 
     def _limits(self, view: EnergyView) -> list[float]:
+        """Max down to min in `step_w` steps, ending AT the minimum: a GPU whose range is not a
+        multiple of the step (RTX 6000: 100-260 W) is profiled at limits it can set, its
+        lowest included."""
         out, w = [], view.power_limit_max_w
         while w >= view.power_limit_min_w - 1e-9:
             out.append(float(w))
             w -= self.step_w
+        if out and out[-1] > view.power_limit_min_w + 1e-9:
+            out.append(float(view.power_limit_min_w))
         return out
 
     def step(self, view: EnergyView) -> EnergyDecision | None:
@@ -39,7 +46,8 @@ class PowerLimitProfiler:
         if self.phase == "start":
             self.phase = "warmup" if self.warmup_steps else "profile"
             if self.warmup_steps:
-                return EnergyDecision(power_limit_w=view.power_limit_max_w, next_call_steps=self.warmup_steps)
+                return EnergyDecision(power_limit_w=view.power_limit_max_w, next_call_steps=self.warmup_steps,
+                                      info={"phase": "warmup"})
         if self.phase == "warmup":
             self.phase = "profile"
         elif self.phase == "profile" and view.last_window is not None and view.last_window.steps > 0:
@@ -48,7 +56,8 @@ class PowerLimitProfiler:
             self.index += 1
         if self.phase == "profile":
             if self.index < len(self.limits):
-                return EnergyDecision(power_limit_w=self.limits[self.index], next_call_steps=self.profile_steps)
+                return EnergyDecision(power_limit_w=self.limits[self.index], next_call_steps=self.profile_steps,
+                                      info={"phase": "profile"})
             self.phase = "done"
         return None
 

@@ -41,7 +41,7 @@ def test_fit_llm_refuses_to_write_into_the_package(capsys):
 
 def test_fit_llm_honours_orrery_shared_data(tmp_path, monkeypatch, capsys):
     # a folder named by ORRERY_SHARED_DATA is searched first: its (broken) file is the one read
-    bad = tmp_path / "elsewhere" / "llm" / "mlenergy_llama3.1-8b_chat.json"
+    bad = tmp_path / "elsewhere" / "llm" / "mlenergy" / "Qwen__Qwen3-8B__lm-arena-chat.json"
     bad.parent.mkdir(parents=True)
     bad.write_text("{not json")
     monkeypatch.delenv("ORRERY_DATA", raising=False)
@@ -61,8 +61,8 @@ def test_fit_llm_default_writes_under_results_not_the_package(shared_data, tmp_p
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "llm"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert Path(out["out"]) == tmp_path / "results" / "fit" / "llm_h100_mlenergy.json"
-    assert (tmp_path / "results" / "fit" / "llm_h100_mlenergy.json").is_file()
+    assert Path(out["out"]) == tmp_path / "results" / "fit" / "llm_serving_mlenergy.json"
+    assert (tmp_path / "results" / "fit" / "llm_serving_mlenergy.json").is_file()
     assert DEFAULT_PARAMS_PATH.read_bytes() == before
 
 
@@ -92,7 +92,7 @@ def test_changed_data_or_parameter_file_reruns(write_study, tmp_path, monkeypatc
 
 def test_shipped_parameter_files_are_in_every_runs_inputs():
     names = {p.name for p in runner_mod.shipped_param_files()}
-    assert {"llm_h100_mlenergy.json", "sharegpt_lengths.json", "gpu_energy_power_limit.json"} <= names
+    assert {"llm_serving_mlenergy.json", "sharegpt_lengths.json", "gpu_energy_power_limit.json"} <= names
 
 
 # ----------------------------------------------------------------------------- item 3: results folders

@@ -15,8 +15,9 @@ def test_specs_are_consistent(name):
     assert 0 < g.sm_clock_min_mhz < g.sm_clock_max_mhz
     assert g.flops_fp16 > g.flops_fp32 > 0 and g.mem_bw_bytes_per_s > 0 and g.mem_bytes > 0
     limits = g.power_limits_w()
-    assert limits[0] == g.power_limit_max_w and limits[-1] >= g.power_limit_min_w
-    assert all(a - b == 25 for a, b in zip(limits, limits[1:], strict=False))
+    assert limits[0] == g.power_limit_max_w and limits[-1] == g.power_limit_min_w
+    assert all(a - b == 25 for a, b in zip(limits[:-1], limits[1:-1], strict=False))
+    assert 0 < (limits[-2] - limits[-1] if len(limits) > 1 else 25) <= 25
     assert g.clamp_power_limit(1e6) == g.power_limit_max_w and g.clamp_power_limit(0) == g.power_limit_min_w
 
 
@@ -61,3 +62,16 @@ def test_datasheet_numbers_and_precisions():
     assert get_gpu("rtx6000").power_limit_max_w == 260  # not a multiple of 25 W
     assert get_gpu("h200").fit_family == get_gpu("h100").fit_family == "hopper"
     assert "estimate" in b.source("idle_w")
+
+
+def test_zeus_grid_follows_a_range_that_is_not_a_multiple_of_25():
+    from orrery.policies.energy.base import EnergyView
+    from orrery.policies.energy.zeus_power_limit import PowerLimitProfiler
+
+    g = get_gpu("rtx6000")  # 100-260 W
+    assert g.power_limits_w()[:3] == [260.0, 235.0, 210.0] and g.power_limits_w()[-2:] == [110.0, 100.0]
+    view = EnergyView(time_s=0.0, gpu=g.name, n_gpus=1, power_limit_min_w=g.power_limit_min_w,
+                      power_limit_max_w=g.power_limit_max_w, sm_clock_min_mhz=300.0, sm_clock_max_mhz=1770.0,
+                      power_limit_w=260.0)
+    grid = PowerLimitProfiler(0, 5, 25.0)._limits(view)
+    assert grid == g.power_limits_w() and all(g.power_limit_min_w <= w <= g.power_limit_max_w for w in grid)

@@ -176,3 +176,12 @@ def test_committed_epochs_table_matches_csv(shared_data):
     t = epochs_to_target_table(load_epochs_to_target(shared_data / "gpu" / "zeus_epochs_to_target.csv"))
     t = {k: {b: e for b, e in v.items() if np.isfinite(e)} for k, v in t.items()}
     assert t == EPOCHS_TO_TARGET
+
+
+def test_a_job_shorter_than_the_profiling_phase_is_reported_as_such():
+    """Zeus profiles 7 limits x profile_steps; a job that ends first never chose a limit."""
+    done = run_training(_sc("zeus_power_limit")).metrics
+    assert done["ended_while_profiling"] == 0.0
+    short = run_training(_sc("zeus_power_limit", policy_params={"profile_steps": 10**6})).metrics
+    assert short["ended_while_profiling"] == 1.0
+    assert run_training(_sc("max_power")).metrics["ended_while_profiling"] == 0.0

@@ -1,0 +1,88 @@
+"""Training energy curves that transfer to a new workload (#14 section 2): family shapes, anchors,
+leave-one-workload-out, `orrery fit gpu-energy` and its bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from orrery.hwmodels import gpu_energy_transfer as gt
+
+LIMITS = np.arange(100.0, 251.0, 25.0)
+
+
+def sweep(p0: float, t0: float = 100.0) -> dict:
+    """A synthetic sweep of the shape every test workload shares: power caps at 0.9 pl, time
+    grows as the power falls below the uncapped draw p0."""
+    p = np.minimum(p0, 0.9 * LIMITS)
+    t = t0 * (p0 / p) ** 0.8
+    return {"power_limit_w": LIMITS, "time_s": t, "power_w": p}
+
+
+def test_curve_passes_through_its_anchors_and_follows_the_shared_shape():
+    items = [sweep(p0) for p0 in (120.0, 160.0, 200.0, 220.0)]
+    curve = gt.fit_power_limit_curve("volta", items)
+    new = sweep(180.0, t0=42.0)  # a workload the fit never saw, anchored at 250 W only
+    T, P = curve.predict(LIMITS, 250.0, new["time_s"][-1], new["power_w"][-1])
+    assert T[-1] == pytest.approx(new["time_s"][-1]) and P[-1] == pytest.approx(new["power_w"][-1])
+    assert np.max(np.abs(T / new["time_s"] - 1)) < 0.06
+    assert np.max(np.abs(P / new["power_w"] - 1)) < 0.06
+    assert not curve.extrapolated(LIMITS, 180.0)
+    assert curve.extrapolated([10.0], 180.0)  # u = 0.06: far below anything fitted
+    # one more measured limit: the curve goes through it too
+    T2, _ = curve.predict(LIMITS, 250.0, 42.0, 180.0, second=(100.0, 60.0, 90.0))
+    assert T2[0] == pytest.approx(60.0, rel=1e-6)
+
+
+def test_leave_one_workload_out_picks_the_best_limit_on_a_shared_shape():
+    pts = {f"ds{g}/net{g}/b{b}/adam": sweep(p0) for g, p0 in enumerate((150.0, 160.0, 170.0, 180.0))
+           for b in (32, 64)}
+    cv = gt.leave_one_workload_out(pts, "volta", ceiling=False)
+    assert cv["n"] == 8 and cv["groups"] == 4
+    assert cv["within_one_step"] == 1.0 and cv["met"]
+    assert gt.zeus_choice(LIMITS, np.ones(7), np.full(7, 50.0)) == 250.0  # ties: the higher limit
+
+
+def test_unfitted_family_borrows_the_mean_shape_and_says_so(tmp_path):
+    doc = {"power_limit": {f: {"family": f, "log_time": [0.0] * len(gt.KNOTS_U), "log_power": [0.1] * len(gt.KNOTS_U),
+                               "u_range": [0.5, 2.0], "n_workloads": 3} for f in ("volta", "ampere")}}
+    assert gt.power_limit_curve(doc, "v100").trust == "fitted"
+    c = gt.power_limit_curve(doc, "h100")
+    assert c.trust == "borrowed" and c.family == "hopper"
+
+
+def test_clock_curve_is_exact_at_the_max_clock_and_slower_below():
+    f = np.array([1000.0, 1200.0, 1410.0])
+    curves = [((0, "forward"), f / 1410.0, np.array([1.3, 1.1, 1.0]), np.array([0.6, 0.8, 1.0]))]
+    cur = gt.fit_clock_curve("ampere", curves)
+    t, e = cur.predict(f, 1410.0, 0.05, 20.0)
+    assert t[-1] == pytest.approx(0.05) and e[-1] == pytest.approx(20.0)
+    assert t[0] > t[1] > t[2]
+
+
+def _write_sweep(path, rows):
+    path.write_text("dataset,network,batch_size,optimizer,power_limit,time_per_epoch,average_power\n"
+                    + "".join(f"{r}\n" for r in rows))
+
+
+def test_fit_cli_writes_a_parameter_file_and_rejects_bad_files(tmp_path, capsys):
+    rows = []
+    for g, p0 in enumerate((120.0, 170.0, 210.0)):
+        s = sweep(p0)
+        rows += [f"d{g},n{g},32,adam,{pl:g},{t:.4f},{p:.3f}" for pl, t, p in zip(LIMITS, s["time_s"], s["power_w"],
+                                                                               strict=True)]
+    good = tmp_path / "my_sweep.csv"
+    _write_sweep(good, rows)
+    out = tmp_path / "fit.json"
+    assert gt.main([str(good), "--gpu", "v100", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == gt.SCHEMA and doc["power_limit"]["volta"]["n_workloads"] == 3
+    assert gt.main([str(good), "--out", str(out)]) == 2  # no GPU in the file name, no --gpu
+    assert "--gpu" in capsys.readouterr().err
+    bad = tmp_path / "v100_bad.csv"
+    _write_sweep(bad, rows[:3] + ["d9,n9,32,adam,100,-5,80"])
+    assert gt.main([str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "v100_bad.csv" in err and "time_per_epoch" in err and "line 5" in err
