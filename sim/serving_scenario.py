@@ -78,7 +78,7 @@ class ServingScenario(Scenario):
     check_decisions: bool = Field(True, description="validate every policy decision")
     fast_forward: bool = Field(
         True, description="run uninterrupted decode stretches as one vectorised macro step when "
-        "the policy allows it (same results up to float round-off; False: one event per iteration)")
+        "the policy allows it (the same results bit for bit; False: one event per iteration)")
 
 
 def build_perf_model(hw: ServingHardware) -> LLMPerfModel:
