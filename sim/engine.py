@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from heapq import heappush
 
 import numpy as np
 import simpy
@@ -41,6 +42,16 @@ class RNGStreams:
         return g
 
 
+class _At(simpy.Event):
+    """A triggered event scheduled at an absolute time by `Simulation.at` (like a Timeout)."""
+
+    def __init__(self, env: simpy.Environment, value=None):
+        self.env = env
+        self.callbacks = []
+        self._value = value
+        self._ok = True
+
+
 class Simulation:
     """A simpy environment with seeded streams and a recorder.
 
@@ -64,6 +75,18 @@ class Simulation:
         if delay_s < 0:
             raise ValueError(f"negative delay {delay_s} s at t={self.now}")
         return self.env.timeout(delay_s, value)
+
+    def at(self, t_s: float, value=None) -> simpy.Event:
+        """An event that fires at the absolute time `t_s` exactly (a timeout of `t_s - now`
+        fires at `now + (t_s - now)`, which float round-off may move by an ulp). Macro steps use
+        it to land on the same clock values as one timeout per iteration would."""
+        env = self.env
+        if t_s < env.now:
+            raise ValueError(f"time {t_s} s is in the past (now {env.now} s)")
+        ev = _At(env, value)
+        # simpy.Environment.schedule adds a delay to now; push the absolute time instead
+        heappush(env._queue, (t_s, simpy.events.NORMAL, next(env._eid), ev))
+        return ev
 
     def run(self, until: float | simpy.Event | None = None) -> None:
         """Advance to `until`; with a progress reporter installed (`sim.progress.reporting`),

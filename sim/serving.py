@@ -14,7 +14,9 @@ change before a request finishes, the KV cache fills or a request arrives. The r
 computes those decode iterations at once (durations from the same latency model on arrays)
 and waits for the last one's end or the next arrival; after an arrival only the iterations up
 to the end of the one in flight happen, as per-iteration scheduling would see it. Results equal
-the per-iteration path up to float round-off; rows of the `iterations`/`tokens` tables may
+the per-iteration path bit for bit (same clock values, durations, energy sums and QoE state;
+the QoE tracker's segments make m fast tokens one addition); rows of the `iterations`/`tokens`
+tables may
 interleave differently across replicas (per replica they stay in time order).
 """
 
@@ -164,16 +166,13 @@ class _Replica:
     def _plan_macro(self, run: np.ndarray):
         """Up to k decode iterations of `run` that need no new decision: k is bounded by the
         first finish, the KV capacity and the horizon. None when not even one fits (the slow
-        path then reports the overflow)."""
+        path then reports the overflow). O(len(run) + k): no (requests x iterations) arrays."""
         r, rs = self.r, self.state
         B = run.size
-        gen = r.generated[run]
-        ctx0 = r.prompt[run] + gen
-        k = int((r.output[run] - gen).min())
+        ctx0 = r.prompt[run] + r.generated[run]
+        k = int((r.output[run] - r.generated[run]).min())
         k = max(1, min(k, MAX_MACRO_ITERATIONS))
-        steps = np.arange(1, k + 1)
-        held_after = -(-(ctx0[:, None] + steps) // rs.block)  # (B, k): blocks after iteration i
-        used = (rs.used_blocks - int(r.held[run].sum())) + held_after.sum(axis=0)
+        used = (rs.used_blocks - int(r.held[run].sum())) + _blocks_after(ctx0, rs.block, k)
         fit = int(np.searchsorted(used, rs.total_blocks, side="right"))  # used is nondecreasing
         if fit == 0:
             return None
@@ -186,20 +185,23 @@ class _Replica:
         ends = np.cumsum(np.concatenate(([t0], durs)))[1:]  # sequential, as the clock advances
         if self.horizon_s is not None:
             k = max(1, min(k, int(np.searchsorted(ends, self.horizon_s, side="left"))))
-        return k, t0, durs[:k], ends[:k], ctx_sum[:k], used[:k], held_after[:, :k]
+        return k, t0, durs[:k], ends[:k], ctx_sum[:k], used[:k], ctx0
 
     def _macro(self, run, plan, it_tab, tok_tab):
+        """Wait for the planned iterations' end or an arrival (then finish the iteration in
+        flight), and commit the iterations that ran. Clock values are the per-iteration path's
+        exactly (absolute-time events on the sequential sums of the durations)."""
         sim, r, perf, rs = self.sim, self.r, self.perf, self.state
-        k, t0, durs, ends, ctx_sum, used, held_after = plan
+        k, t0, durs, ends, ctx_sum, used, ctx0 = plan
         self.wake = sim.env.event()
-        to = sim.timeout(float(ends[-1]) - t0)
+        to = sim.at(float(ends[-1]))
         yield to | self.wake
         if to.processed:
             m = k
         else:  # an arrival: finish the iteration in flight, then decide again
             j = min(int(np.searchsorted(ends, sim.now, side="left")), k - 1)
             if ends[j] > sim.now:
-                yield sim.timeout(float(ends[j]) - sim.now)
+                yield sim.at(float(ends[j]))
             m = j + 1
         B = run.size
         d, e = durs[:m], ends[:m]
@@ -219,12 +221,25 @@ class _Replica:
         r.generated[run] += m
         fresh = run[np.isnan(r.first_token_s[run])]
         r.first_token_s[fresh] = e[0]
-        r.held[run] = held_after[:, m - 1]
+        r.held[run] = -(-(ctx0 + m) // rs.block)
         rs.used_blocks = int(used[m - 1])
         now = float(e[-1])
         done = run[r.generated[run] >= r.output[run]]
         if done.size:
             rs.finish(done, now, self.policy)
+
+
+def _blocks_after(ctx0: np.ndarray, block: int, k: int) -> np.ndarray:
+    """sum_r ceil((ctx0_r + i) / block) for i = 1..k, in O(len(ctx0) + k + block).
+
+    With ctx0_r + block - 1 = block*a_r + b_r and i = block*u + v, each term is
+    a_r + u + [b_r >= block - v]: the sum is sum(a) + B*u + #{r: b_r >= block - v}."""
+    q = ctx0 + (block - 1)
+    a, b = np.divmod(q, block)
+    at_least = np.zeros(block + 1, dtype=np.int64)  # at_least[x] = #{r: b_r >= x}
+    at_least[:block] = np.cumsum(np.bincount(b, minlength=block)[::-1])[::-1]
+    u, v = np.divmod(np.arange(1, k + 1, dtype=np.int64), block)
+    return int(a.sum()) + ctx0.size * u + at_least[block - v]
 
 
 def kv_blocks(hw: ServingHardware, perf: LLMPerfModel, max_model_len: int) -> int:

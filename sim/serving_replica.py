@@ -115,7 +115,7 @@ class ReplicaState:
             now_s=now_s, ids=ids, state=r.state[ids], arrival_s=r.arrival_s[ids],
             prompt_tokens=r.prompt[ids], generated_tokens=r.generated[ids],
             n_preemptions=r.n_preempt[ids], ttft_exp_s=r.ttft[ids], tds_exp_tok_s=r.tds[ids],
-            qoe_deficit=r.qoe.deficit[ids], digest_last_s=r.qoe.digest_last_s[ids],
+            qoe_deficit=r.qoe.deficit_of(ids), digest_last_s=r.qoe.digest_last_of(ids),
             kv_blocks_held=r.held[ids], block_size=self.block, kv_blocks_total=self.total_blocks,
             kv_blocks_free=self.total_blocks - self.used_blocks, max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.max_batched, latency=self.latency,

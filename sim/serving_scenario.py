@@ -85,7 +85,7 @@ class ServingScenario(Scenario):
         None, description="LLM serving parameter file (`orrery fit llm --out FILE`); default: the shipped fit")
     fast_forward: bool = Field(
         True, description="run uninterrupted decode stretches as one vectorised macro step when "
-        "the policy allows it (same results up to float round-off; False: one event per iteration)")
+        "the policy allows it (the same results bit for bit; False: one event per iteration)")
 
 
 def build_perf_model(hw: ServingHardware, hw_params: str | None = None) -> LLMPerfModel:

@@ -25,6 +25,11 @@ model's numbers under `qoe_metric = "deficit"`.
 Zeus's first run gained one metric, `ended_while_profiling` (0 here: a job shorter than the
 power-limit profiling phase is now reported as such), so its digest moved; every number it
 had is unchanged.
+
+Changed on purpose by issue 20 (serving at scale): the QoE tracker keeps digest times as
+segments (first digest time + count), so the digest sums and deficits of the two overloaded
+groups moved by float round-off only (per-request QoE by ~1e-15; every pinned mean still holds
+at rel 1e-12); in exchange a macro step is bit-identical to the per-iteration path.
 """
 
 from __future__ import annotations
@@ -69,9 +74,9 @@ def first_runs(names=("oobleck", "zeus")):
 
 GOLDEN_DIGESTS = {
     "policy=vllm_fcfs,workload.rate_rps=0.5": "659ac152eb51ab66aa2e1520cf89b9a97b40c96d8e660f69885151b03697b8b1",
-    "policy=vllm_fcfs,workload.rate_rps=2.0": "81ce1e6173e5d0080889107c771345487d4e6d0ca78bb7831fa9f65d80c99e46",
+    "policy=vllm_fcfs,workload.rate_rps=2.0": "98dc64b08b814930c57bcfc54b525ff1a362bb7648acdb652d3fddc65496f7e3",
     "policy=andes,workload.rate_rps=0.5": "659ac152eb51ab66aa2e1520cf89b9a97b40c96d8e660f69885151b03697b8b1",
-    "policy=andes,workload.rate_rps=2.0": "e8768a9df3c4c5ef5830f08b9bc670f6cc03ce61a05b9ea124d35e9818a54d61",
+    "policy=andes,workload.rate_rps=2.0": "698e66467cad2213df066a13152fa478f4fdecf46d8d727156564043333a36e9",
 }
 
 # qoe_mean under the default (Andes) metric where it differs from the deficit metric's; the pins

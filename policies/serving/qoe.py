@@ -46,6 +46,9 @@ READING_TDS_TOK_S = 4.8
 LISTENING_TDS_TOK_S = 3.3
 DEFAULT_TTFT_EXP_S = 1.0
 LATE_TOLERANCE_S = 1e-9  # lateness below this is float round-off, not a late token
+# QoETracker.deliver_many joins tokens to one segment when their gaps are shorter than the
+# reading step by this much: far above the round-off of times (s) in any simulated span.
+SEGMENT_MARGIN_S = 1e-6
 QOE_METRICS = ("andes", "deficit")
 DEFAULT_QOE_METRIC = "andes"  # the paper's area ratio (arXiv:2404.16283, sec. 3)
 
@@ -99,6 +102,12 @@ def andes_qoe(digest_sum_s, digest_last_s, delivered, length_tokens, ttft_exp_s,
     return np.clip(q, 0.0, 1.0)
 
 
+def _segment_sum(x0, n, step):
+    """Sum of the digest times x0 + j*step, j < n, of segments (0 where n == 0)."""
+    tot = n * x0 + step * (n * (n - 1) // 2)
+    return np.where(n > 0, tot, 0.0)
+
+
 def digest_times(delivery_s, tds_exp_tok_s: float) -> np.ndarray:
     """Digest time of each token given delivery times (sorted, relative to arrival)."""
     a = np.asarray(delivery_s, dtype=float)
@@ -136,10 +145,18 @@ def qoe_of_stream(
 
 
 class QoETracker:
-    """Incremental QoE state for many requests, updated one token per request per step.
+    """Incremental QoE state for many requests, one token per request per delivery.
 
-    Holds per-request arrays: tokens delivered, digest time of the last token, the sum of the
-    digest times (for the paper's area ratio) and the deficit so far. `deliver(idx, t)` is vectorised over the requests receiving a token at time `t`.
+    Tokens delivered faster than the user reads them are digested back to back: token k of a
+    *segment* (a run of tokens each arriving before the previous one is read) is digested at
+    d = x0 + k/tds, where x0 is the digest time of the segment's first token, and all tokens of
+    a segment are equally late (d - e is the same for each). The tracker therefore keeps, per
+    request, the open segment (x0, its token count, its lateness) and the sums over closed
+    segments; the digest times, their sum and the deficit follow from those. A new segment
+    starts when a token arrives after the open segment's next digest time. The state of m
+    tokens delivered faster than reading speed is then one integer addition per request
+    (`deliver_many`), and equals m calls of `deliver` exactly (same floats), which is what
+    keeps the simulator's macro steps bit-identical to its per-iteration path.
     """
 
     def __init__(self, arrival_s, ttft_exp_s, tds_exp_tok_s):
@@ -147,63 +164,95 @@ class QoETracker:
         n = self.arrival_s.size
         self.ttft_exp_s = np.broadcast_to(np.asarray(ttft_exp_s, dtype=float), (n,)).copy()
         self.tds = np.broadcast_to(np.asarray(tds_exp_tok_s, dtype=float), (n,)).copy()
+        self.step_s = 1.0 / self.tds  # reading time of one token
         self.delivered = np.zeros(n, dtype=np.int64)
-        self.digest_last_s = np.full(n, -np.inf)
-        self.deficit = np.zeros(n)
-        self.digest_sum_s = np.zeros(n)
+        self.seg_x0 = np.zeros(n)  # digest time (rel. to arrival) of the open segment's first token
+        self.seg_n = np.zeros(n, dtype=np.int64)  # tokens in the open segment (0: none yet)
+        self.seg_late = np.zeros(n)  # lateness of each token of the open segment
+        self.closed_sum_s = np.zeros(n)  # digest times summed over closed segments
+        self.closed_deficit = np.zeros(n)
+        self.min_step_s = float(self.step_s.min()) if n else np.inf
 
+    # --- derived state (whole arrays, or `_of(idx)` for a subset) --------------------------
+    def digest_last_of(self, idx) -> np.ndarray:
+        """Digest time (relative to arrival) of each request's last delivered token; -inf
+        before the first."""
+        n = self.seg_n[idx]
+        last = self.seg_x0[idx] + (n - 1) * self.step_s[idx]
+        return np.where(n > 0, last, -np.inf)
+
+    def deficit_of(self, idx) -> np.ndarray:
+        """Area lost so far (token*s): sum over delivered tokens of max(0, d_k - e_k)."""
+        return self.closed_deficit[idx] + self.seg_n[idx] * self.seg_late[idx]
+
+    def digest_sum_of(self, idx) -> np.ndarray:
+        return self.closed_sum_s[idx] + _segment_sum(self.seg_x0[idx], self.seg_n[idx], self.step_s[idx])
+
+    @property
+    def digest_last_s(self) -> np.ndarray:
+        return self.digest_last_of(slice(None))
+
+    @property
+    def deficit(self) -> np.ndarray:
+        return self.deficit_of(slice(None))
+
+    @property
+    def digest_sum_s(self) -> np.ndarray:
+        return self.digest_sum_of(slice(None))
+
+    # --- delivery ---------------------------------------------------------------------------
     def deliver(self, idx: np.ndarray, t_s: float) -> None:
         """Token delivered at absolute time t_s to each request in idx (unique indices)."""
         if idx.size == 0:
             return
         rel = t_s - self.arrival_s[idx]
-        k = self.delivered[idx]  # tokens before this one
-        d = np.maximum(rel, self.digest_last_s[idx] + 1.0 / self.tds[idx])
-        e = self.ttft_exp_s[idx] + k / self.tds[idx]
-        self.deficit[idx] += _late(d, e)
-        self.digest_sum_s[idx] += d
-        self.digest_last_s[idx] = d
-        self.delivered[idx] = k + 1
+        n = self.seg_n[idx]
+        x0 = self.seg_x0[idx]
+        step = self.step_s[idx]
+        fresh = (n == 0) | (rel > x0 + n * step)  # arrives after the open segment is read
+        if fresh.all():
+            new, nn, nx0 = idx, n, x0
+        else:
+            self.seg_n[idx[~fresh]] += 1
+            new, nn, nx0 = idx[fresh], n[fresh], x0[fresh]
+        if new.size:
+            s = step[fresh]
+            self.closed_sum_s[new] += _segment_sum(nx0, nn, s)
+            self.closed_deficit[new] += nn * self.seg_late[new]
+            r = rel[fresh]
+            self.seg_x0[new] = r
+            self.seg_n[new] = 1
+            self.seg_late[new] = _late(r, self.ttft_exp_s[new] + self.delivered[new] / self.tds[new])
+        self.delivered[idx] += 1
 
     def deliver_many(self, idx: np.ndarray, times_s) -> None:
-        """A token at each of the sorted absolute times `times_s` to every request in idx.
-
-        Equals calling `deliver(idx, t)` for each t in order (up to float round-off), vectorised
-        over (requests x times): the digest recursion d_j = max(rel_j, d_{j-1} + 1/tds) is
-        d_j = j/tds + cummax_i(x_i) with x_0 = d_0 and x_i = rel_i - i/tds.
-        """
+        """A token at each of the sorted absolute times `times_s` to every request in idx;
+        exactly `deliver(idx, t)` for each t in order. When the gaps between the times are
+        shorter than every reading step (by a margin far above float round-off), tokens after
+        the first join the first one's segment: O(len(idx)) work whatever len(times_s) is."""
         idx = np.asarray(idx)
         t = np.asarray(times_s, dtype=float)
         m = t.size
         if idx.size == 0 or m == 0:
             return
+        self.deliver(idx, float(t[0]))
         if m == 1:
-            self.deliver(idx, float(t[0]))
             return
-        tds = self.tds[idx][:, None]
-        step = 1.0 / tds
-        rel = t[None, :] - self.arrival_s[idx][:, None]  # (n, m)
-        j = np.arange(m, dtype=float)
-        x = rel - j * step
-        x[:, 0] = np.maximum(rel[:, 0], self.digest_last_s[idx] + step[:, 0])
-        d = j * step + np.maximum.accumulate(x, axis=1)
-        k0 = self.delivered[idx]
-        e = self.ttft_exp_s[idx][:, None] + (k0[:, None] + np.arange(m)) / tds
-        late = _late(d, e)
-        late[:, 0] += self.deficit[idx]  # accumulate in delivery order, as `deliver` does
-        self.deficit[idx] = np.cumsum(late, axis=1)[:, -1]
-        self.digest_sum_s[idx] += d.sum(axis=1)
-        self.digest_last_s[idx] = d[:, -1]
-        self.delivered[idx] = k0 + m
+        if float(np.max(np.diff(t))) <= self.min_step_s - SEGMENT_MARGIN_S:
+            self.seg_n[idx] += m - 1
+            self.delivered[idx] += m - 1
+            return
+        for x in t[1:].tolist():  # slower than reading speed: token by token
+            self.deliver(idx, x)
 
     def qoe(self, idx=None, metric: str = DEFAULT_QOE_METRIC) -> np.ndarray:
         """Final QoE of finished requests (their delivered count is their length)."""
         sl = slice(None) if idx is None else idx
         if check_metric(metric) == "andes":
             k = self.delivered[sl]
-            return andes_qoe(self.digest_sum_s[sl], self.digest_last_s[sl], k, k,
+            return andes_qoe(self.digest_sum_of(sl), self.digest_last_of(sl), k, k,
                              self.ttft_exp_s[sl], self.tds[sl])
-        return qoe_from_deficit(self.deficit[sl], self.delivered[sl], self.tds[sl])
+        return qoe_from_deficit(self.deficit_of(sl), self.delivered[sl], self.tds[sl])
 
     def qoe_unfinished(self, length_tokens, now_s: float, idx=None,
                        metric: str = DEFAULT_QOE_METRIC) -> np.ndarray:
@@ -212,16 +261,16 @@ class QoETracker:
         sl = slice(None) if idx is None else idx
         L = np.maximum(np.asarray(length_tokens), 1)
         if check_metric(metric) == "andes":
-            return andes_qoe(self.digest_sum_s[sl], self.digest_last_s[sl], self.delivered[sl], L,
+            return andes_qoe(self.digest_sum_of(sl), self.digest_last_of(sl), self.delivered[sl], L,
                              self.ttft_exp_s[sl], self.tds[sl], now_rel_s=now_s - self.arrival_s[sl])
-        return qoe_from_deficit(self.deficit[sl], L, self.tds[sl])
+        return qoe_from_deficit(self.deficit_of(sl), L, self.tds[sl])
 
     def lost_area_if(self, idx, now_s: float, horizon_s: float, token_interval_s):
         """`lost_area` for the tracked requests `idx`."""
         idx = np.asarray(idx)
         return lost_area(
             now_s, horizon_s, token_interval_s, self.arrival_s[idx], self.ttft_exp_s[idx],
-            self.tds[idx], self.delivered[idx], self.digest_last_s[idx],
+            self.tds[idx], self.delivered[idx], self.digest_last_of(idx),
         )
 
 
