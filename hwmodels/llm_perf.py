@@ -57,6 +57,27 @@ ACT_BYTES = 2.0  # activations exchanged by collectives are 16-bit
 ROOFLINE_P = 4.0  # smooth-max exponent between the compute and memory times
 
 
+def _smooth_max4(a, b):
+    """(a**4 + b**4) ** (1/4) with multiplications and square roots only: IEEE-exact operations,
+    so a float and a numpy array give bit-identical values (a generic `**` may take a vectorised
+    pow for arrays and libm's for floats, which differ in the last bit; the simulator's macro
+    step must equal its per-iteration path exactly)."""
+    a2, b2 = a * a, b * b
+    s = a2 * a2 + b2 * b2
+    return math.sqrt(math.sqrt(s)) if isinstance(s, float) else np.sqrt(np.sqrt(s))
+
+
+def _pow_same(base: float, x):
+    """base ** x, equal bit for bit whether x is a float or an array of one repeated value
+    (the simulator's macro steps keep the batch size fixed); otherwise numpy's power."""
+    if isinstance(x, float):
+        return base**x
+    x = np.asarray(x, dtype=float)
+    if x.size and (x == x.flat[0]).all():
+        return np.full(x.shape, base ** float(x.flat[0]))
+    return np.power(base, x)
+
+
 @dataclass(frozen=True)
 class SpecDecode:
     """Speculative decoding: a draft proposes `draft_len` (γ) tokens, each accepted with
@@ -392,11 +413,11 @@ class LLMPerfModel:
             pairs_layers = c.n_layers * ctx_total
             serial = self._s_serial * per_seq_ctx
         kv = c.kv_bytes_per_token_layer * (pairs_layers + c.n_layers * tokens)
-        moe = self._s_moe_n * (1.0 - self._s_keep ** tokens) if c.n_experts else 0.0
+        moe = self._s_moe_n * (1.0 - _pow_same(self._s_keep, tokens)) if c.n_experts else 0.0
         t_mem = (c.dense_bytes + moe + kv) * self._s_bw
         attn_pairs = pairs_layers + 0.5 * c.n_layers * tokens * tokens / seqs
         t_comp = self._s_qu * tokens + self._s_attn * attn_pairs
-        t_gpu = (t_mem**ROOFLINE_P + t_comp**ROOFLINE_P) ** (1.0 / ROOFLINE_P)
+        t_gpu = _smooth_max4(t_mem, t_comp)
         t_comm = self._s_comm0 + self._s_comm1 * tokens
         t = t_gpu + t_comm + self._s_cpu0 + f.per_seq_s * seqs + serial
         if not parts:
