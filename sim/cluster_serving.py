@@ -288,6 +288,21 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
     return result, stopped
 
 
+def check_cluster(scn: ClusterServingScenario) -> None:
+    """What `run_cluster` rejects as input, without simulating: each replica group's hardware
+    (the model and one longest request fit), its scheduler, the router, the carbon trace and the
+    workload's data files (parsed whole, as the run parses them)."""
+    max_len = min(min(get_model(g.model).max_context_tokens for g in scn.replicas), scn.workload.max_total_tokens)
+    for gi, g in enumerate(scn.replicas):
+        problem = fit_problem(g.perf(), max_len, g.gpu_memory_utilization)
+        if problem:
+            raise OrreryInputError(f"replicas[{gi}]: {problem}")
+        make_policy("serving", g.scheduler, g.scheduler_params)
+    _router(scn)
+    _carbon(scn, 0.0)
+    scn.workload.check_inputs()
+
+
 def run_cluster(scn: ClusterServingScenario) -> RunResult:
     """Simulate `scn` to completion (the domain's pure run function)."""
     return simulate_cluster(scn)[0]
@@ -363,6 +378,7 @@ register_domain(Domain(
     name="cluster_serving",
     scenario_type=ClusterServingScenario,
     run=run_cluster,
+    check=check_cluster,
     metrics=CLUSTER_METRICS,
     policy_domain="routing",
     description="LLM serving on a cluster of replicas behind a router: QoE, SLOs, energy, carbon, cost",

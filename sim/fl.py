@@ -142,6 +142,32 @@ def build_availability(cfg: PopulationConfig, horizon_s: float, rng: np.random.G
     return av
 
 
+def check_population_files(cfg: PopulationConfig) -> None:
+    """Parse the population's data files whole, as a run does (device specs, eligibility and the
+    availability trace), without building a population of `n_devices`."""
+    from orrery.traces.paths import resolve_data_path
+
+    if cfg.specs or cfg.eligibility:
+        make_population(
+            min(cfg.n_devices, 64), np.random.default_rng(0),
+            specs_path=resolve_data_path(cfg.specs) if cfg.specs else None,
+            eligibility_path=resolve_data_path(cfg.eligibility) if cfg.eligibility else None,
+        )  # fmt: skip
+    if cfg.availability is not None:
+        path = resolve_data_path(cfg.availability)
+        if cfg.availability_format == "fedscale":
+            load_fedscale(path)
+        else:
+            load_interval_csv(path, cfg.n_devices)
+
+
+def check_fl(scn: FLScenario) -> None:
+    """What `run_fl` rejects as input, without simulating: the population's data files and
+    the policy with its parameters."""
+    check_population_files(scn.population)
+    make_policy("fl", scn.policy, scn.policy_params)
+
+
 PER_INTERVAL_PERIOD_S = 1e15  # a re-check-in period longer than any interval: one check-in each
 
 
@@ -599,6 +625,7 @@ register_domain(Domain(
     name="fl",
     scenario_type=FLScenario,
     run=run_fl,
+    check=check_fl,
     metrics={
         "jct_mean_s": "lower", "jct_p50_s": "lower", "jct_p90_s": "lower", "jct_censored_mean_s": "lower",
         "queue_delay_mean_s": "lower", "round_sched_delay_mean_s": "lower", "makespan_s": "lower",

@@ -32,6 +32,7 @@ from orrery.sim.fl import (
     RoundConfig,
     build_availability,
     build_population,
+    check_population_files,
 )
 from orrery.sim.scenario import Scenario
 from orrery.traces.devices import check_requirement
@@ -72,6 +73,14 @@ class FLFeasibilityScenario(Scenario):
     rounds: RoundConfig = Field(default_factory=RoundConfig)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     start_s: float = Field(0.0, ge=0, description="when training starts (s after t=0)")
+
+
+def check_fl_feasibility(scn: FLFeasibilityScenario) -> None:
+    """What `run_fl_feasibility` rejects as input, without simulating: the device requirement,
+    the population's data files and the policy."""
+    check_requirement(scn.plan.requirement)
+    check_population_files(scn.population)
+    make_policy("fl", scn.policy, scn.policy_params)
 
 
 def run_fl_feasibility(scn: FLFeasibilityScenario) -> RunResult:
@@ -168,6 +177,7 @@ register_domain(Domain(
     name="fl_feasibility",
     scenario_type=FLFeasibilityScenario,
     run=run_fl_feasibility,
+    check=check_fl_feasibility,
     policy_domain="fl",
     metrics={
         "wall_time_s": "lower", "round_time_p50_s": "lower", "round_time_p90_s": "lower",

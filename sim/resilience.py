@@ -268,6 +268,15 @@ class _Job:
         return lost
 
 
+def check_resilience(sc: ResilienceScenario) -> None:
+    """What `run_resilience` rejects as input, without simulating: the GPU, the model's layers,
+    the node trace (a file is parsed whole, as the run parses it) and the policy."""
+    get_gpu(sc.cluster.gpu)
+    build_layers(sc)
+    build_trace(sc, Simulation(sc.seed))
+    make_policy("resilience", sc.policy, sc.policy_params)
+
+
 def run_resilience(sc: ResilienceScenario) -> RunResult:
     sim = Simulation(sc.seed)
     trace = build_trace(sc, sim)
@@ -467,6 +476,7 @@ register_domain(Domain(
     name="resilience",
     scenario_type=ResilienceScenario,
     run=run_resilience,
+    check=check_resilience,
     metrics={
         "samples_per_s": "higher", "samples_done": "higher", "lost_samples": "lower",
         "downtime_s": "lower", "feasible": "higher", "node_losses": "lower",

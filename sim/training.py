@@ -28,6 +28,7 @@ trace so that forecasters have history.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
@@ -563,6 +564,33 @@ def run_pipeline(sc: TrainingScenario) -> RunResult:
     return RunResult(metrics={k: float(v) for k, v in metrics.items()}, table=table, series=series)
 
 
+def check_training(sc: TrainingScenario) -> None:
+    """What a training run rejects as input, without simulating: the GPU (checked at load), the
+    policy and its parameters, and the carbon trace (a file is parsed whole, as the run does)."""
+    get_gpu(sc.gpu)
+    make_policy("energy", sc.policy, sc.policy_params)
+    c = sc.carbon
+    _check_carbon(c.trace, c.column, c.duplicates, c.gaps, sc.seed, _file_stamp(c.trace))
+
+
+def _file_stamp(spec: str) -> tuple[str, int, int] | None:
+    """(path, size, mtime) of a carbon trace that is a file (None: a generator spec)."""
+    from orrery.traces.paths import resolve_data_path
+
+    try:
+        p = resolve_data_path(spec)
+        st = p.stat()
+    except (OrreryInputError, OSError, ValueError):
+        return None
+    return (str(p), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_carbon(spec: str, column: str, duplicates: str, gaps: str, seed: int, stamp) -> None:
+    """Parse a carbon trace once per (spec, options, file version): a study's groups share it."""
+    load_carbon_trace(spec, duration_s=86400.0, seed=seed, column=column, duplicates=duplicates, gaps=gaps)
+
+
 def run_training(scenario: Scenario) -> RunResult:
     if not isinstance(scenario, TrainingScenario):
         scenario = TrainingScenario.from_dict(scenario.model_dump())
@@ -593,7 +621,7 @@ TRAINING_METRICS: dict[str, Literal["higher", "lower"]] = {
 }
 
 register_domain(Domain(
-    name="training", scenario_type=TrainingScenario, run=run_training, policy_domain="energy",
+    name="training", scenario_type=TrainingScenario, run=run_training, check=check_training, policy_domain="energy",
     metrics=TRAINING_METRICS,
     plots="orrery.experiments.plotting:training_plots",
     description="training energy and carbon: GPU power limits, SM clocks, batch sizes (Zeus, Perseus, Chase)",

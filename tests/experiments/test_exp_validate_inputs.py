@@ -74,3 +74,48 @@ def test_validate_rejects_what_the_run_would(tmp_path, capsys, kwargs, expected)
     assert "s.toml" in err and "Traceback" not in err
     for text in expected:
         assert text in err, err
+
+
+# ----------------------------------------------------------------------------- the other domains
+
+
+def _domain_check(domain: str, policy: str, updates: dict):
+    from orrery.sim.domains import get_domain
+
+    dom = get_domain(domain)
+    dom.check(dom.scenario_type.from_dict({"policy": policy, **updates}))
+
+
+@pytest.mark.parametrize(
+    ("domain", "policy", "name", "text", "updates", "expected"),
+    [
+        ("resilience", "oobleck", "nodes.csv", "0,add,node1\n10,explode,node2\n",
+         lambda p: {"trace": {"kind": "file", "path": p, "format": "events"}}, ["nodes.csv"]),
+        ("fl", "fifo", "avail.csv", "ID,begin\n1,2\n",
+         lambda p: {"population": {"n_devices": 10, "availability": p}}, ["avail.csv", "line 1"]),
+        ("fl_feasibility", "fifo", "avail.csv", "ID,start,end\n1,5\n",
+         lambda p: {"population": {"n_devices": 10, "availability": p}}, ["avail.csv", "line 2"]),
+        ("training", "chase", "carbon.csv", "when,what\n1,2\n",
+         lambda p: {"carbon": {"trace": p}}, ["carbon.csv"]),
+        ("cluster_serving", "least_outstanding_tokens", "t.csv", HEADER + "0,1,2\n-5,1,2\n",
+         lambda p: {"workload": {"arrival": "trace", "lengths": "trace", "trace_path": p, "n_requests": 5}},
+         ["t.csv, line 3", "negative"]),
+    ],
+)
+def test_every_domain_parses_its_data_files_in_validate(tmp_path, domain, policy, name, text, updates, expected):
+    """What a run of each domain would reject in a data file, the domain's check rejects first."""
+    from orrery.core.errors import OrreryInputError
+
+    bad = tmp_path / name
+    bad.write_text(text)
+    with pytest.raises(OrreryInputError) as err:
+        _domain_check(domain, policy, updates(str(bad)))
+    for t in expected:
+        assert t in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("domain", ["resilience", "fl", "fl_feasibility", "training", "cluster_serving", "serving"])
+def test_every_domain_but_fedtrans_has_a_check_hook(domain):
+    from orrery.sim.domains import get_domain
+
+    assert callable(get_domain(domain).check)
