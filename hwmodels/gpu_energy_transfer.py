@@ -59,6 +59,7 @@ ETA = 0.5  # Zeus's default knob (NSDI'23: eta = 0.5 in the evaluation)
 STEP_W = 25.0  # Zeus's profiling step
 TARGET_WITHIN_ONE_STEP = 0.80  # issue #14
 DEFAULT_OUT = Path("results") / "fit" / "gpu_energy_transfer.json"
+DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent / "params" / "gpu_energy_transfer.json"  # shipped
 
 
 # ---- piecewise-linear curves in log coordinate -------------------------------------------------

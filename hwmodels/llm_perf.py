@@ -399,9 +399,9 @@ class LLMPerfModel:
         self._s_cpu0 = (f.overhead_s + sh.per_layer_s * c.n_layers
                         + c.n_moe_layers * (sh.moe_layer_s + c.q_is_fp8 * sh.fp8_moe_layer_s))
 
-    def _t_scalar(self, tokens, seqs, ctx_total, parts: bool = False):
-        """`step_terms` with the constants folded: floats or numpy arrays (same formula, fewer
-        operations; the simulator's hot path). Without `parts` only the step time."""
+    def _core(self, tokens, seqs, ctx_total):
+        """The folded step terms shared by `_t_scalar` and `_split`: (memory time, compute
+        time, serial attention time, touched MoE bytes, KV bytes, attention pairs)."""
         c, f = self.c, self.fam
         per_seq_ctx = ctx_total / seqs
         if c.window > 0:
@@ -417,38 +417,33 @@ class LLMPerfModel:
         t_mem = (c.dense_bytes + moe + kv) * self._s_bw
         attn_pairs = pairs_layers + 0.5 * c.n_layers * tokens * tokens / seqs
         t_comp = self._s_qu * tokens + self._s_attn * attn_pairs
+        return t_mem, t_comp, serial, moe, kv, attn_pairs
+
+    def _raw(self, tokens, moe, kv, attn_pairs):
+        """Memory and compute time at full efficiency (the power model's utilisations)."""
+        c = self.c
+        return ((c.dense_bytes + moe * self.sh.moe_mem_eff + kv) / c.mem_bw,
+                self._s_raw_qu * tokens + c.attn_flops_per_pair * attn_pairs / c.peak_u)
+
+    def _t_scalar(self, tokens, seqs, ctx_total, parts: bool = False):
+        """`step_terms` with the constants folded: floats or numpy arrays (same formula, fewer
+        operations; the simulator's hot path). Without `parts` only the step time."""
+        t_mem, t_comp, serial, moe, kv, attn_pairs = self._core(tokens, seqs, ctx_total)
         t_gpu = _smooth_max4(t_mem, t_comp)
         t_comm = self._s_comm0 + self._s_comm1 * tokens
-        t = t_gpu + t_comm + self._s_cpu0 + f.per_seq_s * seqs + serial
+        t = t_gpu + t_comm + self._s_cpu0 + self.fam.per_seq_s * seqs + serial
         if not parts:
             return t
-        mem_raw = (c.dense_bytes + moe * self.sh.moe_mem_eff + kv) / c.mem_bw
-        comp_raw = self._s_raw_qu * tokens + c.attn_flops_per_pair * attn_pairs / c.peak_u
-        return t, mem_raw, comp_raw, t_comm
+        return (t, *self._raw(tokens, moe, kv, attn_pairs), t_comm)
 
     def _split(self, tokens, seqs, ctx_total):
         """(compute time, memory time, everything else, raw memory time, raw compute time,
         collective time) of a step: `_t_scalar`'s parts, for models that rescale the compute
         part (a power-capped or clock-locked GPU, `hwmodels/deployment.py`)."""
-        c, f = self.c, self.fam
-        per_seq_ctx = ctx_total / seqs
-        if c.window > 0:
-            slide_ctx = np.minimum(per_seq_ctx, c.window) * seqs
-            pairs_layers = c.n_full_layers * ctx_total + c.n_slide_layers * slide_ctx
-            serial = f.attn_seq_s * (c.n_full_layers * per_seq_ctx + c.n_slide_layers * slide_ctx / seqs)
-        else:
-            pairs_layers = c.n_layers * ctx_total
-            serial = self._s_serial * per_seq_ctx
-        kv = c.kv_bytes_per_token_layer * (pairs_layers + c.n_layers * tokens)
-        moe = self._s_moe_n * (1.0 - self._s_keep ** tokens) if c.n_experts else 0.0
-        t_mem = (c.dense_bytes + moe + kv) * self._s_bw
-        attn_pairs = pairs_layers + 0.5 * c.n_layers * tokens * tokens / seqs
-        t_comp = self._s_qu * tokens + self._s_attn * attn_pairs
+        t_mem, t_comp, serial, moe, kv, attn_pairs = self._core(tokens, seqs, ctx_total)
         t_comm = self._s_comm0 + self._s_comm1 * tokens
-        rest = t_comm + self._s_cpu0 + f.per_seq_s * seqs + serial
-        mem_raw = (c.dense_bytes + moe * self.sh.moe_mem_eff + kv) / c.mem_bw
-        comp_raw = self._s_raw_qu * tokens + c.attn_flops_per_pair * attn_pairs / c.peak_u
-        return t_comp, t_mem, rest, mem_raw, comp_raw, t_comm
+        rest = t_comm + self._s_cpu0 + self.fam.per_seq_s * seqs + serial
+        return (t_comp, t_mem, rest, *self._raw(tokens, moe, kv, attn_pairs), t_comm)
 
     def _power(self, t, mem_raw, comp_raw, t_comm):
         c, f = self.c, self.fam

@@ -79,9 +79,15 @@ class DNNJob(Strict):
     steps_per_epoch: int | None = Field(None, gt=0, description="None: dataset size / batch size")
     n_gpus: int = Field(1, ge=1, description="data-parallel GPUs (identical)")
     time_noise: float = Field(0.0, ge=0, le=0.5, description="relative std of per-window step time")
-    power_model: Literal["fit", "measured"] = Field(
+    power_model: Literal["fit", "measured", "transfer"] = Field(
         "fit", description="'fit': the committed parametric fit (no data needed); 'measured': interpolate "
-                           "the real power-limit sweep, read at run time from power_data_paths")
+                           "the real power-limit sweep, read at run time from power_data_paths; 'transfer': a "
+                           "workload measured only at the GPU's maximum limit (anchor_*), its curve from the GPU "
+                           "family's shape (`orrery fit gpu-energy`; the scenario's hw_params or the shipped one)")
+    anchor_time_per_epoch_s: float | None = Field(
+        None, gt=0, description="power_model = 'transfer': time per epoch measured at the maximum power limit")
+    anchor_power_w: float | None = Field(
+        None, gt=0, description="power_model = 'transfer': average power per GPU measured at the maximum limit")
     power_data_paths: dict[str, str] = Field(
         default_factory=dict,
         description="power_model = 'measured' only: sweep CSV per GPU family (v100, a40, a100), a path or "
@@ -92,6 +98,12 @@ class DNNJob(Strict):
     def _check_power_model(self):
         if self.power_data_paths and self.power_model != "measured":
             raise ValueError("power_data_paths is read only with power_model = 'measured'")
+        anchors = (self.anchor_time_per_epoch_s, self.anchor_power_w)
+        if self.power_model == "transfer" and None in anchors:
+            raise ValueError("power_model = 'transfer' needs anchor_time_per_epoch_s and anchor_power_w "
+                             "(the workload measured at the GPU's maximum power limit)")
+        if self.power_model != "transfer" and anchors != (None, None):
+            raise ValueError("anchor_time_per_epoch_s / anchor_power_w are read only with power_model = 'transfer'")
         bad = [k for k in self.power_data_paths if k not in MEASURED_SWEEPS]
         if bad:
             raise ValueError(f"power_data_paths: unknown GPU family {bad}; families: {sorted(MEASURED_SWEEPS)}")
@@ -138,6 +150,9 @@ class TrainingScenario(Scenario):
                         Discriminator(_workload_kind)] = Field(default_factory=DNNJob)
     carbon: CarbonConfig = Field(default_factory=CarbonConfig)
     recurrence: RecurrenceConfig = Field(default_factory=RecurrenceConfig)
+    hw_params: str | None = Field(
+        None, description="GPU energy shape file (`orrery fit gpu-energy --out FILE`) for power_model = "
+                          "'transfer'; default: the shipped fit")
 
     @model_validator(mode="after")
     def _check(self):
@@ -152,6 +167,9 @@ class TrainingScenario(Scenario):
                 raise ValueError(f"straggler_pipelines {bad} outside 0..{w.data_parallel - 1}")
             if self.recurrence.n_recurrences:
                 raise ValueError("recurrences apply to DNN jobs, not pipeline jobs")
+        elif w.power_model == "transfer" and self.recurrence.n_recurrences:
+            raise ValueError("power_model = 'transfer' describes one batch size (its anchor); recurrences "
+                             "choose among batch sizes: use power_model = 'fit' or 'measured'")
         return self
 
 
@@ -184,8 +202,33 @@ def _pl_models(sc: TrainingScenario) -> dict[str, PowerLimitModel]:
     return power_limit_models(fam)
 
 
+def _transfer_model(sc: TrainingScenario) -> PowerLimitModel:
+    """The job's curve from its maximum-limit measurement and the GPU family's shape, on the
+    GPU's 25 W grid (interpolated linearly between, as a measured sweep)."""
+    from orrery.hwmodels.gpu_energy import clock_grid
+    from orrery.hwmodels.gpu_energy_transfer import (
+        DEFAULT_PARAMS_PATH,
+        load_transfer_params,
+        power_limit_curve,
+    )
+    from orrery.traces.paths import resolve_data_path
+
+    w, spec = sc.workload, get_gpu(sc.gpu)
+    path = resolve_data_path(sc.hw_params) if sc.hw_params else DEFAULT_PARAMS_PATH
+    curve = power_limit_curve(load_transfer_params(path), sc.gpu)
+    lo, hi = spec.power_limit_min_w, spec.power_limit_max_w
+    pl = clock_grid(lo, hi, 25.0)[::-1]  # ascending, both ends kept
+    t, p = curve.predict(pl, hi, w.anchor_time_per_epoch_s, w.anchor_power_w)
+    return PowerLimitModel(key=f"transfer/{w.dataset}/{w.network}", gpu=spec.fit_family, power=None, time=None,
+                           pl_min_w=float(lo), pl_max_w=float(hi), unit="epoch",
+                           measured=tuple(zip(pl.tolist(), t.tolist(), p.tolist(), strict=True)),
+                           source=f"transfer:{path.name}:{curve.trust}")
+
+
 def _dnn_model(sc: TrainingScenario, batch_size: int) -> PowerLimitModel:
     w = sc.workload
+    if w.power_model == "transfer":
+        return _transfer_model(sc)
     return get_power_limit_model(_family(sc.gpu), workload_key(w.dataset, w.network, batch_size, w.optimizer),
                                  _pl_models(sc))
 

@@ -62,3 +62,14 @@ def test_hw_params_file(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"params": {"shared": {"per_layer_s": -1}, "families": {}}}))
     with pytest.raises(OrreryInputError, match="per_layer_s"):
         run_serving(scn({"gpu": "h100", "model": "llama-3.1-8b"}, hw_params=str(tmp_path / "bad.json")))
+
+
+def test_hw_params_is_a_data_key_so_its_hash_enters_the_run_inputs(tmp_path):
+    from orrery.experiments.setup import data_paths
+    from orrery.sim.training import TrainingScenario
+
+    p = tmp_path / "params.json"
+    assert data_paths(scn({"gpu": "h100", "model": "llama-3.1-8b"}, hw_params=str(p))) == {"hw_params": str(p)}
+    tr = TrainingScenario.from_dict({"policy": "max_power", "hw_params": str(p), "workload": {
+        "power_model": "transfer", "anchor_time_per_epoch_s": 10.0, "anchor_power_w": 200.0, "epochs": 1}})
+    assert data_paths(tr).get("hw_params") == str(p)

@@ -180,8 +180,25 @@ def test_committed_epochs_table_matches_csv(shared_data):
 
 def test_a_job_shorter_than_the_profiling_phase_is_reported_as_such():
     """Zeus profiles 7 limits x profile_steps; a job that ends first never chose a limit."""
-    done = run_training(_sc("zeus_power_limit")).metrics
+    job = dict(JOB, epochs=3, steps_per_epoch=500)  # 1,500 steps; profiling: 10 + 7 x 40 by default
+    done = run_training(_sc("zeus_power_limit", workload=job)).metrics
     assert done["ended_while_profiling"] == 0.0
-    short = run_training(_sc("zeus_power_limit", policy_params={"profile_steps": 10**6})).metrics
+    short = run_training(_sc("zeus_power_limit", workload=job, policy_params={"profile_steps": 1000})).metrics
     assert short["ended_while_profiling"] == 1.0
-    assert run_training(_sc("max_power")).metrics["ended_while_profiling"] == 0.0
+    assert run_training(_sc("max_power", workload=job)).metrics["ended_while_profiling"] == 0.0
+
+
+def test_transfer_power_model_runs_a_new_workload_from_its_max_limit_measurement():
+    """A workload measured once at the GPU's maximum limit: max_power reproduces the anchor,
+    Zeus saves energy by lowering the limit, and any catalog GPU works (H100: a borrowed shape)."""
+    job = {"dataset": "mine", "network": "mynet", "epochs": 3, "steps_per_epoch": 500,
+           "power_model": "transfer", "anchor_time_per_epoch_s": 600.0, "anchor_power_w": 230.0}
+    base = run_training(_sc("max_power", workload=job)).metrics
+    assert base["time_s"] == pytest.approx(3 * 600.0)
+    assert base["avg_power_w"] == pytest.approx(230.0)
+    zeus = run_training(_sc("zeus_power_limit", workload=job)).metrics
+    assert zeus["final_power_limit_w"] < 250.0 and zeus["energy_saving_vs_max_pct"] > 0
+    h100 = run_training(_sc("zeus_power_limit", gpu="h100", workload=dict(job, anchor_power_w=600.0))).metrics
+    assert 200.0 <= h100["final_power_limit_w"] <= 700.0
+    with pytest.raises(ValueError, match="anchor_time_per_epoch_s"):
+        _sc("max_power", workload=dict(job, anchor_power_w=None))
