@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 from torch.nn import functional as F
 
-from orrery.sim.errors import OrreryInputError
+from orrery.core.errors import OrreryInputError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ATTENTION_MODES = ("auto", "per_seq", "batched")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from orrery.core.errors import OrreryInputError
 from orrery.realbackend.gpu_check import catalog_gpu_for, main, markdown, parse
-from orrery.sim.errors import OrreryInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.llm import MODELS
 from orrery.realbackend.serving import EngineConfig, build_model, resolve_kv_capacity
 from orrery.realbackend.tiny_llm import (
@@ -18,7 +19,6 @@ from orrery.realbackend.tiny_llm import (
     decode_batch_bucket,
     slot_bytes,
 )
-from orrery.sim.errors import OrreryInputError
 
 LLAMA8 = ModelConfig.from_catalog("Llama-3.1-8B", max_len=1024)
 

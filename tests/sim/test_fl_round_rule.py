@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orrery.core.errors import TraceFormatError
 from orrery.sim.engine import Simulation
-from orrery.sim.errors import TraceFormatError
 from orrery.sim.fl import FLScenario, build_availability, run_fl
 from orrery.traces.availability import load_interval_csv, replay
 from orrery.workloads.fl import VENN_EVEN_CONFIGS, FLJobMix, generate_jobs

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orrery.sim.errors import ScenarioError
+from orrery.core.errors import ScenarioError
 from orrery.sim.resilience import ResilienceScenario, _Job, run_resilience
 from orrery.workloads.gpt import get_model
 from orrery.workloads.oobleck_artifact import ARTIFACT_THROUGHPUT, artifact_throughput
