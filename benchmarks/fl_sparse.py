@@ -77,6 +77,7 @@ def run_one(policy: str, trace: Path, rows: int, weeks: int, n_jobs: int, profil
 
     scn = FLScenario.from_dict(scenario(policy, trace, rows, weeks, n_jobs))
     t0 = time.perf_counter()
+    c0 = time.process_time()
     if profile:
         import cProfile
 
@@ -86,10 +87,11 @@ def run_one(policy: str, trace: Path, rows: int, weeks: int, n_jobs: int, profil
     else:
         res = run_fl(scn)
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     m = res.metrics
     t = res.table
     return {
-        "policy": policy, "wall_s": round(wall, 2),
+        "policy": policy, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "peak_mem_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30, 3),
         "checkins": int(m["checkins"]), "assignments": int(m["assignments"]),
         "rounds": int(len(res.series["rounds"])), "aborted_rounds": int(m["aborted_rounds"]),
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
         p = subprocess.run(cmd, check=True, capture_output=True, text=True)
         r = json.loads(p.stdout.strip().splitlines()[-1])
         runs.append(r)
-        print(f"{pol:>6}: wall {r['wall_s']:.1f} s, peak memory {r['peak_mem_gib']:.2f} GiB; events: "
+        print(f"{pol:>6}: wall {r['wall_s']:.1f} s (CPU {r['cpu_s']:.1f} s), peak memory {r['peak_mem_gib']:.2f} GiB; events: "
               f"{r['checkins']} check-ins, {r['rounds']} rounds ({r['aborted_rounds']} aborted), "
               f"{r['job_arrivals']} job arrivals, {r['assignments']} assignments, "
               f"{r['policy_calls']} policy calls; jobs completed {r['jobs_completed']}/{args.jobs}")
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("mean (completed)         " + " " * 16 + " ".join(f"{r['jct_mean_s'] / 3600:9.1f}" for r in runs))
     out = {
         "benchmark": "fl_sparse", "rows": args.rows, "weeks": args.weeks, "jobs": args.jobs,
-        "runs": {r["policy"]: {k: r[k] for k in ("wall_s", "peak_mem_gib", "checkins", "rounds", "policy_calls",
+        "runs": {r["policy"]: {k: r[k] for k in ("wall_s", "cpu_s", "peak_mem_gib", "checkins", "rounds", "policy_calls",
                                                   "jobs_completed", "jct_mean_s")} for r in runs},
         "target_wall_s": TARGET_WALL_S, "target_mem_gib": TARGET_MEM_GIB,
         "met": all(r["wall_s"] <= TARGET_WALL_S and r["peak_mem_gib"] <= TARGET_MEM_GIB for r in runs),

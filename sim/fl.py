@@ -175,6 +175,7 @@ def check_fl(scn: FLScenario) -> None:
     make_policy("fl", scn.policy, scn.policy_params)
 
 
+VECTOR_MIN = 256  # longer candidate runs are handed out in numpy steps (priority split)
 SMALL_BATCH = 48  # batches of at most this many check-ins are handed out in plain Python
 PER_INTERVAL_PERIOD_S = 1e15  # a re-check-in period longer than any interval: one check-in each
 
@@ -691,6 +692,8 @@ class FLRoundEngine:
         the batch position to look again from (n when done): after a round fills, a long
         rest is filtered again with numpy instead of being walked here."""
         n = len(dev)
+        if len(cand) >= VECTOR_MIN and not self._random:
+            return self._hand_out_vector(cand, dev, tt, iend, a_idx, tiers)
         busy = self.pool.busy_until
         lists = self._lists
         rnd = self._random
@@ -731,6 +734,87 @@ class FLRoundEngine:
                 if left > 64:
                     return int(cand[i]) + 1
         return n
+
+    def _hand_out_vector(self, cand, dev, tt, iend, a_idx, tiers) -> int:
+        """The priority hand-out of a long candidate run in one numpy step: while no round
+        fills, every candidate goes to the first demanding job of its (atom, tier); the step
+        ends at the first fill, or earlier at a round's early close (its k-th response), so the
+        result is the one-by-one hand-out's. A device checks in at most once per batch (the
+        driver keeps batches within one re-check-in period), so none is taken twice."""
+        n = len(dev)
+        nt = self.pool.n_tiers
+        table = np.full((self.n_atoms, nt), -1, dtype=np.int64)
+        for a, lst in enumerate(self._lists):
+            for k in range(nt):
+                for j in lst:
+                    if j.need > 0 and k <= j.max_tier:
+                        table[a, k] = j.job_id
+                        break
+        tgt = table[a_idx[cand], tiers[cand]]
+        ok = tgt >= 0
+        cand, tgt = cand[ok], tgt[ok]
+        if len(cand) == 0:
+            return n
+        t_c = tt[cand]
+        stop = int(np.searchsorted(t_c, self._t_cut, side="left"))
+        fill_at, fill_job = stop, -1  # the first candidate (index) that fills a round
+        ids = np.unique(tgt[:stop])
+        for jid in ids.tolist():
+            pos = np.flatnonzero(tgt[:stop] == jid)
+            need = self.jobs[jid].need
+            if len(pos) >= need and pos[need - 1] < fill_at:
+                fill_at, fill_job = int(pos[need - 1]), jid
+        end = fill_at + 1 if fill_job >= 0 else stop
+        # per job: devices, responses; an early close inside the step cuts it
+        per = []
+        t_cut = self._t_cut
+        for jid in np.unique(tgt[:end]).tolist():
+            j = self.jobs[jid]
+            sel = cand[:end][tgt[:end] == jid]
+            d, t, e = dev[sel], tt[sel], iend[sel]
+            resp = t + (self._spu[d] * j.work_units + j.model_bytes / self._bw_down[d] + j.model_bytes / self._bw_up[d])
+            per.append((j, d, t, e, resp))
+            if self.by_request:
+                fin = np.concatenate([-np.asarray(j.resp_heap, dtype=float), resp[resp <= e]])
+                if len(fin) >= j.k:
+                    t_k = float(np.partition(fin, j.k - 1)[j.k - 1])
+                    t_cut = min(t_cut, t_k)
+        cut = t_cut < self._t_cut
+        if cut:  # keep only what is handed out before the early close
+            end = int(np.searchsorted(t_c[:end], t_cut, side="left"))
+        for j, d, t, e, resp in per:
+            m = int(np.searchsorted(t, t_cut, side="left")) if cut else len(t)
+            if m == 0:
+                continue
+            d, t, e, resp = d[:m], t[:m], e[:m], resp[:m]
+            drop = resp > e
+            busy = np.where(drop, e, resp)
+            resp = np.where(drop, np.inf, resp)
+            self.pool.busy_until[d] = busy
+            j.round_dev.extend(d.tolist())
+            j.round_t.extend(t.tolist())
+            j.round_resp.extend(resp.tolist())
+            j.round_busy.extend(busy.tolist())
+            self._set_need(j, j.need - m)
+            self.n_assigned += m
+            self.n_dropouts += int(drop.sum())
+            if self.assign_tab is not None:
+                self.assign_tab.extend(device=d, job_id=np.full(m, j.job_id), round=np.full(m, j.completed + j.aborted),
+                                       t_assign_s=t, resp_s=resp, busy_until_s=busy, interval_end_s=e)
+            if self.by_request:
+                h = sorted([-x for x in j.resp_heap] + resp[~drop].tolist())[: j.k]
+                j.resp_heap = [-x for x in h]
+                heapq.heapify(j.resp_heap)
+                if len(h) == j.k and h[-1] < j.t_close_next:
+                    self._schedule_close(j, h[-1])
+            if j.need == 0:
+                self._filled(j, float(t[-1]))
+        if t_cut < self._t_cut:
+            self._t_cut = t_cut
+        if end == 0:
+            return n
+        self._done_pos = int(cand[end - 1]) + 1
+        return self._done_pos if fill_job >= 0 and end == fill_at + 1 else n
 
     def _give_one(self, j: JobState, d: int, t: float, e: float) -> None:
         rt = self._spu.item(d) * j.work_units + j.model_bytes / self._bw_down.item(d) + j.model_bytes / self._bw_up.item(d)
@@ -790,7 +874,8 @@ class FLRoundEngine:
                 next_sample += 3600.0
             if t >= horizon_s or self.n_finished == n_jobs:
                 return
-            t_end = min(env.peek(), self._next_event_s(), next_sample, horizon_s)
+            # within one re-check-in period a device checks in at most once per interval
+            t_end = min(env.peek(), self._next_event_s(), next_sample, horizon_s, t + self.pool.stream.period)
             if self.n_demanding > 0 and self.replan_on_rounds and self.last_plan + self.scn.replan_s > t:
                 t_end = min(t_end, self.last_plan + self.scn.replan_s)
             t_stop = self.hand_out(t, t_end) if t_end > t else t
