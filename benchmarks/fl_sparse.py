@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                   "jobs_completed", "jct_mean_s")} for r in runs},
         "target_wall_s": TARGET_WALL_S, "target_mem_gib": TARGET_MEM_GIB,
         "met": all(r["wall_s"] <= TARGET_WALL_S and r["peak_mem_gib"] <= TARGET_MEM_GIB for r in runs),
+        # on a shared, loaded machine the wall time overstates the cost: CPU time against the same target
+        "met_cpu": all(r["cpu_s"] <= TARGET_WALL_S and r["peak_mem_gib"] <= TARGET_MEM_GIB for r in runs),
     }
     print(json.dumps(out))
     return out
