@@ -850,6 +850,12 @@ class FLRoundEngine:
         if j.need == 0:
             self._filled(j, t)
 
+    def _sample(self, t_s: float, last: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The hourly supply row: check-ins, idle check-ins and assignments since `last`."""
+        c = (self.pool.checkins, self.pool.idle_checkins, self.n_assigned)
+        self.supply_tab.append(t_s, c[0] - last[0], c[1] - last[1], c[2] - last[2], self.pool.available_at(t_s))
+        return c
+
     def driver(self, horizon_s: float):
         if self.scn.driver == "windows":
             return self.driver_windows(horizon_s)
@@ -867,10 +873,7 @@ class FLRoundEngine:
                 _t, _s, fn, j, arg = heapq.heappop(events)
                 fn(j, arg)
             if t >= next_sample:
-                c = (self.pool.checkins, self.pool.idle_checkins, self.n_assigned)
-                self.supply_tab.append(next_sample, c[0] - last[0], c[1] - last[1], c[2] - last[2],
-                                       self.pool.available_at(next_sample))
-                last = c
+                last = self._sample(next_sample, last)
                 next_sample += 3600.0
             if t >= horizon_s or self.n_finished == n_jobs:
                 return
@@ -973,10 +976,7 @@ class FLRoundEngine:
             if t1 > t:
                 self.assign(t, t1)
             if t1 >= next_sample:
-                c = (self.pool.checkins, self.pool.idle_checkins, self.n_assigned)
-                self.supply_tab.append(next_sample, c[0] - last[0], c[1] - last[1], c[2] - last[2],
-                                       self.pool.available_at(next_sample))
-                last = c
+                last = self._sample(next_sample, last)
                 next_sample += 3600.0
             yield self.env.timeout(t1 - t)
             t = t1
