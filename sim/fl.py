@@ -27,6 +27,7 @@ reusable parts for other FL studies (multi-model FL builds on them).
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -107,6 +108,12 @@ class FLScenario(Scenario):
     replan_s: float = Field(600.0, gt=0, description="re-plan at least this often (s), besides on job events")
     supply_halflife_s: float = Field(1800.0, gt=0, description="half-life of the check-in rate estimate (s)")
     record_assignments: bool = Field(False, description="keep one row per device assignment (tests, small runs)")
+    driver: Literal["events", "windows"] = Field(
+        "events", description="'events': the simulator stops only where something happens (check-ins, "
+        "round fills and closes, job arrivals, hourly samples), hands check-ins out one by one in "
+        "time order and closes rounds at their exact times; 'windows': the earlier driver, which "
+        "handed out each window_s batch of check-ins atom by atom and weighted the supply "
+        "estimate at the window's end (kept to compare with earlier results)")
 
 
 # ----------------------------------------------------------------------------- world
@@ -168,6 +175,8 @@ def check_fl(scn: FLScenario) -> None:
     make_policy("fl", scn.policy, scn.policy_params)
 
 
+VECTOR_MIN = 256  # longer candidate runs are handed out in numpy steps (priority split)
+SMALL_BATCH = 48  # batches of at most this many check-ins are handed out in plain Python
 PER_INTERVAL_PERIOD_S = 1e15  # a re-check-in period longer than any interval: one check-in each
 
 
@@ -191,6 +200,14 @@ class DevicePool:
         self.n_tiers = n_tiers
         self.checkins = 0
         self.idle_checkins = 0
+        self._ends_sorted: np.ndarray | None = None
+
+    def available_at(self, t: float) -> int:
+        """How many devices are available at time t (sorted interval ends cached)."""
+        if self._ends_sorted is None:
+            self._ends_sorted = np.sort(self.av.end_s)
+        return int(np.searchsorted(self.av.start_s, t, side="right")
+                   - np.searchsorted(self._ends_sorted, t, side="right"))
 
     def idle_checkins_between(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(device, time, interval end) of idle devices checking in during [t0, t1), by time."""
@@ -260,19 +277,35 @@ class JobState:
     t_req: float = math.nan
     finish_s: float = math.nan
     queue_delay_s: float = 0.0
+    # the current round, one entry per assigned device (plain Python lists: O(1) per assignment)
     round_dev: list = field(default_factory=list)
-    round_resp: list = field(default_factory=list)
+    round_resp: list = field(default_factory=list)  # response arrival times (inf: dropout)
     round_t: list = field(default_factory=list)  # assignment times
     round_busy: list = field(default_factory=list)  # when each device stops working (resp or leave)
+    resp_heap: list = field(default_factory=list)  # request rule: the k earliest responses (negated)
     active: bool = False
     round_open: bool = False
     close_token: int = 0
     t_close_next: float = math.inf
     t_full: float = math.nan
+    max_tier: int = 0  # slowest speed tier the current decision admits (priority split)
+    k: int = 0  # responses that make a round succeed
 
 
 class FLRoundEngine:
-    """Runs FL jobs' rounds over a `DevicePool` under one policy."""
+    """Runs FL jobs' rounds over a `DevicePool` under one policy.
+
+    Event-driven (`driver="events"`, default): the driver sleeps until the next thing that
+    happens (a job arrival, a round close, an hourly sample, the end of the horizon) and hands
+    out the check-ins before it one by one in time order; a round that completes early (the
+    request rule's k-th response) cuts the batch at that instant, so the round closes and the
+    next one asks for devices at exact times. numpy only picks, per batch, the check-ins some
+    demanding job can take (O(check-ins) vector work); the hand-out itself touches only the
+    jobs on the check-in's atom list; decisions are made on job arrival and completion, on
+    round starts (policies whose order depends on rounds) and every `replan_s`, each in O(jobs
+    x atoms). The supply estimate weights each idle check-in by exp(-(t - t_checkin)/tau),
+    whatever the batching.
+    """
 
     def __init__(self, scn: FLScenario, sim: Simulation, pool: DevicePool, jobs: JobSet, policy):
         self.scn, self.sim, self.pool, self.policy = scn, sim, pool, policy
@@ -295,13 +328,16 @@ class FLRoundEngine:
                      float(jobs.model_bytes[i]))
             for i in range(len(jobs))
         ]
-        self.supply = np.zeros((self.n_atoms, pool.n_tiers))
+        # supply estimate: sum over idle check-ins i of exp((t_i - supply_t0) / tau), per (atom, tier);
+        # the rate at time t is that times exp(-(t - supply_t0) / tau) / tau
+        self.supply_ref = np.zeros((self.n_atoms, pool.n_tiers))
+        self.supply_t0 = 0.0
         self.tau = scn.supply_halflife_s / math.log(2)
         self.tiers = pool.tier_views(tail_q=1.0 / scn.rounds.overcommit)
         self.decision: FLDecision | None = None
         self.replan = True
         self.last_plan = -math.inf
-        self.last_supply_t = 0.0
+        self.last_supply_t = 0.0  # windows driver: time of the last supply update
         self.rng = sim.rng["assign"]
         self.rounds_tab = sim.rec.table("rounds", ["job_id", "round", "t_req_s", "t_full_s", "t_close_s",
                                                    "assigned", "responses", "success"])
@@ -312,24 +348,50 @@ class FLRoundEngine:
         self.n_assigned = 0
         self.n_dropouts = 0
         self.n_policy_calls = 0
+        self.n_batches = 0
         self.device_s = 0.0  # device work spent on rounds (assignment to response, leave or release)
         self.wasted_device_s = 0.0  # of which no aggregated result came (aborted rounds, stragglers, dropouts)
         self.by_request = scn.rounds.deadline_from == "request"
-        self.k_success = {}
+        self.n_demanding = 0  # jobs whose current round still needs devices
+        self.n_finished = 0
+        # a policy whose decision depends only on which jobs are active is asked again only then
+        self.replan_on_rounds = getattr(policy, "replan_on", "rounds") != "jobs"
+        hw = pool.pop.hw
+        self._spu = hw.s_per_unit.astype(np.float64)
+        self._bw_down = hw.bw_down_bytes_s.astype(np.float64)
+        self._bw_up = hw.bw_up_bytes_s.astype(np.float64)
+        self._lists: list[list[JobState]] = [[] for _ in range(self.n_atoms)]
+        self._random = False
+        self._t_cut = math.inf
+        self.events_driver = scn.driver == "events"
+        self._events: list = []  # (t, seq, fn, job, arg): round closes under the event driver
+        self._seq = 0
+        self._sup_py = [0.0] * (self.n_atoms * pool.n_tiers)  # supply added by the small-batch path
+        for j in self.jobs:
+            j.k = self._k(j)
+        self._views: dict[int, JobView] = {}
+        self._done_pos = 0  # batch positions up to here have been handed out
+        self._skip = 0  # check-ins at the next batch's start already handed out
 
     # -- job lifecycle (simpy) ---------------------------------------------------------
     def job_process(self, j: JobState):
         yield self.env.timeout(j.arrival_s)
         j.active = True
+        self.replan = True
         self._start_round(j, self.env.now)
 
+    def _set_need(self, j: JobState, need: int) -> None:
+        self.n_demanding += (need > 0) - (j.need > 0)
+        j.need = need
+
     def _start_round(self, j: JobState, t: float) -> None:
-        j.need = math.ceil(self.scn.rounds.overcommit * j.participants)
+        self._set_need(j, math.ceil(self.scn.rounds.overcommit * j.participants))
         j.t_req = t
-        j.round_dev, j.round_resp, j.round_t, j.round_busy = [], [], [], []
+        j.round_dev, j.round_resp, j.round_t, j.round_busy, j.resp_heap = [], [], [], [], []
         j.round_open = True
         j.t_full = math.nan
-        self.replan = True
+        if self.replan_on_rounds:
+            self.replan = True
         if self.by_request:
             j.t_close_next = math.inf
             self._schedule_close(j, t + j.deadline_s)
@@ -343,34 +405,51 @@ class FLRoundEngine:
             return
         j.t_close_next = t_close
         j.close_token += 1
-        ev = self.env.timeout(max(t_close - self.env.now, 0.0))
-        ev.callbacks.append(lambda _e, j=j, tok=j.close_token: self._request_close(j, tok))
+        self._at(t_close, self._request_close, j, j.close_token)
 
     def _maybe_early_close(self, j: JobState) -> None:
         """The round completes when success_fraction x participants responses are in."""
-        resp = np.concatenate(j.round_resp)
+        resp = np.asarray(j.round_resp, dtype=float)
         fin = resp[np.isfinite(resp)]
         k = self._k(j)
         if len(fin) >= k:
             self._schedule_close(j, float(np.partition(fin, k - 1)[k - 1]))
 
+    def _at(self, t: float, fn, j: JobState, arg) -> None:
+        """Call fn(j, arg) at time t: from the engine's own event heap under the event driver
+        (a superseded round close is dropped there without waking the driver), as a simpy
+        timeout under the window driver."""
+        if self.events_driver:
+            heapq.heappush(self._events, (t, self._seq, fn, j, arg))
+            self._seq += 1
+        else:
+            ev = self.env.timeout(max(t - self.env.now, 0.0))
+            ev.callbacks.append(lambda _e: fn(j, arg))
+
+    def _next_event_s(self) -> float:
+        ev = self._events
+        while ev:
+            _t, _s, fn, j, arg = ev[0]
+            if fn == self._request_close and (arg != j.close_token or not j.round_open):
+                heapq.heappop(ev)  # superseded (closed early, or the round is over)
+                continue
+            return ev[0][0]
+        return math.inf
+
     def _request_close(self, j: JobState, token: int) -> None:
         if token != j.close_token or not j.round_open:
             return
         t = self.env.now
-        n_resp = 0
-        if j.round_dev:
-            resp = np.concatenate(j.round_resp)
-            n_resp = int((resp <= t + 1e-9).sum())
+        lim = t + 1e-9
+        n_resp = sum(1 for r in j.round_resp if r <= lim)
         success = n_resp >= self._k(j)
         if j.need > 0:  # still collecting: the rest of the request lapses
-            j.need = 0
+            self._set_need(j, 0)
         t_full = j.t_full if math.isfinite(j.t_full) else t
         j.queue_delay_s += t_full - j.t_req
         self._account(j, t, success)
         self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t,
-                               sum(len(d) for d in j.round_dev), n_resp, success)
-        self.replan = True
+                               len(j.round_dev), n_resp, success)
         self._close(j, success)
 
     def _account(self, j: JobState, t_close: float, success: bool) -> None:
@@ -378,39 +457,37 @@ class FLRoundEngine:
         j.round_open = False
         if not j.round_dev:
             return
-        dev = np.concatenate(j.round_dev)
-        ta = np.concatenate(j.round_t)
-        resp = np.concatenate(j.round_resp)
-        busy = np.concatenate(j.round_busy)
-        late = resp > t_close
-        if late.any():  # stragglers are released at the close; their work is discarded
-            self.pool.busy_until[dev[late]] = np.minimum(self.pool.busy_until[dev[late]],
-                                                         np.maximum(t_close, ta[late]))
-        work = np.maximum(0.0, np.minimum(busy, t_close) - ta)
-        spent = float(work.sum())
-        used = float(work[~late].sum()) if success else 0.0
+        busy_until = self.pool.busy_until
+        spent = used = 0.0
+        for d, ta, r, b in zip(j.round_dev, j.round_t, j.round_resp, j.round_busy, strict=True):
+            w = min(b, t_close) - ta
+            w = w if w > 0.0 else 0.0
+            spent += w
+            if r > t_close:  # stragglers are released at the close; their work is discarded
+                busy_until[d] = min(busy_until[d], max(t_close, ta))
+            elif success:
+                used += w
         self.device_s += spent
         self.wasted_device_s += spent - used
 
     def _filled(self, j: JobState, t_full: float) -> None:
         if self.by_request:
             j.t_full = t_full
-            self.replan = True
             return
-        dev = np.concatenate(j.round_dev)
-        resp = np.concatenate(j.round_resp)
+        resp = j.round_resp
         k = j.participants
-        fin = np.sort(resp[np.isfinite(resp)])
+        fin = sorted(r for r in resp if r != math.inf)
         t_target = fin[k - 1] if len(fin) >= k else math.inf
         t_close = max(t_full, min(t_full + j.deadline_s, t_target))
-        responses = int((resp <= t_close).sum())
+        responses = sum(1 for r in resp if r <= t_close)
         success = responses >= math.ceil(self.scn.rounds.success_fraction * j.participants - 1e-9)
         self._account(j, t_close, success)
         j.queue_delay_s += t_full - j.t_req
-        self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t_close, len(dev), responses, success)
-        self.replan = True
-        ev = self.env.timeout(max(t_close - self.env.now, 0.0))
-        ev.callbacks.append(lambda _e, j=j, s=success: self._close(j, s))
+        self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t_close, len(resp),
+                               responses, success)
+        if t_close < self._t_cut:  # event driver: the next round asks for devices from t_close on
+            self._t_cut = t_close
+        self._at(t_close, self._close, j, success)
 
     def _close(self, j: JobState, success: bool) -> None:
         t = self.env.now
@@ -421,20 +498,56 @@ class FLRoundEngine:
         if j.completed >= j.rounds:
             j.finish_s = t
             j.active = False
+            self.n_finished += 1
             self.replan = True
         else:
             self._start_round(j, t)
 
     # -- policy --------------------------------------------------------------------------
+    def _merge_supply(self) -> None:
+        sp = self._sup_py
+        if any(sp):
+            self.supply_ref += np.asarray(sp).reshape(self.supply_ref.shape)
+            self._sup_py = [0.0] * len(sp)
+
+    def supply_rate(self, t: float) -> np.ndarray:
+        """Recent idle check-ins per second, per (atom, tier), as of time t."""
+        self._merge_supply()
+        return self.supply_ref * (math.exp(-(t - self.supply_t0) / self.tau) / self.tau)
+
+    def _move_supply_ref(self, t: float) -> None:
+        """Keep exp((t - supply_t0) / tau) finite: move the reference to t when far behind."""
+        if t - self.supply_t0 > 40.0 * self.tau:
+            self._merge_supply()
+            self.supply_ref *= math.exp(-(t - self.supply_t0) / self.tau)
+            self.supply_t0 = t
+
+    def _add_supply(self, a_idx: np.ndarray, tiers: np.ndarray, t: np.ndarray) -> None:
+        if len(t) == 0:
+            return
+        self._move_supply_ref(float(t.max()))
+        w = np.exp((t - self.supply_t0) / self.tau)
+        nt = self.pool.n_tiers
+        flat = a_idx.astype(np.int64) * nt + tiers
+        self.supply_ref += np.bincount(flat, weights=w, minlength=self.n_atoms * nt).reshape(self.n_atoms, nt)
+
     def view(self, t: float) -> FLView:
-        rate = self.supply / self.tau
-        atoms = tuple(AtomView(self.atom_masks[a], float(rate[a].sum()), tuple(float(x) for x in rate[a]))
-                      for a in range(self.n_atoms))
-        jobs = tuple(JobView(j.job_id, j.arrival_s, j.req, j.participants, j.rounds, j.completed, j.need,
-                             j.t_req, j.deadline_s, j.work_units, j.model_bytes)
-                     for j in self.jobs if j.active)
+        rate = self.supply_rate(t)
+        tot, rows = rate.sum(axis=1).tolist(), rate.tolist()
+        atoms = tuple(AtomView(self.atom_masks[a], tot[a], tuple(rows[a])) for a in range(self.n_atoms))
+        jobs = tuple(self._job_view(j) for j in self.jobs if j.active)
         return FLView(t, self.requirements, jobs, atoms, self.tiers, self.scn.rounds.overcommit,
                       self.scn.rounds.deadline_from)
+
+    def _job_view(self, j: JobState) -> JobView:
+        """The job's view, rebuilt only when its round state changed since the last decision."""
+        v = self._views.get(j.job_id)
+        if v is None or v.completed_rounds != j.completed or v.remaining_demand != j.need or not (
+                v.round_requested_s == j.t_req or (math.isnan(v.round_requested_s) and math.isnan(j.t_req))):
+            v = self._views[j.job_id] = JobView(j.job_id, j.arrival_s, j.req, j.participants, j.rounds,
+                                                j.completed, j.need, j.t_req, j.deadline_s, j.work_units,
+                                                j.model_bytes)
+        return v
 
     def plan(self, t: float) -> None:
         self.decision = self.policy.schedule(self.view(t))
@@ -442,14 +555,336 @@ class FLRoundEngine:
         self.replan = False
         self.last_plan = t
         order = {}
+        jobs = self.jobs
         for mask, ids in self.decision.order.items():
-            order[mask] = [self.jobs[i] for i in ids]
-            for j in order[mask]:  # the executor never trusts a policy with eligibility
+            lst = order[mask] = [jobs[i] for i in ids]
+            for j in lst:  # the executor never trusts a policy with eligibility
                 if not (mask >> j.req) & 1:
                     raise RuntimeError(f"policy {self.scn.policy!r} gave ineligible devices to job {j.job_id}")
         self._order = order
+        self._lists = [order.get(m, []) for m in self.atom_masks]
+        self._random = self.decision.split == "random"
+        top = self.pool.n_tiers - 1
+        for j in self.jobs:
+            j.max_tier = top
+        for jid, mt in self.decision.max_tier.items():
+            self.jobs[jid].max_tier = mt
 
-    # -- device hand-out ---------------------------------------------------------------------
+    # -- device hand-out, event-driven ---------------------------------------------------------
+    def _takers(self) -> np.ndarray:
+        """Per atom, the slowest tier some demanding job on its list admits (-1: none)."""
+        out = np.full(self.n_atoms, -1, dtype=np.int64)
+        top = self.pool.n_tiers - 1
+        for a, lst in enumerate(self._lists):
+            best = -1
+            for j in lst:
+                if j.need > 0:
+                    mt = top if self._random else j.max_tier
+                    if mt > best:
+                        best = mt
+                        if best == top:
+                            break
+            out[a] = best
+        return out
+
+    def hand_out(self, t0: float, t1: float) -> float:
+        """Hand out the check-ins of [t0, t1) in time order; return the time handled up to
+        (t1, or earlier where a round's early close cuts the batch)."""
+        self.n_batches += 1
+        pool = self.pool
+        dev, tt, iend = pool.stream.peek(t0, t1)
+        if self._skip:  # check-ins at t0 already handed out by the batch that stopped at t0
+            dev, tt, iend = dev[self._skip:], tt[self._skip:], iend[self._skip:]
+            self._skip = 0
+        n = len(dev)
+        self._t_cut = t1
+        self._done_pos = 0
+        if n == 0:
+            return t1
+        if n <= SMALL_BATCH:
+            return self._hand_out_small(t0, t1, dev, tt, iend)
+        a_idx = self.atom_of[dev]
+        tiers = pool.tier[dev]
+        idle = pool.busy_until[dev] <= tt
+        if self.n_demanding > 0:
+            if self.replan or (self.replan_on_rounds and t0 - self.last_plan >= self.scn.replan_s):
+                self.plan(t0)
+            p = 0
+            while p < n and self.n_demanding > 0:
+                takers = self._takers()
+                cand = np.flatnonzero(idle[p:] & (takers[a_idx[p:]] >= tiers[p:])) + p
+                if len(cand) == 0:
+                    break
+                p = self._hand_out_loop(cand, dev, tt, iend, a_idx, tiers, idle)
+        if self._t_cut >= t1:
+            m = n
+        else:  # stopped early: the check-ins before the cut, and any handed out exactly at it
+            m = max(int(np.searchsorted(tt, self._t_cut, side="left")), self._done_pos)
+            self._skip = m - int(np.searchsorted(tt, self._t_cut, side="left"))
+        idle_m = idle[:m]
+        n_idle = int(idle_m.sum())
+        pool.checkins += m
+        pool.idle_checkins += n_idle
+        pool.stream.total += m
+        if n_idle == m:
+            self._add_supply(a_idx[:m], tiers[:m], tt[:m])
+        elif n_idle:
+            self._add_supply(a_idx[:m][idle_m], tiers[:m][idle_m], tt[:m][idle_m])
+        return self._t_cut
+
+    def _hand_out_small(self, t0: float, t1: float, dev, tt, iend) -> float:
+        """`hand_out` for a few check-ins: the same rule walked in plain Python (numpy's
+        per-call cost would dominate)."""
+        pool = self.pool
+        if self.n_demanding > 0 and (self.replan or (self.replan_on_rounds
+                                                     and t0 - self.last_plan >= self.scn.replan_s)):
+            self.plan(t0)
+        self._move_supply_ref(t1)
+        d_l, t_l, e_l = dev.tolist(), tt.tolist(), iend.tolist()
+        a_l = self.atom_of[dev].tolist()
+        k_l = pool.tier[dev].tolist()
+        busy = pool.busy_until
+        sup = self._sup_py
+        nt = pool.n_tiers
+        t_ref, tau = self.supply_t0, self.tau
+        lists, rnd = self._lists, self._random
+        exp = math.exp
+        m = n_idle = 0
+        for i in range(len(d_l)):
+            ti = t_l[i]
+            if ti >= self._t_cut:
+                break
+            m += 1
+            d = d_l[i]
+            if busy.item(d) > ti:
+                continue
+            n_idle += 1
+            a, k = a_l[i], k_l[i]
+            sup[a * nt + k] += exp((ti - t_ref) / tau)
+            if self.n_demanding == 0:
+                continue
+            lst = lists[a]
+            if rnd:
+                el = [j for j in lst if j.need > 0]
+                if not el:
+                    continue
+                j = el[int(self.rng.random() * len(el))]
+            else:
+                for j in lst:
+                    if j.need > 0 and k <= j.max_tier:
+                        break
+                else:
+                    continue
+            self._give_one(j, d, ti, e_l[i])
+        pool.checkins += m
+        pool.idle_checkins += n_idle
+        pool.stream.total += m
+        if self._t_cut < t1:  # check-ins handed out exactly at the cut are not seen again
+            s = 0
+            while s < m and t_l[m - 1 - s] == self._t_cut:
+                s += 1
+            self._skip = s
+        return self._t_cut
+
+    def _hand_out_loop(self, cand, dev, tt, iend, a_idx, tiers, idle) -> int:
+        """Give candidate check-ins (batch positions, in time order) one by one to the first
+        job on their atom's list that still needs devices (and admits their tier). Returns
+        the batch position to look again from (n when done): after a round fills, a long
+        rest is filtered again with numpy instead of being walked here."""
+        n = len(dev)
+        if len(cand) >= VECTOR_MIN and not self._random:
+            return self._hand_out_vector(cand, dev, tt, iend, a_idx, tiers)
+        busy = self.pool.busy_until
+        lists = self._lists
+        rnd = self._random
+        c_dev = dev[cand].tolist()
+        c_t = tt[cand].tolist()
+        c_e = iend[cand].tolist()
+        c_a = a_idx[cand].tolist()
+        c_k = tiers[cand].tolist()
+        u = self.rng.random(len(cand)).tolist() if rnd else None
+        left = len(cand)
+        for i in range(len(cand)):
+            left -= 1
+            ti = c_t[i]
+            if ti >= self._t_cut:
+                return n
+            d = c_dev[i]
+            if busy.item(d) > ti:  # taken earlier in this batch
+                idle[cand[i]] = False
+                continue
+            lst = lists[c_a[i]]
+            if rnd:
+                el = [j for j in lst if j.need > 0]
+                if not el:
+                    continue
+                j = el[int(u[i] * len(el))]
+            else:
+                k = c_k[i]
+                for j in lst:
+                    if j.need > 0 and k <= j.max_tier:
+                        break
+                else:
+                    continue
+            self._done_pos = int(cand[i]) + 1
+            self._give_one(j, d, ti, c_e[i])
+            if j.need == 0:
+                if self.n_demanding == 0:
+                    return n
+                if left > 64:
+                    return int(cand[i]) + 1
+        return n
+
+    def _hand_out_vector(self, cand, dev, tt, iend, a_idx, tiers) -> int:
+        """The priority hand-out of a long candidate run in one numpy step: while no round
+        fills, every candidate goes to the first demanding job of its (atom, tier); the step
+        ends at the first fill, or earlier at a round's early close (its k-th response), so the
+        result is the one-by-one hand-out's. A device checks in at most once per batch (the
+        driver keeps batches within one re-check-in period), so none is taken twice."""
+        n = len(dev)
+        nt = self.pool.n_tiers
+        table = np.full((self.n_atoms, nt), -1, dtype=np.int64)
+        for a, lst in enumerate(self._lists):
+            for k in range(nt):
+                for j in lst:
+                    if j.need > 0 and k <= j.max_tier:
+                        table[a, k] = j.job_id
+                        break
+        tgt = table[a_idx[cand], tiers[cand]]
+        ok = tgt >= 0
+        cand, tgt = cand[ok], tgt[ok]
+        if len(cand) == 0:
+            return n
+        t_c = tt[cand]
+        stop = int(np.searchsorted(t_c, self._t_cut, side="left"))
+        fill_at, fill_job = stop, -1  # the first candidate (index) that fills a round
+        ids = np.unique(tgt[:stop])
+        for jid in ids.tolist():
+            pos = np.flatnonzero(tgt[:stop] == jid)
+            need = self.jobs[jid].need
+            if len(pos) >= need and pos[need - 1] < fill_at:
+                fill_at, fill_job = int(pos[need - 1]), jid
+        end = fill_at + 1 if fill_job >= 0 else stop
+        # per job: devices, responses; an early close inside the step cuts it
+        per = []
+        t_cut = self._t_cut
+        for jid in np.unique(tgt[:end]).tolist():
+            j = self.jobs[jid]
+            sel = cand[:end][tgt[:end] == jid]
+            d, t, e = dev[sel], tt[sel], iend[sel]
+            resp = t + (self._spu[d] * j.work_units + j.model_bytes / self._bw_down[d] + j.model_bytes / self._bw_up[d])
+            per.append((j, d, t, e, resp))
+            if self.by_request:
+                fin = np.concatenate([-np.asarray(j.resp_heap, dtype=float), resp[resp <= e]])
+                if len(fin) >= j.k:
+                    t_k = float(np.partition(fin, j.k - 1)[j.k - 1])
+                    t_cut = min(t_cut, t_k)
+        cut = t_cut < self._t_cut
+        if cut:  # keep only what is handed out before the early close
+            end = int(np.searchsorted(t_c[:end], t_cut, side="left"))
+        for j, d, t, e, resp in per:
+            m = int(np.searchsorted(t, t_cut, side="left")) if cut else len(t)
+            if m == 0:
+                continue
+            d, t, e, resp = d[:m], t[:m], e[:m], resp[:m]
+            drop = resp > e
+            busy = np.where(drop, e, resp)
+            resp = np.where(drop, np.inf, resp)
+            self.pool.busy_until[d] = busy
+            j.round_dev.extend(d.tolist())
+            j.round_t.extend(t.tolist())
+            j.round_resp.extend(resp.tolist())
+            j.round_busy.extend(busy.tolist())
+            self._set_need(j, j.need - m)
+            self.n_assigned += m
+            self.n_dropouts += int(drop.sum())
+            if self.assign_tab is not None:
+                self.assign_tab.extend(device=d, job_id=np.full(m, j.job_id), round=np.full(m, j.completed + j.aborted),
+                                       t_assign_s=t, resp_s=resp, busy_until_s=busy, interval_end_s=e)
+            if self.by_request:
+                h = sorted([-x for x in j.resp_heap] + resp[~drop].tolist())[: j.k]
+                j.resp_heap = [-x for x in h]
+                heapq.heapify(j.resp_heap)
+                if len(h) == j.k and h[-1] < j.t_close_next:
+                    self._schedule_close(j, h[-1])
+            if j.need == 0:
+                self._filled(j, float(t[-1]))
+        if t_cut < self._t_cut:
+            self._t_cut = t_cut
+        if end == 0:
+            return n
+        self._done_pos = int(cand[end - 1]) + 1
+        return self._done_pos if fill_job >= 0 and end == fill_at + 1 else n
+
+    def _give_one(self, j: JobState, d: int, t: float, e: float) -> None:
+        rt = self._spu.item(d) * j.work_units + j.model_bytes / self._bw_down.item(d) + j.model_bytes / self._bw_up.item(d)
+        resp = t + rt
+        if resp <= e:
+            busy = resp
+        else:
+            busy, resp = e, math.inf
+            self.n_dropouts += 1
+        self.pool.busy_until[d] = busy
+        j.round_dev.append(d)
+        j.round_t.append(t)
+        j.round_resp.append(resp)
+        j.round_busy.append(busy)
+        j.need -= 1
+        if j.need == 0:
+            self.n_demanding -= 1
+        self.n_assigned += 1
+        if self.assign_tab is not None:
+            self.assign_tab.append(d, j.job_id, j.completed + j.aborted, t, resp, busy, e)
+        if self.by_request and resp != math.inf:
+            h = j.resp_heap
+            heapq.heappush(h, -resp)
+            k = j.k
+            if len(h) > k:
+                heapq.heappop(h)
+            if len(h) == k:
+                t_k = -h[0]
+                if t_k < j.t_close_next:
+                    self._schedule_close(j, t_k)
+                    if t_k < self._t_cut:  # the round completes inside this batch: stop there
+                        self._t_cut = t_k
+        if j.need == 0:
+            self._filled(j, t)
+
+    def _sample(self, t_s: float, last: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The hourly supply row: check-ins, idle check-ins and assignments since `last`."""
+        c = (self.pool.checkins, self.pool.idle_checkins, self.n_assigned)
+        self.supply_tab.append(t_s, c[0] - last[0], c[1] - last[1], c[2] - last[2], self.pool.available_at(t_s))
+        return c
+
+    def driver(self, horizon_s: float):
+        if self.scn.driver == "windows":
+            return self.driver_windows(horizon_s)
+        return self.driver_events(horizon_s)
+
+    def driver_events(self, horizon_s: float):
+        env = self.env
+        next_sample = 0.0
+        last = (0, 0, 0)
+        n_jobs = len(self.jobs)
+        events = self._events
+        while True:
+            t = env.now
+            while events and events[0][0] <= t:  # round closes due now (before check-ins at t)
+                _t, _s, fn, j, arg = heapq.heappop(events)
+                fn(j, arg)
+            if t >= next_sample:
+                last = self._sample(next_sample, last)
+                next_sample += 3600.0
+            if t >= horizon_s or self.n_finished == n_jobs:
+                return
+            # within one re-check-in period a device checks in at most once per interval
+            t_end = min(env.peek(), self._next_event_s(), next_sample, horizon_s, t + self.pool.stream.period)
+            if self.n_demanding > 0 and self.replan_on_rounds and self.last_plan + self.scn.replan_s > t:
+                t_end = min(t_end, self.last_plan + self.scn.replan_s)
+            t_stop = self.hand_out(t, t_end) if t_end > t else t
+            yield env.timeout(t_stop - t)
+
+    # -- device hand-out, window by window (the earlier driver) --------------------------------
     def assign(self, t0: float, t1: float) -> None:
         """Hand out the idle check-ins of [t0, t1) according to the current decision."""
         dev, tt, iend = self.pool.idle_checkins_between(t0, t1)
@@ -457,9 +892,7 @@ class FLRoundEngine:
             return
         a_idx = self.atom_of[dev]
         tiers = self.pool.tier[dev]
-        decay = math.exp(-(t1 - self.last_supply_t) / self.tau)
-        self.supply *= decay
-        np.add.at(self.supply, (a_idx, tiers), 1.0)
+        self._add_supply(a_idx, tiers, np.full(len(dev), t1))  # weighted as if at the window's end
         self.last_supply_t = t1
         if not any(j.need > 0 for j in self.jobs if j.active):
             return
@@ -497,6 +930,7 @@ class FLRoundEngine:
                         self._give(j, dev[take], tt[take], iend[take], filled)
         for j, t_full in filled:
             self._filled(j, t_full)
+            self.replan = True
 
     def _assign_random(self, jobs, pos, dev, tt, iend, filled) -> None:
         while len(pos) and jobs:
@@ -515,11 +949,11 @@ class FLRoundEngine:
     def _give(self, j: JobState, d, t, e, filled) -> None:
         rt = self.pool.response_times(d, j.work_units, j.model_bytes)
         resp = self.pool.occupy(d, t, rt, e)
-        j.round_dev.append(d)
-        j.round_resp.append(resp)
-        j.round_t.append(np.asarray(t, dtype=float))
-        j.round_busy.append(self.pool.busy_until[d].copy())
-        j.need -= len(d)
+        j.round_dev.extend(d.tolist())
+        j.round_resp.extend(resp.tolist())
+        j.round_t.extend(np.asarray(t, dtype=float).tolist())
+        j.round_busy.extend(self.pool.busy_until[d].tolist())
+        self._set_need(j, j.need - len(d))
         self.n_assigned += len(d)
         self.n_dropouts += int(np.isinf(resp).sum())
         if self.assign_tab is not None:
@@ -531,8 +965,7 @@ class FLRoundEngine:
         if j.need == 0:
             filled.append((j, float(t.max())))
 
-    # -- driver ----------------------------------------------------------------------------------
-    def driver(self, horizon_s: float):
+    def driver_windows(self, horizon_s: float):
         t = 0.0
         W = self.scn.window_s
         next_sample = 0.0
@@ -543,14 +976,11 @@ class FLRoundEngine:
             if t1 > t:
                 self.assign(t, t1)
             if t1 >= next_sample:
-                c = (self.pool.checkins, self.pool.idle_checkins, self.n_assigned)
-                self.supply_tab.append(next_sample, c[0] - last[0], c[1] - last[1], c[2] - last[2],
-                                       int(self.pool.av.available_count(np.array([next_sample]))[0]))
-                last = c
+                last = self._sample(next_sample, last)
                 next_sample += 3600.0
             yield self.env.timeout(t1 - t)
             t = t1
-            if all(not j.active and np.isfinite(j.finish_s) for j in self.jobs):
+            if self.n_finished == len(self.jobs):
                 break
 
 

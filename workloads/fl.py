@@ -76,6 +76,8 @@ class FLJobMix(Strict):
         "mod 4 over `requirements`, arrivals from 3600 s with mean gap `mean_interarrival_s`")
     rounds_scale: float = Field(1.0, gt=0, le=1.0, description="multiply every job's rounds (at least 1), "
                                 "e.g. 0.1 for the 'rounds/10' variant")
+    participants_scale: float = Field(1.0, gt=0, le=1.0, description="multiply every job's participants "
+                                      "per round (rounded, at least 1), e.g. 0.1 for 'participants/10'")
 
     @field_validator("requirements")
     @classmethod
@@ -146,9 +148,15 @@ def generate_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
     mb = rng.uniform(mix.model_bytes_min, mix.model_bytes_max, n)
     w = np.asarray(mix.requirement_weights or [1.0] * len(mix.requirements), dtype=float)
     req_idx = rng.choice(len(mix.requirements), size=n, p=w / w.sum())
-    rounds = np.maximum(1, np.round(rounds * mix.rounds_scale)).astype(np.int64)
+    rounds = _scaled(rounds, mix.rounds_scale)
+    participants = _scaled(participants, mix.participants_scale)
     return JobSet(arrival, rounds, participants, deadline, work, mb,
                   tuple(mix.requirements[i] for i in req_idx))
+
+
+def _scaled(x: np.ndarray, scale: float) -> np.ndarray:
+    """`x * scale` rounded to whole numbers, at least 1 (rounds/10, participants/10 variants)."""
+    return np.maximum(1, np.round(np.asarray(x, dtype=float) * scale)).astype(np.int64)
 
 
 def _venn_even_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
@@ -158,9 +166,9 @@ def _venn_even_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
     gaps = rng.exponential(mix.mean_interarrival_s, n) if mix.mean_interarrival_s > 0 else np.zeros(n)
     gaps[0] = 0.0
     arrival = VENN_FIRST_ARRIVAL_S + np.cumsum(gaps)
-    rounds = np.maximum(1, np.round(cfg[pick, 1] * mix.rounds_scale)).astype(np.int64)
+    rounds = _scaled(cfg[pick, 1], mix.rounds_scale)
     k = len(mix.requirements)
-    return JobSet(arrival, rounds, cfg[pick, 0].astype(np.int64), cfg[pick, 2],
+    return JobSet(arrival, rounds, _scaled(cfg[pick, 0], mix.participants_scale), cfg[pick, 2],
                   np.full(n, VENN_WORK_UNITS), np.full(n, VENN_MODEL_BYTES),
                   tuple(mix.requirements[int(i) % k] for i in pick))
 

@@ -93,6 +93,10 @@ class FLPolicy(ABC):
     """Decide how checking-in devices are shared among FL jobs."""
 
     policy_name = ""
+    # "rounds": the decision may change whenever a round starts (remaining demand, rejection,
+    # supply); "jobs": it depends only on which jobs are active (and their fixed attributes),
+    # so an executor asks again only on job arrival and completion
+    replan_on = "rounds"
 
     @abstractmethod
     def schedule(self, view: FLView) -> FLDecision:
@@ -103,9 +107,11 @@ def demanding(view: FLView) -> list[JobView]:
     return [j for j in view.jobs if j.remaining_demand > 0]
 
 
-def order_by_key(view: FLView, key) -> FLDecision:
-    """Every atom lists its eligible, demanding jobs sorted by `key(job)` (ties: job id)."""
-    jobs = sorted(demanding(view), key=lambda j: (key(j), j.job_id))
+def order_by_key(view: FLView, key, demanding_only: bool = True) -> FLDecision:
+    """Every atom lists its eligible, demanding jobs (all active jobs when not
+    `demanding_only`: the executor skips those that need no devices) sorted by `key(job)`
+    (ties: job id)."""
+    jobs = sorted(demanding(view) if demanding_only else view.jobs, key=lambda j: (key(j), j.job_id))
     order = {a.mask: tuple(j.job_id for j in jobs if a.eligible_for(j.requirement)) for a in view.atoms}
     return FLDecision(order=order)
 

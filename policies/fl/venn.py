@@ -114,6 +114,7 @@ class Venn(FLPolicy):
         if not self.reject_slow or view.deadline_from != "request":
             return jobs
         keep = []
+        eligible_rate: dict[int, float] = {}  # requirement -> eligible check-ins per second
         for j in jobs:
             seen = self._rejected.get(j.job_id)
             if seen is not None and seen == j.round_requested_s:
@@ -121,8 +122,11 @@ class Venn(FLPolicy):
             if seen is None or seen != j.round_requested_s:
                 minutes = j.deadline_s // 60
                 if minutes > 0:
-                    rate_per_min = 60.0 * sum(a.supply_per_s for a in view.atoms
-                                              if a.eligible_for(j.requirement))
+                    r = eligible_rate.get(j.requirement)
+                    if r is None:
+                        r = eligible_rate[j.requirement] = sum(a.supply_per_s for a in view.atoms
+                                                               if a.eligible_for(j.requirement))
+                    rate_per_min = 60.0 * r
                     if REJECT_RATE_FRACTION * j.participants / minutes > rate_per_min and rate_per_min > 0:
                         self._rejected[j.job_id] = j.round_requested_s
                         continue
@@ -137,14 +141,14 @@ class Venn(FLPolicy):
             return FLDecision(order={a.mask: () for a in view.atoms})
         rate = self._rates(view)
         serves, supply = self._group_plan(view, rate)
-        key = self._key(supply)
+        by_key = sorted(jobs, key=self._key(supply))  # keys end with the job id: a total order
         order: dict[int, tuple[int, ...]] = {}
         for a in view.atoms:
-            eligible = [j for j in jobs if a.eligible_for(j.requirement)]
-            served = serves.get(a.mask, frozenset())
-            first = sorted((j for j in eligible if j.requirement in served), key=key)
-            rest = sorted((j for j in eligible if j.requirement not in served), key=key)
-            order[a.mask] = tuple(j.job_id for j in first + rest)
+            m = a.mask
+            served = serves.get(m, frozenset())
+            first = [j.job_id for j in by_key if (m >> j.requirement) & 1 and j.requirement in served]
+            rest = [j.job_id for j in by_key if (m >> j.requirement) & 1 and j.requirement not in served]
+            order[m] = tuple(first + rest)
 
         max_tier: dict[int, int] = {}
         if self.tier_matching and len(view.tiers) > 1:
