@@ -227,8 +227,8 @@ class _Replica:
         d, e = durs[:m], ends[:m]
         power = float(perf.power_w(B))
         self.iterations += m
-        self.busy_s = float(np.cumsum(np.concatenate(([self.busy_s], d)))[-1])
-        self.energy_j = float(np.cumsum(np.concatenate(([self.energy_j], power * d * self.n_gpus)))[-1])
+        self.busy_s = _seq_sum(self.busy_s, d)
+        self.energy_j = _seq_sum(self.energy_j, power * d * self.n_gpus)
         starts = np.empty(m)
         starts[0] = t0
         starts[1:] = e[:-1]
@@ -246,6 +246,15 @@ class _Replica:
         done = run[r.generated[run] >= r.output[run]]
         if done.size:
             rs.finish(done, now, self.policy)
+
+
+def _seq_sum(x0: float, xs: np.ndarray) -> float:
+    """x0 + xs[0] + xs[1] + ... added in order (the per-iteration path's running sums)."""
+    if xs.size <= 32:
+        for x in xs.tolist():
+            x0 += x
+        return x0
+    return float(np.cumsum(np.concatenate(([x0], xs)))[-1])
 
 
 def _blocks_after(ctx0: np.ndarray, block: int, k: int) -> np.ndarray:
