@@ -209,7 +209,9 @@ class ReplicaState:
 
 class _LazyView(ServingView):
     """A `ServingView` whose per-request arrays other than ids/state/prompt/generated are
-    gathered from the `RequestState` when first read (then cached on the instance)."""
+    gathered from the `RequestState` when first read (then cached on the instance). A view is
+    read during the decision, before `apply` changes the state; a policy must not keep one and
+    read a field it had not read after the iteration ran."""
 
     _GATHER = {
         "arrival_s": lambda r, ids: r.arrival_s[ids],
