@@ -47,6 +47,12 @@ class Table:
         self._flush()
         self._chunks.append(chunk)
 
+    def extend_columns(self, *arrays: np.ndarray) -> None:
+        """`extend` for hot loops: numpy arrays in column order, of equal length (unchecked)."""
+        if self._cols[self.columns[0]]:
+            self._flush()
+        self._chunks.append(dict(zip(self.columns, arrays, strict=True)))
+
     def _flush(self) -> None:
         if self._cols[self.columns[0]]:
             self._chunks.append({c: np.asarray(self._cols[c]) for c in self.columns})

@@ -92,11 +92,35 @@ class _Replica:
         self.record_tokens = scn.record_tokens
         self.fast = scn.fast_forward and bool(getattr(policy, "fast_forward", True))
         self.horizon_s = scn.horizon_s
+        self._macro_ends: np.ndarray | None = None  # iteration ends of the macro step under way
+        self._macro_m = 0  # iterations the macro step runs (fewer when an arrival cuts it)
+        self._macro_cut = False
 
     def add(self, rid: int) -> None:
         self.state.add(rid)
+        ends = self._macro_ends
+        if ends is not None:  # in a macro step: wake up at the end of the iteration in flight
+            if self._macro_cut:
+                return  # an earlier arrival already cut it there
+            self._macro_cut = True
+            now = self.sim.now
+            j = min(int(np.searchsorted(ends, now, side="left")), ends.size - 1)
+            self._macro_m = j + 1
+            if ends[j] > now:
+                self._wake_at(float(ends[j]))
+                return
         if not self.wake.triggered:
             self.wake.succeed()
+
+    def _wake_at(self, t_s: float) -> None:
+        """Trigger the current `wake` event at `t_s` unless something triggered it before."""
+        wake = self.wake
+
+        def fire(_ev) -> None:
+            if not wake.triggered:
+                wake.succeed()
+
+        self.sim.at(t_s).callbacks.append(fire)
 
     # --- the iteration loop ------------------------------------------------------------------
     def loop(self, arrivals_done):
@@ -188,33 +212,28 @@ class _Replica:
         return k, t0, durs[:k], ends[:k], ctx_sum[:k], used[:k], ctx0
 
     def _macro(self, run, plan, it_tab, tok_tab):
-        """Wait for the planned iterations' end or an arrival (then finish the iteration in
-        flight), and commit the iterations that ran. Clock values are the per-iteration path's
+        """Wait for the planned iterations' end or, when a request arrives (`add`), for the end
+        of the iteration in flight, and commit the iterations that ran. Clock values are the per-iteration path's
         exactly (absolute-time events on the sequential sums of the durations)."""
         sim, r, perf, rs = self.sim, self.r, self.perf, self.state
         k, t0, durs, ends, ctx_sum, used, ctx0 = plan
         self.wake = sim.env.event()
-        to = sim.at(float(ends[-1]))
-        yield to | self.wake
-        if to.processed:
-            m = k
-        else:  # an arrival: finish the iteration in flight, then decide again
-            j = min(int(np.searchsorted(ends, sim.now, side="left")), k - 1)
-            if ends[j] > sim.now:
-                yield sim.at(float(ends[j]))
-            m = j + 1
+        self._macro_ends, self._macro_m, self._macro_cut = ends, k, False
+        self._wake_at(float(ends[-1]))
+        yield self.wake  # at the last iteration's end, or the end of the one an arrival cut
+        self._macro_ends = None
+        m = self._macro_m
         B = run.size
         d, e = durs[:m], ends[:m]
         power = float(perf.power_w(B))
         self.iterations += m
-        self.busy_s = float(np.cumsum(np.concatenate(([self.busy_s], d)))[-1])
-        self.energy_j = float(np.cumsum(np.concatenate(([self.energy_j], power * d * self.n_gpus)))[-1])
+        self.busy_s = _seq_sum(self.busy_s, d)
+        self.energy_j = _seq_sum(self.energy_j, power * d * self.n_gpus)
         starts = np.empty(m)
         starts[0] = t0
         starts[1:] = e[:-1]
-        it_tab.extend(replica=np.full(m, self.i), start_s=starts, duration_s=d,
-                      kind=np.full(m, "decode"), batch=np.full(m, B), context_tokens=ctx_sum[:m],
-                      kv_blocks_used=used[:m], power_w=np.full(m, power))
+        it_tab.extend_columns(np.full(m, self.i), starts, d, np.full(m, "decode"), np.full(m, B),
+                              ctx_sum[:m], used[:m], np.full(m, power))
         r.qoe.deliver_many(run, e)
         if tok_tab is not None:
             tok_tab.extend(request=np.tile(run, m), t_s=np.repeat(e, B))
@@ -227,6 +246,15 @@ class _Replica:
         done = run[r.generated[run] >= r.output[run]]
         if done.size:
             rs.finish(done, now, self.policy)
+
+
+def _seq_sum(x0: float, xs: np.ndarray) -> float:
+    """x0 + xs[0] + xs[1] + ... added in order (the per-iteration path's running sums)."""
+    if xs.size <= 32:
+        for x in xs.tolist():
+            x0 += x
+        return x0
+    return float(np.cumsum(np.concatenate(([x0], xs)))[-1])
 
 
 def _blocks_after(ctx0: np.ndarray, block: int, k: int) -> np.ndarray:

@@ -109,18 +109,26 @@ class ReplicaState:
 
     # --- one iteration ------------------------------------------------------------------------
     def view(self, now_s: float, ids: np.ndarray | None = None) -> ServingView:
-        r = self.r
+        """The policy's view of this replica; per-request arrays a policy does not read are
+        gathered on first access (`_LazyView`), so a pure-decode decision costs a few arrays."""
         ids = self.ids() if ids is None else ids
-        return ServingView(
-            now_s=now_s, ids=ids, state=r.state[ids], arrival_s=r.arrival_s[ids],
-            prompt_tokens=r.prompt[ids], generated_tokens=r.generated[ids],
-            n_preemptions=r.n_preempt[ids], ttft_exp_s=r.ttft[ids], tds_exp_tok_s=r.tds[ids],
-            qoe_deficit=r.qoe.deficit_of(ids), digest_last_s=r.qoe.digest_last_of(ids),
-            kv_blocks_held=r.held[ids], block_size=self.block, kv_blocks_total=self.total_blocks,
-            kv_blocks_free=self.total_blocks - self.used_blocks, max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_batched, latency=self.latency,
-            total_preemptions=self.preemptions, total_admitted=self.admitted,
-        )
+        v = object.__new__(_LazyView)
+        d = v.__dict__
+        d["_src"] = self.r
+        d["now_s"] = now_s
+        d["ids"] = ids
+        d["state"] = self.r.state[ids]
+        d["prompt_tokens"] = self.r.prompt[ids]
+        d["generated_tokens"] = self.r.generated[ids]
+        d["block_size"] = self.block
+        d["kv_blocks_total"] = self.total_blocks
+        d["kv_blocks_free"] = self.total_blocks - self.used_blocks
+        d["max_num_seqs"] = self.max_num_seqs
+        d["max_num_batched_tokens"] = self.max_batched
+        d["latency"] = self.latency
+        d["total_preemptions"] = self.preemptions
+        d["total_admitted"] = self.admitted
+        return v
 
     @staticmethod
     def chosen(view: ServingView, dec: ServingDecision) -> np.ndarray:
@@ -197,6 +205,31 @@ class ReplicaState:
         self._ids_cache = None
         for rid in done.tolist():
             policy.on_finish(rid, now_s)
+
+
+class _LazyView(ServingView):
+    """A `ServingView` whose per-request arrays other than ids/state/prompt/generated are
+    gathered from the `RequestState` when first read (then cached on the instance). A view is
+    read during the decision, before `apply` changes the state; a policy must not keep one and
+    read a field it had not read after the iteration ran."""
+
+    _GATHER = {
+        "arrival_s": lambda r, ids: r.arrival_s[ids],
+        "n_preemptions": lambda r, ids: r.n_preempt[ids],
+        "ttft_exp_s": lambda r, ids: r.ttft[ids],
+        "tds_exp_tok_s": lambda r, ids: r.tds[ids],
+        "qoe_deficit": lambda r, ids: r.qoe.deficit_of(ids),
+        "digest_last_s": lambda r, ids: r.qoe.digest_last_of(ids),
+        "kv_blocks_held": lambda r, ids: r.held[ids],
+    }
+
+    def __getattr__(self, name: str):
+        gather = _LazyView._GATHER.get(name)
+        if gather is None or "_src" not in self.__dict__:
+            raise AttributeError(name)
+        value = gather(self.__dict__["_src"], self.__dict__["ids"])
+        self.__dict__[name] = value
+        return value
 
 
 def summarize_requests(r: RequestState, end_fallback_s: float) -> tuple[pd.DataFrame, dict[str, float], float]:

@@ -75,8 +75,11 @@ def vllm_step(view: ServingView, priority: np.ndarray | None = None) -> np.ndarr
     requests back in when room allows. `priority` is a permutation of positions, highest
     first (default: arrival order).
     """
-    order = np.arange(view.ids.size) if priority is None else priority
     running = view.state == RUNNING
+    if running.all() and view.ids.size <= view.max_num_seqs \
+            and int(step_blocks(view).sum()) <= view.kv_blocks_total:
+        return running  # pure decode that fits: keep everyone (what the steps below return)
+    order = np.arange(view.ids.size) if priority is None else priority
     waiting = view.state == WAITING
     swapped = view.state == SWAPPED
     if not swapped.any() and waiting.any():

@@ -201,8 +201,11 @@ class QoETracker:
         return self.digest_sum_of(slice(None))
 
     # --- delivery ---------------------------------------------------------------------------
-    def deliver(self, idx: np.ndarray, t_s: float) -> None:
-        """Token delivered at absolute time t_s to each request in idx (unique indices)."""
+    def deliver(self, idx: np.ndarray, t_s: float, _joining: int = 0) -> None:
+        """Token delivered at absolute time t_s to each request in idx (unique indices).
+
+        `_joining` (deliver_many): that many more tokens follow, each joining the segment of
+        this one (the caller has checked that they arrive before the previous one is read)."""
         if idx.size == 0:
             return
         rel = t_s - self.arrival_s[idx]
@@ -210,20 +213,20 @@ class QoETracker:
         x0 = self.seg_x0[idx]
         step = self.step_s[idx]
         fresh = (n == 0) | (rel > x0 + n * step)  # arrives after the open segment is read
-        if fresh.all():
-            new, nn, nx0 = idx, n, x0
+        if not fresh.any():
+            self.seg_n[idx] = n + (1 + _joining)
         else:
-            self.seg_n[idx[~fresh]] += 1
-            new, nn, nx0 = idx[fresh], n[fresh], x0[fresh]
-        if new.size:
-            s = step[fresh]
-            self.closed_sum_s[new] += _segment_sum(nx0, nn, s)
-            self.closed_deficit[new] += nn * self.seg_late[new]
-            r = rel[fresh]
-            self.seg_x0[new] = r
-            self.seg_n[new] = 1
-            self.seg_late[new] = _late(r, self.ttft_exp_s[new] + self.delivered[new] / self.tds[new])
-        self.delivered[idx] += 1
+            if not fresh.all():
+                self.seg_n[idx[~fresh]] += 1 + _joining
+                idx_f, n, x0, step, rel = idx[fresh], n[fresh], x0[fresh], step[fresh], rel[fresh]
+            else:
+                idx_f = idx
+            self.closed_sum_s[idx_f] += _segment_sum(x0, n, step)
+            self.closed_deficit[idx_f] += n * self.seg_late[idx_f]
+            self.seg_x0[idx_f] = rel
+            self.seg_n[idx_f] = 1 + _joining
+            self.seg_late[idx_f] = _late(rel, self.ttft_exp_s[idx_f] + self.delivered[idx_f] / self.tds[idx_f])
+        self.delivered[idx] += 1 + _joining
 
     def deliver_many(self, idx: np.ndarray, times_s) -> None:
         """A token at each of the sorted absolute times `times_s` to every request in idx;
@@ -235,14 +238,10 @@ class QoETracker:
         m = t.size
         if idx.size == 0 or m == 0:
             return
-        self.deliver(idx, float(t[0]))
-        if m == 1:
+        if m == 1 or float((t[1:] - t[:-1]).max()) <= self.min_step_s - SEGMENT_MARGIN_S:
+            self.deliver(idx, float(t[0]), m - 1)
             return
-        if float(np.max(np.diff(t))) <= self.min_step_s - SEGMENT_MARGIN_S:
-            self.seg_n[idx] += m - 1
-            self.delivered[idx] += m - 1
-            return
-        for x in t[1:].tolist():  # slower than reading speed: token by token
+        for x in t.tolist():  # slower than reading speed: token by token
             self.deliver(idx, x)
 
     def qoe(self, idx=None, metric: str = DEFAULT_QOE_METRIC) -> np.ndarray:

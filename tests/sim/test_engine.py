@@ -68,3 +68,20 @@ def test_simulation_event_log_in_time_order():
     assert df["t_s"].is_monotonic_increasing
     with pytest.raises(ValueError, match="negative delay"):
         sim.timeout(-1)
+
+
+def test_at_fires_at_the_absolute_time_exactly():
+    sim = Simulation(0)
+    seen = []
+
+    def proc():
+        yield sim.timeout(0.1)
+        t = 0.1 + 0.2 + 0.3  # 0.1 + (t - 0.1) != t in floats
+        yield sim.at(t)
+        seen.append(sim.now == t)
+        with pytest.raises(ValueError):
+            sim.at(t - 1.0)
+
+    sim.process(proc())
+    sim.run()
+    assert seen == [True]

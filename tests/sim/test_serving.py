@@ -180,6 +180,34 @@ def test_fast_forward_matches_per_iteration_path(policy, seed):
         check_invariants(scenario(policy, n=50, **kw), fast)
 
 
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    policy=st.sampled_from(shipped_policies("serving")),
+    rate=st.floats(1.0, 8.0),
+    seed=st.integers(0, 10_000),
+    util=st.sampled_from([0.42, 0.9]),
+    replicas=st.integers(1, 3),
+    tds=st.sampled_from([4.8, 40.0]),  # 40 tok/s: decode slower than reading, token by token QoE
+)
+def test_fast_path_is_bit_identical_to_per_iteration(policy, rate, seed, util, replicas, tds):
+    kw = dict(seed=seed, util=util, replicas=replicas, dispatcher="least_loaded",
+              qoe={"tds_exp_tok_s": tds})
+    fast = run_serving(scenario(policy, rate=rate, n=16, fast_forward=True, **kw))
+    slow = run_serving(scenario(policy, rate=rate, n=16, fast_forward=False, **kw))
+    _assert_same_run(fast, slow)
+
+
+def test_macro_plan_kv_blocks_equal_the_per_request_sum():
+    from orrery.sim.serving import _blocks_after
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        block, k = int(rng.choice([1, 7, 16])), int(rng.integers(1, 200))
+        ctx = rng.integers(0, 3000, int(rng.integers(1, 30)))
+        want = (-(-(ctx[:, None] + np.arange(1, k + 1)) // block)).sum(axis=0)
+        assert np.array_equal(_blocks_after(ctx, block, k), want)
+
+
 @pytest.mark.parametrize("horizon", [3.0, 7.5])
 def test_fast_forward_matches_at_the_horizon(horizon):
     kw = dict(seed=5, replicas=2, horizon_s=horizon)

@@ -76,3 +76,19 @@ def test_view_reports_the_replica():
     v = rs.view(3.0)
     assert v.now_s == 3.0 and list(v.ids) == [0, 1] and (v.state == WAITING).all()
     assert v.kv_blocks_free == 64 and v.block_size == 16 and v.max_num_seqs == 8
+
+
+def test_lazy_view_fields_equal_the_request_state():
+    r, rs = replica([20, 40, 60], [5, 5, 5])
+    step(rs, [0, 1])  # admit two
+    r.qoe.deliver(np.array([0, 1]), 1.5)
+    v = rs.view(2.0)
+    ids = v.ids
+    for name, want in [("arrival_s", r.arrival_s[ids]), ("n_preemptions", r.n_preempt[ids]),
+                       ("ttft_exp_s", r.ttft[ids]), ("tds_exp_tok_s", r.tds[ids]),
+                       ("qoe_deficit", r.qoe.deficit[ids]), ("digest_last_s", r.qoe.digest_last_s[ids]),
+                       ("kv_blocks_held", r.held[ids])]:
+        assert np.array_equal(getattr(v, name), want), name
+    assert v.digest_last_s is v.digest_last_s  # gathered once, then cached
+    with pytest.raises(AttributeError):
+        _ = v.no_such_field
