@@ -60,7 +60,7 @@ from orrery.sim.scenario import read_toml
 from orrery.workloads.serving import ServingWorkload
 
 OBJECTIVES = {"cost": "cost_usd_per_h", "energy": "energy_j", "carbon": "carbon_g"}
-SPACE_KEYS = ("gpu", "tp", "replicas", "max_num_seqs", "scheduler", "router", "power_limit_frac")
+SPACE_KEYS = ("gpu", "tp", "ep", "replicas", "max_num_seqs", "scheduler", "router", "power_limit_frac")
 ANALYTIC = ("cost_usd_per_h", "n_gpus")  # constraint metrics known before simulating
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
 
@@ -92,6 +92,7 @@ class Constraint:
 class Point:
     gpu: str
     tp: int
+    ep: int  # expert parallelism (MoE models; shares the tp GPUs: ep = tp, or tp = 1)
     replicas: int
     max_num_seqs: int
     scheduler: str
@@ -99,8 +100,13 @@ class Point:
     power_limit_frac: float
 
     @property
+    def gpus_per_replica(self) -> int:
+        return max(self.tp, self.ep)
+
+    @property
     def key(self) -> str:
-        return (f"{self.gpu}/tp{self.tp}/x{self.replicas}/b{self.max_num_seqs}/{self.scheduler}/"
+        ep = f"/ep{self.ep}" if self.ep > 1 else ""  # keys of dense plans stay as before (resume)
+        return (f"{self.gpu}/tp{self.tp}{ep}/x{self.replicas}/b{self.max_num_seqs}/{self.scheduler}/"
                 f"{self.router}/pl{self.power_limit_frac:g}")
 
     def power_limit_w(self) -> float | None:
@@ -126,7 +132,7 @@ class Plan:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def scenario(self, p: Point) -> ClusterServingScenario:
-        group = {"count": p.replicas, "gpu": p.gpu, "model": self.model, "tp": p.tp,
+        group = {"count": p.replicas, "gpu": p.gpu, "model": self.model, "tp": p.tp, "ep": p.ep,
                  "max_num_seqs": p.max_num_seqs, "scheduler": p.scheduler,
                  "power_limit_w": p.power_limit_w()}
         data = {**self.base, "name": p.key, "policy": p.router, "seed": self.seed, "replicas": [group],
@@ -188,7 +194,7 @@ def load_plan(path_or_dict: str | Path | dict, source: str | None = None) -> Pla
 
     workload = _workload(raw.get("trace", {}), src)
     space = dict(raw.get("space", {}))
-    defaults = {"tp": [1], "replicas": [1], "max_num_seqs": [256], "scheduler": ["vllm_fcfs"],
+    defaults = {"tp": [1], "ep": [1], "replicas": [1], "max_num_seqs": [256], "scheduler": ["vllm_fcfs"],
                 "router": ["least_outstanding_tokens"], "power_limit_frac": [1.0]}
     for k in space:
         if k not in SPACE_KEYS:
@@ -206,7 +212,7 @@ def load_plan(path_or_dict: str | Path | dict, source: str | None = None) -> Pla
         except OrreryInputError as e:
             raise _err(src, f"space.gpu[{i}]", str(e)) from None
     dims["gpu"] = list(dict.fromkeys(gpus))
-    for k in ("tp", "replicas", "max_num_seqs"):
+    for k in ("tp", "ep", "replicas", "max_num_seqs"):
         for i, v in enumerate(dims[k]):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise _err(src, f"space.{k}[{i}]", f"must be an integer >= 1, got {v!r}")
@@ -214,6 +220,13 @@ def load_plan(path_or_dict: str | Path | dict, source: str | None = None) -> Pla
         problem = tp_problem(model, tp)
         if problem:
             raise _err(src, f"space.tp[{i}]", problem)
+    m_cfg = get_model(model)
+    for i, ep in enumerate(dims["ep"]):
+        if ep > 1 and not m_cfg.is_moe:
+            raise _err(src, f"space.ep[{i}]", f"ep = {ep}: {m_cfg.name} is a dense model; expert parallelism "
+                       "needs a mixture-of-experts model (use ep = 1)")
+        if ep > 1 and m_cfg.n_experts % ep:
+            raise _err(src, f"space.ep[{i}]", f"ep = {ep} does not divide {m_cfg.name}'s {m_cfg.n_experts} experts")
     for k, dom in (("scheduler", "serving"), ("router", "routing")):
         for i, v in enumerate(dims[k]):
             try:
@@ -323,10 +336,13 @@ class Bounds:
 
 
 def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bounds:
-    n_gpus = p.tp * p.replicas
+    n_gpus = p.gpus_per_replica * p.replicas
     cost = n_gpus * gpu_price_usd_per_h(p.gpu, prices)
+    problem = tp_problem(plan.model, p.tp, p.ep)
+    if problem:
+        return Bounds(cost, n_gpus, 0.0, 0.0, math.inf, f"invalid parallelism: {problem}")
     try:
-        perf = replica_perf(p.gpu, plan.model, p.tp, power_limit_w=p.power_limit_w())
+        perf = replica_perf(p.gpu, plan.model, p.tp, ep=p.ep, power_limit_w=p.power_limit_w())
     except OrreryInputError as e:
         return Bounds(cost, n_gpus, 0.0, 0.0, math.inf, f"invalid: {e}")
     max_len = min(get_model(plan.model).max_context_tokens, plan.workload.max_total_tokens)
@@ -343,7 +359,7 @@ def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bo
     per_tok_prefill = perf.prefill_flops(1, 1, 0) / (perf.gpu.peak_flops(16) * perf.fam.eff_compute)
     busy_floor_s = max(d.output_tokens - d.n, 0.0) * per_tok_decode + d.prompt_tokens * per_tok_prefill
     p_busy = min(float(perf.power_w(1)), float(perf.prefill_power_w(1)))
-    e_floor += max(0.0, p_busy - idle) * p.tp * busy_floor_s
+    e_floor += max(0.0, p_busy - idle) * p.gpus_per_replica * busy_floor_s
     c_floor = e_floor * min_ci / 3.6e6
     kv = perf.kv_capacity_tokens()
     b = max(1.0, min(float(p.max_num_seqs), kv / max(d.mean_context, 1.0)))
@@ -503,7 +519,8 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         row = {"key": p.key, **{k: getattr(p, k) for k in SPACE_KEYS}, "n_gpus": b.n_gpus,
                "cost_usd_per_h": b.cost_usd_per_h, "work_s": b.work_s}
         if b.problem:
-            row.update(status="pruned", reason_kind="does not fit", reason=b.problem)
+            kind = "invalid parallelism" if b.problem.startswith("invalid parallelism") else "does not fit"
+            row.update(status="pruned", reason_kind=kind, reason=b.problem)
         else:
             bad = [c for c in analytic_cons if not c.holds({"cost_usd_per_h": b.cost_usd_per_h,
                                                               "n_gpus": b.n_gpus}[c.metric])]
@@ -661,7 +678,8 @@ def plot_front(plan: Plan, res: SearchResult, path: Path) -> Path:
         for (cost, energy), grp in pf.groupby(["cost_usd_per_h", "energy_j"], sort=True):
             r = grp.iloc[0]
             pl = "" if r["power_limit_frac"] >= 1 else f" at {r['power_limit_frac']:g} x max power"
-            label = (f"{r['gpu'].split('-')[0]} tp{r['tp']} x{r['replicas']}{pl}\n"
+            ep = f" ep{r['ep']}" if r.get("ep", 1) > 1 else ""
+            label = (f"{r['gpu'].split('-')[0]} tp{r['tp']}{ep} x{r['replicas']}{pl}\n"
                      f"{' / '.join(sorted(set(grp['scheduler'])))}")
             ax.annotate(label, (cost, energy / 3.6e6), fontsize=7, xytext=(5, 4), textcoords="offset points")
     n_stop = int((t["status"] == "stopped").sum())
