@@ -333,6 +333,9 @@ class Bounds:
     carbon_floor_g: float
     work_s: float  # analytic busy time each replica needs at least (work spread evenly)
     problem: str | None = None
+    decode_s_per_token: float = 0.0  # floor on a replica's busy time per decoded token
+    prefill_s_per_token: float = 0.0  # ... per prompt token
+    busy_extra_w: float = 0.0  # floor on (busy - idle) power of a replica (all its GPUs)
 
 
 def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bounds:
@@ -359,14 +362,16 @@ def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bo
     per_tok_prefill = perf.prefill_flops(1, 1, 0) / (perf.gpu.peak_flops(16) * perf.fam.eff_compute)
     busy_floor_s = max(d.output_tokens - d.n, 0.0) * per_tok_decode + d.prompt_tokens * per_tok_prefill
     p_busy = min(float(perf.power_w(1)), float(perf.prefill_power_w(1)))
-    e_floor += max(0.0, p_busy - idle) * p.gpus_per_replica * busy_floor_s
+    extra_w = max(0.0, p_busy - idle) * p.gpus_per_replica
+    e_floor += extra_w * busy_floor_s
     c_floor = e_floor * min_ci / 3.6e6
     kv = perf.kv_capacity_tokens()
     b = max(1.0, min(float(p.max_num_seqs), kv / max(d.mean_context, 1.0)))
     decode_s = d.output_tokens / b * float(perf.decode_time_s(b, b * d.mean_context))
     chunk = float(max(max_len, 2048))  # vLLM's max_num_batched_tokens default
     prefill_s = d.prompt_tokens / chunk * perf.prefill_time_s(int(chunk), 1)
-    return Bounds(cost, n_gpus, e_floor, c_floor, (decode_s + prefill_s) / p.replicas)
+    return Bounds(cost, n_gpus, e_floor, c_floor, (decode_s + prefill_s) / p.replicas, None,
+                  per_tok_decode, per_tok_prefill, extra_w)
 
 
 # ----------------------------------------------------------------------------- early stop
@@ -386,6 +391,7 @@ class Monitor:
     objectives: list[str]  # metric names
     feasible: list[tuple[str, dict[str, float]]]  # (key, objective values) known feasible
     cost_usd_per_h: float
+    bounds: Bounds | None = None  # the point's work floors: the energy still to come is bounded too
 
     def __call__(self, p: ClusterProgress) -> str | None:
         r = p.state
@@ -407,7 +413,7 @@ class Monitor:
                 if ub < c.bound:
                     return f"slo_attainment <= {ub:.4g} < {c.bound:g} (t={p.now_s:.0f} s)"
         if self.feasible:
-            e_lb = p.busy_energy_j + p.idle_energy_floor_j
+            e_lb = p.busy_energy_j + p.idle_energy_floor_j + self._future_busy_extra_j(p)
             lb = {"cost_usd_per_h": self.cost_usd_per_h, "energy_j": e_lb,
                   "carbon_g": e_lb * p.min_intensity_g_per_kwh / 3.6e6}
             for key, obj in self.feasible:
@@ -416,6 +422,20 @@ class Monitor:
         return None
 
     _slo_ttft: float | None = None
+
+    def _future_busy_extra_j(self, p: ClusterProgress) -> float:
+        """(busy - idle) power x a floor on the busy time the tokens not yet delivered still need
+        (prompts of requests without a first token at the prefill roofline, the other tokens at
+        the largest batch's time per token; recomputation after preemption only adds). The idle
+        floor already charges idle power for that time, so this is what busy time adds on top."""
+        b = self.bounds
+        if b is None or b.busy_extra_w <= 0:
+            return 0.0
+        r = p.state
+        fresh = r.generated == 0
+        decode_tok = float(np.maximum(r.output - r.generated - fresh, 0).sum())
+        prefill_tok = float(r.prompt[fresh].sum())
+        return b.busy_extra_w * (decode_tok * b.decode_s_per_token + prefill_tok * b.prefill_s_per_token)
 
     @staticmethod
     def _late(p: ClusterProgress, arrived: np.ndarray, limit_s: float) -> int:
@@ -486,8 +506,13 @@ def _min_intensity(plan: Plan, horizon_s: float) -> float:
 
 
 def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None, dask: str | None = None,
-           prune: bool = True, check_every_s: float = 60.0, progress=None) -> SearchResult:
-    """Run the deployment search (`prune=False`: simulate every point that fits, no early stop)."""
+           prune: bool = True, check_every_s: float = 60.0, progress=None,
+           budget_s: float | None = None) -> SearchResult:
+    """Run the deployment search (`prune=False`: simulate every point that fits, no early stop).
+
+    `budget_s`: wall seconds after which no new simulation starts; the points not reached are
+    reported as `unvisited` (the Pareto set is then of the points settled so far; a re-run into
+    the same folder resumes and goes on)."""
     from orrery.experiments.runner import make_backend
 
     t_start = time.perf_counter()
@@ -577,6 +602,10 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
                     settle(p, done[p.key])
                     resumed += 1
                     continue
+                if budget_s is not None and time.perf_counter() - t_start > budget_s:
+                    rows[p.key].update(status="unvisited", reason_kind="time budget",
+                                       reason=f"not reached within the {budget_s:g} s budget")
+                    continue
                 b = bounds[p.key]
                 lb = {"cost_usd_per_h": b.cost_usd_per_h, "energy_j": b.energy_floor_j, "carbon_g": b.carbon_floor_g}
                 dom = next((k for k, o in feasible if _dominates(o, lb, obj_metrics)), None) if prune else None
@@ -591,7 +620,8 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
             for p in wave:
                 mon = None
                 if prune:
-                    mon = Monitor(plan.constraints, obj_metrics, list(feasible), bounds[p.key].cost_usd_per_h)
+                    mon = Monitor(plan.constraints, obj_metrics, list(feasible), bounds[p.key].cost_usd_per_h,
+                                  bounds[p.key])
                     mon._slo_ttft = plan.scenario(p).slo.ttft_s
                 tasks.append({"key": p.key, "scenario": plan.scenario(p).model_dump(mode="json"),
                               "monitor": mon, "check_every_s": check_every_s})
@@ -620,7 +650,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
               "pruned": int((table["status"] == "pruned").sum()),
               "stopped_early": int((table["status"] == "stopped").sum()),
               "feasible": len(feas), "infeasible": int((table["status"] == "infeasible").sum()),
-              "pareto": len(pareto)}
+              "unvisited": int((table["status"] == "unvisited").sum()), "pareto": len(pareto)}
     res = SearchResult(table, pareto, best, counts, time.perf_counter() - t_start, out_dir)
     if out_dir is not None:
         write_outputs(plan, res)

@@ -215,22 +215,19 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
     arrivals_done = sim.env.event()
     routed = np.zeros(state.n, dtype=np.int64)
 
+    rep_index = np.arange(n_rep)
+
     def view_for(rid: int) -> RouterView:
-        n_live = np.empty(n_rep, np.int64)
-        n_wait = np.empty(n_rep, np.int64)
-        wait_tok = np.empty(n_rep, np.int64)
-        out_tok = np.empty(n_rep, np.int64)
-        for k, rep in enumerate(replicas):
-            ids = rep.state.ids()
-            n_live[k] = ids.size
-            if ids.size:
-                w = state.state[ids] == WAITING
-                p = state.prompt[ids]
-                n_wait[k] = int(w.sum())
-                wait_tok[k] = int(p[w].sum())
-                out_tok[k] = int(p.sum() + state.generated[ids].sum())
-            else:
-                n_wait[k] = wait_tok[k] = out_tok[k] = 0
+        # one vectorised pass over every replica's live requests (the per-arrival hot path)
+        per = [rep.state.ids() for rep in replicas]
+        n_live = np.fromiter((ids.size for ids in per), np.int64, n_rep)
+        ids = np.concatenate(per) if n_live.any() else np.zeros(0, np.int64)
+        owner = np.repeat(rep_index, n_live)
+        p = state.prompt[ids]
+        w = state.state[ids] == WAITING
+        n_wait = np.bincount(owner, weights=w, minlength=n_rep).astype(np.int64)
+        wait_tok = np.bincount(owner, weights=p * w, minlength=n_rep).astype(np.int64)
+        out_tok = np.bincount(owner, weights=p + state.generated[ids], minlength=n_rep).astype(np.int64)
         return RouterView(
             now_s=sim.now, request_id=rid, prompt_tokens=int(state.prompt[rid]),
             ttft_exp_s=float(state.ttft[rid]), tds_exp_tok_s=float(state.tds[rid]), n_live=n_live,

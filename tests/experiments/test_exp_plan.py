@@ -147,3 +147,10 @@ def test_expert_parallelism_in_a_moe_plan():
     assert by[(2, 4)].problem.startswith("invalid parallelism") and "ep=4" in by[(2, 4)].problem
     p = Point("H100-SXM5-80GB", 1, 2, 1, 8, "vllm_fcfs", "least_outstanding_tokens", 1.0)
     assert "/ep2/" in p.key and plan.scenario(p).n_gpus == 2
+
+
+def test_time_budget_leaves_points_unvisited():
+    plan = load_plan(plan_dict(space={"gpu": ["h100"], "tp": [1], "replicas": [1, 2], "scheduler": ["vllm_fcfs"]}))
+    res = search(plan, jobs=1, budget_s=0.0)
+    assert res.counts["simulated"] == 0 and res.counts["unvisited"] == 2
+    assert set(res.points["status"]) == {"unvisited"} and res.pareto.empty
