@@ -60,7 +60,7 @@ from orrery.sim.scenario import read_toml
 from orrery.workloads.serving import ServingWorkload
 
 OBJECTIVES = {"cost": "cost_usd_per_h", "energy": "energy_j", "carbon": "carbon_g"}
-SPACE_KEYS = ("gpu", "tp", "replicas", "max_num_seqs", "scheduler", "router", "power_limit_frac")
+SPACE_KEYS = ("gpu", "tp", "ep", "replicas", "max_num_seqs", "scheduler", "router", "power_limit_frac")
 ANALYTIC = ("cost_usd_per_h", "n_gpus")  # constraint metrics known before simulating
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
 
@@ -92,6 +92,7 @@ class Constraint:
 class Point:
     gpu: str
     tp: int
+    ep: int  # expert parallelism (MoE models; shares the tp GPUs: ep = tp, or tp = 1)
     replicas: int
     max_num_seqs: int
     scheduler: str
@@ -99,8 +100,13 @@ class Point:
     power_limit_frac: float
 
     @property
+    def gpus_per_replica(self) -> int:
+        return max(self.tp, self.ep)
+
+    @property
     def key(self) -> str:
-        return (f"{self.gpu}/tp{self.tp}/x{self.replicas}/b{self.max_num_seqs}/{self.scheduler}/"
+        ep = f"/ep{self.ep}" if self.ep > 1 else ""  # keys of dense plans stay as before (resume)
+        return (f"{self.gpu}/tp{self.tp}{ep}/x{self.replicas}/b{self.max_num_seqs}/{self.scheduler}/"
                 f"{self.router}/pl{self.power_limit_frac:g}")
 
     def power_limit_w(self) -> float | None:
@@ -126,7 +132,7 @@ class Plan:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def scenario(self, p: Point) -> ClusterServingScenario:
-        group = {"count": p.replicas, "gpu": p.gpu, "model": self.model, "tp": p.tp,
+        group = {"count": p.replicas, "gpu": p.gpu, "model": self.model, "tp": p.tp, "ep": p.ep,
                  "max_num_seqs": p.max_num_seqs, "scheduler": p.scheduler,
                  "power_limit_w": p.power_limit_w()}
         data = {**self.base, "name": p.key, "policy": p.router, "seed": self.seed, "replicas": [group],
@@ -188,7 +194,7 @@ def load_plan(path_or_dict: str | Path | dict, source: str | None = None) -> Pla
 
     workload = _workload(raw.get("trace", {}), src)
     space = dict(raw.get("space", {}))
-    defaults = {"tp": [1], "replicas": [1], "max_num_seqs": [256], "scheduler": ["vllm_fcfs"],
+    defaults = {"tp": [1], "ep": [1], "replicas": [1], "max_num_seqs": [256], "scheduler": ["vllm_fcfs"],
                 "router": ["least_outstanding_tokens"], "power_limit_frac": [1.0]}
     for k in space:
         if k not in SPACE_KEYS:
@@ -206,7 +212,7 @@ def load_plan(path_or_dict: str | Path | dict, source: str | None = None) -> Pla
         except OrreryInputError as e:
             raise _err(src, f"space.gpu[{i}]", str(e)) from None
     dims["gpu"] = list(dict.fromkeys(gpus))
-    for k in ("tp", "replicas", "max_num_seqs"):
+    for k in ("tp", "ep", "replicas", "max_num_seqs"):
         for i, v in enumerate(dims[k]):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise _err(src, f"space.{k}[{i}]", f"must be an integer >= 1, got {v!r}")
@@ -214,6 +220,13 @@ def load_plan(path_or_dict: str | Path | dict, source: str | None = None) -> Pla
         problem = tp_problem(model, tp)
         if problem:
             raise _err(src, f"space.tp[{i}]", problem)
+    m_cfg = get_model(model)
+    for i, ep in enumerate(dims["ep"]):
+        if ep > 1 and not m_cfg.is_moe:
+            raise _err(src, f"space.ep[{i}]", f"ep = {ep}: {m_cfg.name} is a dense model; expert parallelism "
+                       "needs a mixture-of-experts model (use ep = 1)")
+        if ep > 1 and m_cfg.n_experts % ep:
+            raise _err(src, f"space.ep[{i}]", f"ep = {ep} does not divide {m_cfg.name}'s {m_cfg.n_experts} experts")
     for k, dom in (("scheduler", "serving"), ("router", "routing")):
         for i, v in enumerate(dims[k]):
             try:
@@ -320,13 +333,19 @@ class Bounds:
     carbon_floor_g: float
     work_s: float  # analytic busy time each replica needs at least (work spread evenly)
     problem: str | None = None
+    decode_s_per_token: float = 0.0  # floor on a replica's busy time per decoded token
+    prefill_s_per_token: float = 0.0  # ... per prompt token
+    busy_extra_w: float = 0.0  # floor on (busy - idle) power of a replica (all its GPUs)
 
 
 def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bounds:
-    n_gpus = p.tp * p.replicas
+    n_gpus = p.gpus_per_replica * p.replicas
     cost = n_gpus * gpu_price_usd_per_h(p.gpu, prices)
+    problem = tp_problem(plan.model, p.tp, p.ep)
+    if problem:
+        return Bounds(cost, n_gpus, 0.0, 0.0, math.inf, f"invalid parallelism: {problem}")
     try:
-        perf = replica_perf(p.gpu, plan.model, p.tp, power_limit_w=p.power_limit_w())
+        perf = replica_perf(p.gpu, plan.model, p.tp, ep=p.ep, power_limit_w=p.power_limit_w())
     except OrreryInputError as e:
         return Bounds(cost, n_gpus, 0.0, 0.0, math.inf, f"invalid: {e}")
     max_len = min(get_model(plan.model).max_context_tokens, plan.workload.max_total_tokens)
@@ -343,14 +362,16 @@ def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bo
     per_tok_prefill = perf.prefill_flops(1, 1, 0) / (perf.gpu.peak_flops(16) * perf.fam.eff_compute)
     busy_floor_s = max(d.output_tokens - d.n, 0.0) * per_tok_decode + d.prompt_tokens * per_tok_prefill
     p_busy = min(float(perf.power_w(1)), float(perf.prefill_power_w(1)))
-    e_floor += max(0.0, p_busy - idle) * p.tp * busy_floor_s
+    extra_w = max(0.0, p_busy - idle) * p.gpus_per_replica
+    e_floor += extra_w * busy_floor_s
     c_floor = e_floor * min_ci / 3.6e6
     kv = perf.kv_capacity_tokens()
     b = max(1.0, min(float(p.max_num_seqs), kv / max(d.mean_context, 1.0)))
     decode_s = d.output_tokens / b * float(perf.decode_time_s(b, b * d.mean_context))
     chunk = float(max(max_len, 2048))  # vLLM's max_num_batched_tokens default
     prefill_s = d.prompt_tokens / chunk * perf.prefill_time_s(int(chunk), 1)
-    return Bounds(cost, n_gpus, e_floor, c_floor, (decode_s + prefill_s) / p.replicas)
+    return Bounds(cost, n_gpus, e_floor, c_floor, (decode_s + prefill_s) / p.replicas, None,
+                  per_tok_decode, per_tok_prefill, extra_w)
 
 
 # ----------------------------------------------------------------------------- early stop
@@ -370,6 +391,7 @@ class Monitor:
     objectives: list[str]  # metric names
     feasible: list[tuple[str, dict[str, float]]]  # (key, objective values) known feasible
     cost_usd_per_h: float
+    bounds: Bounds | None = None  # the point's work floors: the energy still to come is bounded too
 
     def __call__(self, p: ClusterProgress) -> str | None:
         r = p.state
@@ -391,7 +413,7 @@ class Monitor:
                 if ub < c.bound:
                     return f"slo_attainment <= {ub:.4g} < {c.bound:g} (t={p.now_s:.0f} s)"
         if self.feasible:
-            e_lb = p.busy_energy_j + p.idle_energy_floor_j
+            e_lb = p.busy_energy_j + p.idle_energy_floor_j + self._future_busy_extra_j(p)
             lb = {"cost_usd_per_h": self.cost_usd_per_h, "energy_j": e_lb,
                   "carbon_g": e_lb * p.min_intensity_g_per_kwh / 3.6e6}
             for key, obj in self.feasible:
@@ -400,6 +422,20 @@ class Monitor:
         return None
 
     _slo_ttft: float | None = None
+
+    def _future_busy_extra_j(self, p: ClusterProgress) -> float:
+        """(busy - idle) power x a floor on the busy time the tokens not yet delivered still need
+        (prompts of requests without a first token at the prefill roofline, the other tokens at
+        the largest batch's time per token; recomputation after preemption only adds). The idle
+        floor already charges idle power for that time, so this is what busy time adds on top."""
+        b = self.bounds
+        if b is None or b.busy_extra_w <= 0:
+            return 0.0
+        r = p.state
+        fresh = r.generated == 0
+        decode_tok = float(np.maximum(r.output - r.generated - fresh, 0).sum())
+        prefill_tok = float(r.prompt[fresh].sum())
+        return b.busy_extra_w * (decode_tok * b.decode_s_per_token + prefill_tok * b.prefill_s_per_token)
 
     @staticmethod
     def _late(p: ClusterProgress, arrived: np.ndarray, limit_s: float) -> int:
@@ -470,8 +506,13 @@ def _min_intensity(plan: Plan, horizon_s: float) -> float:
 
 
 def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None, dask: str | None = None,
-           prune: bool = True, check_every_s: float = 60.0, progress=None) -> SearchResult:
-    """Run the deployment search (`prune=False`: simulate every point that fits, no early stop)."""
+           prune: bool = True, check_every_s: float = 60.0, progress=None,
+           budget_s: float | None = None) -> SearchResult:
+    """Run the deployment search (`prune=False`: simulate every point that fits, no early stop).
+
+    `budget_s`: wall seconds after which no new simulation starts; the points not reached are
+    reported as `unvisited` (the Pareto set is then of the points settled so far; a re-run into
+    the same folder resumes and goes on)."""
     from orrery.experiments.runner import make_backend
 
     t_start = time.perf_counter()
@@ -503,7 +544,8 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         row = {"key": p.key, **{k: getattr(p, k) for k in SPACE_KEYS}, "n_gpus": b.n_gpus,
                "cost_usd_per_h": b.cost_usd_per_h, "work_s": b.work_s}
         if b.problem:
-            row.update(status="pruned", reason_kind="does not fit", reason=b.problem)
+            kind = "invalid parallelism" if b.problem.startswith("invalid parallelism") else "does not fit"
+            row.update(status="pruned", reason_kind=kind, reason=b.problem)
         else:
             bad = [c for c in analytic_cons if not c.holds({"cost_usd_per_h": b.cost_usd_per_h,
                                                               "n_gpus": b.n_gpus}[c.metric])]
@@ -560,6 +602,10 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
                     settle(p, done[p.key])
                     resumed += 1
                     continue
+                if budget_s is not None and time.perf_counter() - t_start > budget_s:
+                    rows[p.key].update(status="unvisited", reason_kind="time budget",
+                                       reason=f"not reached within the {budget_s:g} s budget")
+                    continue
                 b = bounds[p.key]
                 lb = {"cost_usd_per_h": b.cost_usd_per_h, "energy_j": b.energy_floor_j, "carbon_g": b.carbon_floor_g}
                 dom = next((k for k, o in feasible if _dominates(o, lb, obj_metrics)), None) if prune else None
@@ -574,7 +620,8 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
             for p in wave:
                 mon = None
                 if prune:
-                    mon = Monitor(plan.constraints, obj_metrics, list(feasible), bounds[p.key].cost_usd_per_h)
+                    mon = Monitor(plan.constraints, obj_metrics, list(feasible), bounds[p.key].cost_usd_per_h,
+                                  bounds[p.key])
                     mon._slo_ttft = plan.scenario(p).slo.ttft_s
                 tasks.append({"key": p.key, "scenario": plan.scenario(p).model_dump(mode="json"),
                               "monitor": mon, "check_every_s": check_every_s})
@@ -603,7 +650,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
               "pruned": int((table["status"] == "pruned").sum()),
               "stopped_early": int((table["status"] == "stopped").sum()),
               "feasible": len(feas), "infeasible": int((table["status"] == "infeasible").sum()),
-              "pareto": len(pareto)}
+              "unvisited": int((table["status"] == "unvisited").sum()), "pareto": len(pareto)}
     res = SearchResult(table, pareto, best, counts, time.perf_counter() - t_start, out_dir)
     if out_dir is not None:
         write_outputs(plan, res)
@@ -661,7 +708,8 @@ def plot_front(plan: Plan, res: SearchResult, path: Path) -> Path:
         for (cost, energy), grp in pf.groupby(["cost_usd_per_h", "energy_j"], sort=True):
             r = grp.iloc[0]
             pl = "" if r["power_limit_frac"] >= 1 else f" at {r['power_limit_frac']:g} x max power"
-            label = (f"{r['gpu'].split('-')[0]} tp{r['tp']} x{r['replicas']}{pl}\n"
+            ep = f" ep{r['ep']}" if r.get("ep", 1) > 1 else ""
+            label = (f"{r['gpu'].split('-')[0]} tp{r['tp']}{ep} x{r['replicas']}{pl}\n"
                      f"{' / '.join(sorted(set(grp['scheduler'])))}")
             ax.annotate(label, (cost, energy / 3.6e6), fontsize=7, xytext=(5, 4), textcoords="offset points")
     n_stop = int((t["status"] == "stopped").sum())

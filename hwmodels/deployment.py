@@ -81,21 +81,33 @@ class ClockedLLMPerf(LLMPerfModel):
         return self._clocked(tokens, seqs, ctx_total)[1]
 
 
-def replica_perf(gpu: str, model: str, tp: int = 1, *, weight_bits: int = 16, kv_bits: int = 16,
+def replica_perf(gpu: str, model: str, tp: int = 1, *, ep: int = 1, weight_bits: int = 16, kv_bits: int = 16,
                  power_limit_w: float | None = None, sm_clock_mhz: float | None = None) -> LLMPerfModel:
-    """The latency/power model of one replica: `model` on `tp` GPUs of type `gpu`."""
+    """The latency/power model of one replica: `model` on max(tp, ep) GPUs of type `gpu`
+    (expert parallelism, MoE models only, shares the tensor-parallel GPUs as in vLLM)."""
     m, g = get_model(model), get_gpu(gpu)
     if power_limit_w is None and sm_clock_mhz is None:
-        return LLMPerfModel(m, g, tp=tp, weight_bits=weight_bits, kv_bits=kv_bits)
-    return ClockedLLMPerf(m, g, tp=tp, weight_bits=weight_bits, kv_bits=kv_bits,
+        return LLMPerfModel(m, g, tp=tp, ep=ep, weight_bits=weight_bits, kv_bits=kv_bits)
+    return ClockedLLMPerf(m, g, tp=tp, ep=ep, weight_bits=weight_bits, kv_bits=kv_bits,
                           power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
 
 
-def tp_problem(model: str, tp: int) -> str | None:
-    """Why `tp` cannot shard `model`'s attention heads (None when it can)."""
+def tp_problem(model: str, tp: int, ep: int = 1) -> str | None:
+    """Why `tp` (and `ep`) cannot shard `model` (None when they can): heads, experts, a dense
+    model with ep > 1, or tp and ep that are both > 1 and differ."""
     m = get_model(model)
-    if tp < 1 or m.n_heads % tp or (m.n_kv_heads % tp and tp % m.n_kv_heads):
-        return f"tp={tp} does not divide {m.name}'s {m.n_heads} attention heads / {m.n_kv_heads} KV heads"
+    if ep > 1:
+        if not m.is_moe:
+            return f"ep={ep}: {m.name} is a dense model; expert parallelism needs a mixture-of-experts model"
+        if tp > 1 and tp != ep:
+            return (f"tp={tp} with ep={ep}: expert parallelism shares the tensor-parallel GPUs (vLLM: "
+                    "EP = TP x DP), so use ep = tp or tp = 1")
+        if m.n_experts % ep:
+            return f"ep={ep} does not divide {m.name}'s {m.n_experts} experts"
+    n = max(tp, ep)
+    if tp < 1 or m.n_heads % n or (not m.is_mla and m.n_kv_heads % n and n % m.n_kv_heads):
+        what = f"tp={tp}" if ep == 1 else f"{n} GPUs (tp={tp}, ep={ep})"
+        return f"{what} does not divide {m.name}'s {m.n_heads} attention heads / {m.n_kv_heads} KV heads"
     return None
 
 

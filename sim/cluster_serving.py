@@ -52,7 +52,8 @@ class ReplicaGroup(Strict):
     gpu: str = "h100"
     model: str = "llama-3.1-8b"
     tp: int = Field(1, ge=1, description="tensor-parallel GPUs per replica")
-    ep: int = Field(1, ge=1, description="expert-parallel degree (MoE models only)")
+    ep: int = Field(1, ge=1, description="expert-parallel degree (MoE models only; shares the tp GPUs as in "
+                    "vLLM: ep = tp, or tp = 1 and the replica has ep GPUs)")
     weight_bits: Literal[4, 8, 16] = 16
     kv_bits: Literal[4, 8, 16] = 16
     max_num_seqs: int = Field(256, ge=1, description="max batch (running sequences) per replica")
@@ -66,10 +67,7 @@ class ReplicaGroup(Strict):
     def _valid(self) -> ReplicaGroup:
         get_gpu(self.gpu)
         get_model(self.model)
-        if self.ep != 1:
-            raise ValueError(f"ep = {self.ep}: expert parallelism needs a mixture-of-experts model, and the "
-                             "hardware model has none yet (use ep = 1)")
-        problem = tp_problem(self.model, self.tp)
+        problem = tp_problem(self.model, self.tp, self.ep)
         if problem:
             raise ValueError(problem)
         get_policy_class("serving", self.scheduler)
@@ -80,12 +78,16 @@ class ReplicaGroup(Strict):
         return self
 
     def perf(self):
-        return replica_perf(self.gpu, self.model, self.tp, weight_bits=self.weight_bits, kv_bits=self.kv_bits,
-                            power_limit_w=self.power_limit_w, sm_clock_mhz=self.sm_clock_mhz)
+        return replica_perf(self.gpu, self.model, self.tp, ep=self.ep, weight_bits=self.weight_bits,
+                            kv_bits=self.kv_bits, power_limit_w=self.power_limit_w, sm_clock_mhz=self.sm_clock_mhz)
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return max(self.tp, self.ep)  # EP shares the tensor-parallel GPUs (hwmodels.llm_perf)
 
     @property
     def n_gpus(self) -> int:
-        return self.count * self.tp * self.ep
+        return self.count * self.gpus_per_replica
 
 
 class SLOSpec(Strict):
@@ -185,7 +187,7 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
     replicas: list[_Replica] = []
     meta = []
     for gi, g in enumerate(scn.replicas):
-        hw = ServingHardware(gpu=g.gpu, model=g.model, tp=g.tp, weight_bits=g.weight_bits, kv_bits=g.kv_bits,
+        hw = ServingHardware(gpu=g.gpu, model=g.model, tp=g.tp, ep=g.ep, weight_bits=g.weight_bits, kv_bits=g.kv_bits,
                              max_num_seqs=g.max_num_seqs, gpu_memory_utilization=g.gpu_memory_utilization)
         rep_scn = ServingScenario(policy=g.scheduler, policy_params=g.scheduler_params, hardware=hw,
                                   check_decisions=scn.check_decisions, fast_forward=scn.fast_forward,
@@ -200,7 +202,7 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
             policy = make_policy("serving", g.scheduler, g.scheduler_params)
             rep = _Replica(len(replicas), sim, rep_scn, perf, policy, state, max_len)
             replicas.append(rep)
-            meta.append({"group": gi, "gpu": get_gpu(g.gpu).name, "tp": g.tp * g.ep, "capacity_tok_s": cap,
+            meta.append({"group": gi, "gpu": get_gpu(g.gpu).name, "tp": g.gpus_per_replica, "capacity_tok_s": cap,
                          "idle_w": float(perf.power_w(0, busy=False))})
     router = _router(scn)
     n_rep = len(replicas)
@@ -213,22 +215,19 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
     arrivals_done = sim.env.event()
     routed = np.zeros(state.n, dtype=np.int64)
 
+    rep_index = np.arange(n_rep)
+
     def view_for(rid: int) -> RouterView:
-        n_live = np.empty(n_rep, np.int64)
-        n_wait = np.empty(n_rep, np.int64)
-        wait_tok = np.empty(n_rep, np.int64)
-        out_tok = np.empty(n_rep, np.int64)
-        for k, rep in enumerate(replicas):
-            ids = rep.state.ids()
-            n_live[k] = ids.size
-            if ids.size:
-                w = state.state[ids] == WAITING
-                p = state.prompt[ids]
-                n_wait[k] = int(w.sum())
-                wait_tok[k] = int(p[w].sum())
-                out_tok[k] = int(p.sum() + state.generated[ids].sum())
-            else:
-                n_wait[k] = wait_tok[k] = out_tok[k] = 0
+        # one vectorised pass over every replica's live requests (the per-arrival hot path)
+        per = [rep.state.ids() for rep in replicas]
+        n_live = np.fromiter((ids.size for ids in per), np.int64, n_rep)
+        ids = np.concatenate(per) if n_live.any() else np.zeros(0, np.int64)
+        owner = np.repeat(rep_index, n_live)
+        p = state.prompt[ids]
+        w = state.state[ids] == WAITING
+        n_wait = np.bincount(owner, weights=w, minlength=n_rep).astype(np.int64)
+        wait_tok = np.bincount(owner, weights=p * w, minlength=n_rep).astype(np.int64)
+        out_tok = np.bincount(owner, weights=p + state.generated[ids], minlength=n_rep).astype(np.int64)
         return RouterView(
             now_s=sim.now, request_id=rid, prompt_tokens=int(state.prompt[rid]),
             ttft_exp_s=float(state.ttft[rid]), tds_exp_tok_s=float(state.tds[rid]), n_live=n_live,

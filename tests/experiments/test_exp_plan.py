@@ -82,6 +82,7 @@ def _inline(v: dict) -> str:
     ({"constraints": {"cost_usd_per_h_max": 0.01}}, "space/constraints"),
     ({"scenario": {"prices_usd_per_gpu_h": {"h100": -2.0}}}, "scenario.prices_usd_per_gpu_h"),
     ({"constraints": {"qoe_avg_min": 0.9}}, "constraints.qoe_avg_min"),
+    ({"space": {"ep": [1, 2]}}, "space.ep[1]"),  # llama-2-13b is dense: no expert parallelism
 ])
 def test_bad_input_exit_2_naming_the_field(tmp_path, capsys, over, field):
     p = tmp_path / "p.toml"
@@ -121,9 +122,35 @@ def test_shipped_plan_loads_and_prunes_by_capacity(shared_data, monkeypatch):
     assert len(plan.points) >= 500
     d = trace_demand(plan)
     assert d.n == 19366 and 3400 < d.span_s <= 3600
-    tiny = analytic(plan, Point("L4", 1, 1, 256, "vllm_fcfs", "least_outstanding_tokens", 1.0), d, 50.0, {})
-    big = analytic(plan, Point("H100-SXM5-80GB", 1, 4, 256, "vllm_fcfs", "least_outstanding_tokens", 1.0), d, 50.0, {})
+    tiny = analytic(plan, Point("L4", 1, 1, 1, 256, "vllm_fcfs", "least_outstanding_tokens", 1.0), d, 50.0, {})
+    big = analytic(plan, Point("H100-SXM5-80GB", 1, 1, 4, 256, "vllm_fcfs", "least_outstanding_tokens", 1.0), d, 50.0, {})
     assert tiny.work_s > d.deadline_span_s + plan.capacity_slack_s > big.work_s  # one L4 cannot keep up
     assert len(plan.points) >= 100 and plan.constraints
     with pytest.raises(OrreryInputError):
         load_plan({"space": {}})
+
+
+def test_expert_parallelism_in_a_moe_plan():
+    """A MoE model's plan takes ep: tp x ep pairs that vLLM cannot run (tp > 1, ep != tp) are
+    pruned as invalid parallelism, ep = 2 on tp = 1 is a 2-GPU replica (cost counts both)."""
+    from orrery.experiments.plan import Point, analytic, trace_demand
+
+    d = plan_dict(plan={"model": "qwen3-30b-a3b"},
+                  space={"gpu": ["h100"], "tp": [1, 2], "ep": [1, 2, 4], "replicas": [1], "scheduler": ["vllm_fcfs"]})
+    plan = load_plan(d)
+    assert len(plan.points) == 6
+    dem = trace_demand(plan)
+    by = {(p.tp, p.ep): analytic(plan, p, dem, 50.0, {}) for p in plan.points}
+    assert by[(1, 2)].problem is None and by[(1, 2)].n_gpus == 2
+    assert by[(2, 2)].problem is None and by[(2, 2)].n_gpus == 2
+    assert by[(1, 2)].cost_usd_per_h == pytest.approx(2 * by[(1, 1)].cost_usd_per_h)
+    assert by[(2, 4)].problem.startswith("invalid parallelism") and "ep=4" in by[(2, 4)].problem
+    p = Point("H100-SXM5-80GB", 1, 2, 1, 8, "vllm_fcfs", "least_outstanding_tokens", 1.0)
+    assert "/ep2/" in p.key and plan.scenario(p).n_gpus == 2
+
+
+def test_time_budget_leaves_points_unvisited():
+    plan = load_plan(plan_dict(space={"gpu": ["h100"], "tp": [1], "replicas": [1, 2], "scheduler": ["vllm_fcfs"]}))
+    res = search(plan, jobs=1, budget_s=0.0)
+    assert res.counts["simulated"] == 0 and res.counts["unvisited"] == 2
+    assert set(res.points["status"]) == {"unvisited"} and res.pareto.empty

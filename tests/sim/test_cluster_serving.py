@@ -71,6 +71,8 @@ def test_monitor_stops_early():
     ({"policy": "nope"}, "unknown routing policy"),
     ({"replicas": [{"scheduler": "nope"}]}, "unknown serving policy"),
     ({"replicas": [{"gpu": "h100", "power_limit_w": 50}]}, "power_limit_w"),
+    ({"replicas": [{"model": "llama-3.1-8b", "ep": 2}]}, r"replicas\.0[\s\S]*ep=2: .* dense model"),
+    ({"replicas": [{"model": "qwen3-30b-a3b", "tp": 2, "ep": 4}]}, "tp=2 with ep=4"),
 ])
 def test_bad_input_names_the_field(patch, field):
     base = {"policy": "round_robin", "workload": {"rate_rps": 1, "n_requests": 5}}
@@ -85,3 +87,15 @@ def test_domain_registered():
     d = get_domain("cluster_serving")
     assert d.policies == "routing" and "qoe_mean" in d.metrics
     assert np.isfinite(run_cluster(scenario(n=10)).metrics["ttft_p99_s"])
+
+
+def test_expert_parallel_replicas_of_a_moe_model():
+    """EP shares the tensor-parallel GPUs (vLLM): ep = 2 with tp = 1 is a 2-GPU replica whose
+    cost, GPU count and energy count both GPUs; it serves every request."""
+    one = {"count": 1, "gpu": "h100", "model": "qwen3-30b-a3b", "max_num_seqs": 16}
+    r1 = run_cluster(scenario(groups=[one], n=20, rate=4.0))
+    r2 = run_cluster(scenario(groups=[{**one, "ep": 2}], n=20, rate=4.0))
+    assert r1.metrics["n_gpus"] == 1 and r2.metrics["n_gpus"] == 2
+    assert r2.metrics["cost_usd_per_h"] == pytest.approx(2 * r1.metrics["cost_usd_per_h"])
+    assert r2.metrics["n_finished"] == 20 and r1.metrics["n_finished"] == 20
+    assert r2.metrics["energy_j"] > r1.metrics["energy_j"]  # two GPUs draw (at least idle) power
