@@ -226,7 +226,8 @@ class _LazyView(ServingView):
         "ttft_exp_s": lambda r, ids: r.ttft[ids],
         "tds_exp_tok_s": lambda r, ids: r.tds[ids],
         "qoe_deficit": lambda r, ids: r.qoe.deficit_of(ids),
-        "digest_last_s": lambda r, ids: r.qoe.digest_last_of(ids),
+        # absolute time, as ServingView documents (the tracker keeps it relative to arrival)
+        "digest_last_s": lambda r, ids: r.arrival_s[ids] + r.qoe.digest_last_of(ids),
         "kv_blocks_held": lambda r, ids: r.held[ids],
     }
 

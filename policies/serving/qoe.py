@@ -176,7 +176,8 @@ class QoETracker:
     # --- derived state (whole arrays, or `_of(idx)` for a subset) --------------------------
     def digest_last_of(self, idx) -> np.ndarray:
         """Digest time (relative to arrival) of each request's last delivered token; -inf
-        before the first."""
+        before the first. (`lost_area` and the policies' view take it as an absolute time:
+        add `arrival_s`.)"""
         n = self.seg_n[idx]
         last = self.seg_x0[idx] + (n - 1) * self.step_s[idx]
         return np.where(n > 0, last, -np.inf)
@@ -269,7 +270,7 @@ class QoETracker:
         idx = np.asarray(idx)
         return lost_area(
             now_s, horizon_s, token_interval_s, self.arrival_s[idx], self.ttft_exp_s[idx],
-            self.tds[idx], self.delivered[idx], self.digest_last_of(idx),
+            self.tds[idx], self.delivered[idx], self.arrival_s[idx] + self.digest_last_of(idx),
         )
 
 

@@ -86,9 +86,34 @@ def test_lazy_view_fields_equal_the_request_state():
     ids = v.ids
     for name, want in [("arrival_s", r.arrival_s[ids]), ("n_preemptions", r.n_preempt[ids]),
                        ("ttft_exp_s", r.ttft[ids]), ("tds_exp_tok_s", r.tds[ids]),
-                       ("qoe_deficit", r.qoe.deficit[ids]), ("digest_last_s", r.qoe.digest_last_s[ids]),
+                       ("qoe_deficit", r.qoe.deficit[ids]), ("digest_last_s", r.arrival_s[ids] + r.qoe.digest_last_s[ids]),
                        ("kv_blocks_held", r.held[ids])]:
         assert np.array_equal(getattr(v, name), want), name
     assert v.digest_last_s is v.digest_last_s  # gathered once, then cached
     with pytest.raises(AttributeError):
         _ = v.no_such_field
+
+
+def test_the_view_gives_absolute_digest_times_as_andes_reads_them():
+    """The tracker keeps digest times relative to arrival; the view (documented absolute) and
+    Andes' lost-area estimate must see absolute times, or a request that arrived after t = 0
+    looks as if its client had read every token already (a bug found in session 4)."""
+    from orrery.policies.serving.qoe import lost_area
+
+    reqs = Requests(np.array([100.0, 100.0]), np.array([20, 20]), np.array([50, 50]))
+    r = RequestState(reqs, QoESpec(), np.random.default_rng(0))
+    rs = ReplicaState(r, block_size=16, total_blocks=64, max_num_seqs=8, max_num_batched_tokens=4096,
+                      swap_cap_bytes=1e9, kv_bytes_per_token=10.0, latency=None)
+    rs.add(0)
+    rs.add(1)
+    step(rs, [0, 1], now=100.0)
+    for k in range(10):  # ten tokens in 0.1 s: far faster than the reader (tds ~ 4.8 tok/s)
+        r.qoe.deliver(np.array([0]), 101.0 + 0.01 * k)
+    v = rs.view(101.2)
+    assert v.digest_last_s[0] > 101.2 and v.digest_last_s[0] == pytest.approx(101.0 + 9 / r.tds[0])
+    assert v.digest_last_s[1] == -np.inf
+    # the lost area if request 0 waits: its buffered tokens cover the next seconds
+    lost_abs = lost_area(101.2, 2.0, np.inf, v.arrival_s, v.ttft_exp_s, v.tds_exp_tok_s,
+                         r.qoe.delivered[v.ids], v.digest_last_s)  # tokens delivered to the tracker
+    assert np.allclose(r.qoe.lost_area_if(np.array([0, 1]), 101.2, 2.0, np.inf), lost_abs)
+    assert lost_abs[0] == 0.0 < lost_abs[1]
