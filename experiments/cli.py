@@ -559,12 +559,18 @@ def cmd_validate_real(args: argparse.Namespace) -> int:
          arg("--out", metavar="DIR", help="results folder (default: results/plans/<plan name>/)"),
          arg("--jobs", type=int, metavar="N", help="parallel simulations (default: number of cores)"),
          arg("--dask", metavar="ADDR", help="simulate on Dask: tcp://host:port or 'local'"),
-         arg("--exhaustive", action="store_true", help="simulate every point that fits (no pruning)"))
+         arg("--exhaustive", action="store_true", help="simulate every point that fits (no pruning)"),
+         arg("--budget-s", type=float, metavar="S",
+             help="start no simulation after S wall seconds; points not reached are reported, a re-run goes on"))
 def cmd_plan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from orrery.experiments.plan import load_plan, search
 
+    if args.budget_s is not None and not args.budget_s > 0:
+        from orrery.core.errors import OrreryInputError
+
+        raise OrreryInputError(f"--budget-s must be > 0 seconds, got {args.budget_s:g}")
     plan = load_plan(args.plan)
     out = Path(args.out) if args.out else Path("results") / "plans" / plan.name
     con = _console(stderr=True)
@@ -573,10 +579,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     def progress(rec, row):
         con.print(f"  {row['key']}: {row['status']} {row.get('reason', '')[:90]} ({rec['wall_s']:.1f} s)")
 
-    res = search(plan, out, jobs=args.jobs, dask=args.dask, prune=not args.exhaustive, progress=progress)
+    res = search(plan, out, jobs=args.jobs, dask=args.dask, prune=not args.exhaustive, progress=progress,
+                 budget_s=args.budget_s)
     c = res.counts
     print(f"{c['configurations']} configurations: {c['simulated']} simulated ({c['stopped_early']} stopped "
-          f"early), {c['resumed']} resumed, {c['pruned']} pruned without simulating; {c['feasible']} feasible, "
+          f"early), {c['resumed']} resumed, {c['pruned']} pruned without simulating, {c.get('unvisited', 0)} not reached; "
+          f"{c['feasible']} feasible, "
           f"{len(res.pareto)} on the Pareto front; {res.wall_s:.1f} s")
     for o, r in res.best.items():
         print(f"best {o}: {r['key']}  cost {r['cost_usd_per_h']:.2f} $/h, energy {r['energy_j'] / 3.6e6:.2f} kWh, "

@@ -114,6 +114,15 @@ def test_cli_plan_runs(tmp_path, capsys):
     assert all(math.isfinite(x) for x in t["cost_usd_per_h"])
 
 
+def test_cli_plan_budget_must_be_positive(tmp_path, capsys):
+    d = plan_dict(space={"gpu": ["a100"], "tp": [1], "replicas": [1], "scheduler": ["vllm_fcfs"]})
+    p = tmp_path / "p.toml"
+    p.write_text(_toml(d))
+    assert main(["plan", str(p), "--out", str(tmp_path / "o"), "--budget-s", "0"]) == 2
+    assert "--budget-s" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_shipped_plan_loads_and_prunes_by_capacity(shared_data, monkeypatch):
     from orrery.experiments.plan import Point, analytic, trace_demand
 
