@@ -37,7 +37,7 @@ from orrery.policies.serving.base import WAITING
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
 from orrery.sim.scenario import Scenario
-from orrery.sim.serving import _Replica
+from orrery.sim.serving import SimReplica
 from orrery.sim.serving_replica import FINISHED, RequestState, summarize_requests
 from orrery.sim.serving_scenario import QoESpec, ServingHardware, ServingScenario
 from orrery.workloads.serving import ServingWorkload
@@ -184,7 +184,7 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
         raise OrreryInputError("workload: the trace or generator produced no requests; check trace_path, "
                                "n_requests and duration_s")
     state = RequestState(reqs, scn.qoe, sim.rng["qoe"])
-    replicas: list[_Replica] = []
+    replicas: list[SimReplica] = []
     meta = []
     for gi, g in enumerate(scn.replicas):
         hw = ServingHardware(gpu=g.gpu, model=g.model, tp=g.tp, ep=g.ep, weight_bits=g.weight_bits, kv_bits=g.kv_bits,
@@ -200,7 +200,7 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
         cap = decode_capacity_tok_s(perf, g.max_num_seqs, mean_ctx, g.gpu_memory_utilization)
         for _ in range(g.count):
             policy = make_policy("serving", g.scheduler, g.scheduler_params)
-            rep = _Replica(len(replicas), sim, rep_scn, perf, policy, state, max_len)
+            rep = SimReplica(len(replicas), sim, rep_scn, perf, policy, state, max_len)
             replicas.append(rep)
             meta.append({"group": gi, "gpu": get_gpu(g.gpu).name, "tp": g.gpus_per_replica, "capacity_tok_s": cap,
                          "idle_w": float(perf.power_w(0, busy=False))})

@@ -69,8 +69,9 @@ class TokenLatency:
         return self.perf.swap_time_s(n_bytes)
 
 
-class _Replica:
-    """The simulator's side of one replica: a simpy process over a shared `ReplicaState`."""
+class SimReplica:
+    """The simulator's side of one replica: a simpy process over a shared `ReplicaState` (single-replica
+    serving runs one; cluster serving, `sim/cluster_serving.py`, runs one per replica behind a router)."""
 
     def __init__(self, index: int, sim: Simulation, scn: ServingScenario, perf: LLMPerfModel,
                  policy: ServingPolicy, reqs: RequestState, max_model_len: int):
@@ -303,7 +304,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
         raise OrreryInputError("the workload generated no requests; raise n_requests or duration_s")
     state = RequestState(reqs, scn.qoe, sim.rng["qoe"])
     replicas = [
-        _Replica(i, sim, scn, perf, make_policy("serving", scn.policy, scn.policy_params), state, max_model_len)
+        SimReplica(i, sim, scn, perf, make_policy("serving", scn.policy, scn.policy_params), state, max_model_len)
         for i in range(scn.replicas)
     ]
     arrivals_done = sim.env.event()
