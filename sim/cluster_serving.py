@@ -173,12 +173,26 @@ def _carbon(scn: ClusterServingScenario, horizon_s: float):
     return trace
 
 
+def _max_len(scn: ClusterServingScenario) -> int:
+    """The longest request any replica must hold: the smallest model context, capped by the workload."""
+    return min(min(get_model(g.model).max_context_tokens for g in scn.replicas), scn.workload.max_total_tokens)
+
+
+def _fitting_perf(gi: int, g, max_len: int):
+    """Replica group `gi`'s latency/power model; bad input if one longest request does not fit."""
+    perf = g.perf()
+    problem = fit_problem(perf, max_len, g.gpu_memory_utilization)
+    if problem:
+        raise OrreryInputError(f"replicas[{gi}]: {problem}")
+    return perf
+
+
 def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None,
                      check_every_s: float = DEFAULT_CHECK_EVERY_S) -> tuple[RunResult, str | None]:
     """Run `scn`; with a `monitor`, stop as soon as it returns a reason. Returns the result
     (metrics of the run so far when stopped) and the stop reason (None: ran to completion)."""
     sim = Simulation(scn.seed)
-    max_len = min(min(get_model(g.model).max_context_tokens for g in scn.replicas), scn.workload.max_total_tokens)
+    max_len = _max_len(scn)
     reqs = scn.workload.generate(sim.rng["arrivals"], sim.rng["lengths"])
     if len(reqs) == 0:
         raise OrreryInputError("workload: the trace or generator produced no requests; check trace_path, "
@@ -192,10 +206,7 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
         rep_scn = ServingScenario(policy=g.scheduler, policy_params=g.scheduler_params, hardware=hw,
                                   check_decisions=scn.check_decisions, fast_forward=scn.fast_forward,
                                   horizon_s=scn.horizon_s)
-        perf = g.perf()
-        problem = fit_problem(perf, max_len, g.gpu_memory_utilization)
-        if problem:
-            raise OrreryInputError(f"replicas[{gi}]: {problem}")
+        perf = _fitting_perf(gi, g, max_len)
         mean_ctx = float(np.mean(reqs.prompt_tokens + reqs.output_tokens / 2.0))
         cap = decode_capacity_tok_s(perf, g.max_num_seqs, mean_ctx, g.gpu_memory_utilization)
         for _ in range(g.count):
@@ -291,11 +302,9 @@ def check_cluster(scn: ClusterServingScenario) -> None:
     """What `run_cluster` rejects as input, without simulating: each replica group's hardware
     (the model and one longest request fit), its scheduler, the router, the carbon trace and the
     workload's data files (parsed whole, as the run parses them)."""
-    max_len = min(min(get_model(g.model).max_context_tokens for g in scn.replicas), scn.workload.max_total_tokens)
+    max_len = _max_len(scn)
     for gi, g in enumerate(scn.replicas):
-        problem = fit_problem(g.perf(), max_len, g.gpu_memory_utilization)
-        if problem:
-            raise OrreryInputError(f"replicas[{gi}]: {problem}")
+        _fitting_perf(gi, g, max_len)
         make_policy("serving", g.scheduler, g.scheduler_params)
     _router(scn)
     _carbon(scn, 0.0)

@@ -39,6 +39,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 
 from orrery.core.config import Strict
 from orrery.core.errors import OrreryInputError, ScenarioError
+from orrery.core.files import file_version
 from orrery.hwmodels.gpu_energy import (
     MEASURED_SWEEPS,
     PowerLimitModel,
@@ -617,15 +618,13 @@ def check_training(sc: TrainingScenario) -> None:
 
 
 def _file_stamp(spec: str) -> tuple[str, int, int] | None:
-    """(path, size, mtime) of a carbon trace that is a file (None: a generator spec)."""
+    """`file_version` of a carbon trace that is a file (None: a generator spec)."""
     from orrery.traces.paths import resolve_data_path
 
     try:
-        p = resolve_data_path(spec)
-        st = p.stat()
+        return file_version(resolve_data_path(spec))
     except (OrreryInputError, OSError, ValueError):
         return None
-    return (str(p), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=64)

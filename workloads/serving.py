@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from orrery.core.config import Strict
 from orrery.core.errors import OrreryInputError
+from orrery.core.files import file_version
 from orrery.traces.llm import RequestTrace, load_azure_llm_window, load_sharegpt_stats
 from orrery.traces.paths import resolve_data_path
 from orrery.workloads.arrivals import gamma_arrivals, poisson_arrivals, replay_arrivals
@@ -51,11 +52,6 @@ def _cached_trace(path: str, mtime_ns: int, size: int, day: int | None = None, d
 @lru_cache(maxsize=8)
 def _cached_empirical(path: str, mtime_ns: int, size: int) -> EmpiricalLengths:
     return EmpiricalLengths(load_sharegpt_stats(path))
-
-
-def _stat_key(p: Path) -> tuple[str, int, int]:
-    st = p.stat()
-    return str(p), st.st_mtime_ns, st.st_size
 
 
 MAX_RATE_RPS = 1e6  # a million requests/s to one simulated deployment is a typo, not a study
@@ -133,11 +129,11 @@ class ServingWorkload(Strict):
         malformed trace fails `orrery validate` instead of the run."""
         if self.arrival == "trace" or self.lengths == "trace":
             assert self.trace_path is not None
-            _cached_trace(*_stat_key(_resolve("trace_path", self.trace_path)),
+            _cached_trace(*file_version(_resolve("trace_path", self.trace_path)),
                           self.trace_day, self.trace_days, self.trace_sample_every)
         if self.lengths == "sharegpt_file":
             assert self.lengths_path is not None
-            _cached_empirical(*_stat_key(_resolve("lengths_path", self.lengths_path)))
+            _cached_empirical(*file_version(_resolve("lengths_path", self.lengths_path)))
 
     def generate(
         self, rng_arrivals: np.random.Generator, rng_lengths: np.random.Generator
@@ -146,7 +142,7 @@ class ServingWorkload(Strict):
         trace: RequestTrace | None = None
         if self.arrival == "trace" or self.lengths == "trace":
             assert self.trace_path is not None
-            trace = _cached_trace(*_stat_key(_resolve("trace_path", self.trace_path)),
+            trace = _cached_trace(*file_version(_resolve("trace_path", self.trace_path)),
                                   self.trace_day, self.trace_days, self.trace_sample_every)
 
         if self.arrival == "trace":
@@ -177,7 +173,7 @@ class ServingWorkload(Strict):
                 prompt, output = emp.sample(n, rng_lengths, max_total_tokens=self.max_total_tokens)
         elif self.lengths == "sharegpt_file":
             assert self.lengths_path is not None
-            emp = _cached_empirical(*_stat_key(_resolve("lengths_path", self.lengths_path)))
+            emp = _cached_empirical(*file_version(_resolve("lengths_path", self.lengths_path)))
             prompt, output = emp.sample(n, rng_lengths, max_total_tokens=self.max_total_tokens)
         else:
             prompt, output = fitted_sharegpt_lengths().sample(
