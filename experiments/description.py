@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_ALPHA = 0.05  # the conventional significance level (= stats.ALPHA)
+DEFAULT_ALPHA = 0.05  # the conventional significance level; stats.ALPHA is this value
 DEFAULT_CORRECTION = "bh"  # Benjamini-Hochberg over the study's comparisons (= stats.DEFAULT_CORRECTION)
 
 

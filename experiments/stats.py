@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from orrery.experiments.description import DEFAULT_CORRECTION, StudyDescription
+from orrery.experiments.description import DEFAULT_ALPHA, DEFAULT_CORRECTION, StudyDescription
 
-CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE
+ALPHA = DEFAULT_ALPHA  # one significance level for the whole package (description.py)
+CONFIDENCE = 1 - ALPHA  # 0.95: the confidence intervals' level
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 CORRECTIONS = ("none", "bh", "holm")
 CLAIM_KINDS = ("difference", "superiority", "noninferiority", "equivalence")
