@@ -46,6 +46,7 @@ from orrery.policies.resilience.base import (
     node_groups,
     plan_iteration_estimate_s,
 )
+from orrery.policies.resilience.rendezvous import SEMANTICS, ArtifactRendezvous
 from orrery.policies.resilience.templates import TemplateCache
 from orrery.policies.resilience.uniform import best_uniform
 
@@ -66,9 +67,15 @@ CONSTANTS = ("artifact", "orrery")
 class Varuna(ResiliencePolicy):
     def __init__(self, constants: str = "artifact", restart_s: float | None = None,
                  checkpoint_interval_s: float | None = None, checkpoint_s: float | None = None,
-                 min_gain: float = 0.05, grow_on_add: bool | None = None):
+                 min_gain: float = 0.05, grow_on_add: bool | None = None,
+                 semantics: str | None = None):
         if constants not in CONSTANTS:
             raise ValueError(f"constants must be one of {CONSTANTS}, got {constants!r}")
+        semantics = constants if semantics is None else semantics
+        if semantics not in SEMANTICS:
+            raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
+        self.semantics = semantics
+        self._rdv = ArtifactRendezvous()
         for name, v in (("restart_s", restart_s), ("checkpoint_s", checkpoint_s)):
             if v is not None and v < 0:
                 raise ValueError(f"need {name} >= 0")
@@ -100,7 +107,7 @@ class Varuna(ResiliencePolicy):
         self._templates = self._cache.get(view.layers, view.mem_bytes, view.max_nodes)
         return best_uniform(view, self._templates, list(view.nodes))
 
-    def _decision(self, view, pipes, **kw) -> Decision:
+    def _decision(self, view, pipes, reason_prefix: str = "", **kw) -> Decision:
         D = len(pipes)
         ranges = pipes[0].stage_layers(len(view.layers))
         biggest = max(sum(view.layers[i].state_bytes for i in r) for r in ranges)
@@ -123,9 +130,48 @@ class Varuna(ResiliencePolicy):
             src = f"orrery (the artifact has no {view.model or 'such'} model)"
         return Decision(pipes, checkpoint_interval_s=interval, checkpoint_s=ckpt,
                         checkpoint_every_iterations=every,
-                        reason=f"D={D} x P={pipes[0].n_stages}; {src} constants", **kw)
+                        reason=f"{reason_prefix + '; ' if reason_prefix else ''}"
+                        f"D={D} x P={pipes[0].n_stages}; {src} constants", **kw)
+
+    def _timer_s(self, view: ClusterView, pipes) -> float:
+        """The artifact's rendezvous timer: restart minus the forced checkpoint that follows it
+        (`create_global_rendezvous_timeout_event`: local_rendezvous_timeout_delta -
+        checkpointing_overhead)."""
+        restart = self.restart_s(view)
+        if self._artifact(view) and self._restart_s is None:
+            ckpt = self._decision(view, pipes).checkpoint_s if pipes else self._artifact(view)[1]
+            return max(0.0, restart - ckpt)
+        return restart
+
+    def _schedule_artifact(self, view: ClusterView) -> Decision:
+        """The artifact's restart protocol (`rendezvous.py`): every removal rolls back to the
+        last checkpoint and opens a rendezvous during which training goes on (a checkpoint forced
+        after its first step); superseded timers stop the job; new nodes wait."""
+        best = self._plan(view)
+        if best is None and not self._templates:
+            return Decision((), action="infeasible", infeasible=True,
+                            reason="no uniform plan fits in GPU memory on these nodes")
+        pipes = best[0] if best is not None else None
+        st = self._rdv.step(view, self._timer_s(view, pipes))
+        why = "; ".join(st.events)
+        if st.phase == "running" and view.current:
+            return self._decision(view, view.current, action="keep", wake_after_s=st.wake_after_s,
+                                  reason_prefix=why)
+        if st.phase != "rendezvous":
+            return Decision((), action="stop", wake_after_s=st.wake_after_s, rollback=bool(st.removals),
+                            reason=why or "stopped")
+        kw = dict(pause_s=st.pause_s, rollback=bool(st.removals), train_through_pause=True,
+                  wake_after_s=st.wake_after_s)
+        if pipes is None or len(view.nodes) < self._rdv.needed(view):
+            return Decision((), action="wait", reason=f"{why}; {len(view.nodes)} nodes: no "
+                            f"plan of >= {self._rdv.needed(view)} nodes (artifact: 12-stage pipelines)",
+                            **kw)
+        return self._decision(view, pipes, action="restart", reason_prefix=why,
+                              first_checkpoint_after_iterations=1 if st.removals else None, **kw)
 
     def schedule(self, view: ClusterView) -> Decision:
+        if self.semantics == "artifact":
+            return self._schedule_artifact(view)
         best = self._plan(view)
         if best is None:
             infeasible = not self._templates
