@@ -113,6 +113,10 @@ class ClusterConfig(Strict):
     storage_bw_bytes_per_s: float = Field(2e9, gt=0, description="per-node checkpoint write bandwidth")
     node_startup_s: float = Field(60.0, ge=0, description="from a node's arrival to its being usable")
     max_nodes: int | None = Field(None, ge=1, description="most nodes the job plans for; default: the trace's peak")
+    startup_at_start: bool = Field(
+        False, description="nodes present at the trace's start also take node_startup_s before "
+        "they are usable (the Oobleck artifact: every node takes `spot_instance_creation_time`, "
+        "45 s); False: they are ready at the start")
 
     @field_validator("gpu")
     @classmethod
@@ -232,9 +236,10 @@ class _Job:
         self.ckpt_first: float | None = None  # training before the segment's first checkpoint
         self.carry_mode = False  # carry uncommitted work across segments (train-through restarts)
         self.carry = 0.0  # samples done since the last checkpoint in earlier segments
-        self.count = 0  # carry mode: iterations done, modulo the checkpoint period
+        self.count = 0  # carry mode: the artifact's step count (checkpoints at its multiples)
         self.every: int | None = None  # carry mode: checkpoint period in iterations
         self.ckpt_prefix: tuple[float, ...] = ()  # carry mode: training s before early checkpoints
+        self.pending_ckpt: tuple[float, float] | None = None  # (end s, samples) of one under way
 
     def _prefix(self) -> tuple[float, ...]:
         """Training seconds before each of the segment's first, irregular checkpoints."""
@@ -254,22 +259,27 @@ class _Job:
         k = math.floor(e / cyc)
         return done + k * self.ckpt_i, min(e - k * cyc, self.ckpt_i)
 
-    def in_checkpoint(self, t: float) -> bool:
-        """Whether a checkpoint is being written at t."""
+    def checkpoint_end(self, t: float) -> float | None:
+        """When the checkpoint being written at t ends (None: none is)."""
         if self.rate <= 0 or self.ckpt_i is None or t <= self.resume_t:
-            return False
+            return None
         e = t - self.resume_t
         for g in self._prefix():
             if e < g + self.ckpt_c:
-                return e > g
+                return t + (g + self.ckpt_c - e) if e > g else None
             e -= g + self.ckpt_c
-        return e % (self.ckpt_i + self.ckpt_c) > self.ckpt_i
+        r = e % (self.ckpt_i + self.ckpt_c)
+        return t + (self.ckpt_i + self.ckpt_c - r) if r > self.ckpt_i else None
+
+    def in_checkpoint(self, t: float) -> bool:
+        """Whether a checkpoint is being written at t."""
+        return self.checkpoint_end(t) is not None
 
     def plan_checkpoints(self, every: int, forced: bool) -> None:
         """Oobleck's artifact: checkpoint when the job's total iteration count reaches a multiple
         of `every` (`num_steps_complete % checkpoint_per_iter`, a count restarts do not reset),
         and, after a restart, right after the first iteration (`node_will_be_removed`)."""
-        gaps, done = [], self.count
+        gaps, done = [], self.count % every
         if forced:
             gaps.append(1)
             done = (done + 1) % every
@@ -321,17 +331,29 @@ class _Job:
             # Oobleck's artifact: a rollback loses every step since the last checkpoint, across
             # plan changes; work not yet checkpointed is carried into the next segment
             if self.every:
-                self.count = (self.count + self._iterations(t)) % self.every
+                self.count += self._iterations(t)
+            pending = self.pending_ckpt
+            if pending is not None and t >= pending[0]:  # a checkpoint begun earlier completed
+                take = min(self.carry, pending[1])
+                self.samples_done += take
+                self.carry -= take
+                pending = self.pending_ckpt = None
+            end = self.checkpoint_end(t)
             if lose == "uncommitted":
-                failed_ckpt = self.every is not None and self.in_checkpoint(t)
+                failed_ckpt = self.every is not None and (end is not None or pending is not None)
+                self.pending_ckpt = None
                 lost, self.carry = unc + self.carry, 0.0
                 self.samples_done += com
-                if failed_ckpt and lost < self.every * self.B:
-                    # a removal during a checkpoint zeroes the last `every` steps, saved or not
-                    # (`simulate_training_step_complete`: performance_ys[-2 * checkpoint_per_iter:])
-                    extra = min(self.every * self.B - lost, self.samples_done)
-                    self.samples_done -= extra
-                    lost += extra
+                if failed_ckpt:
+                    # a removal during a checkpoint zeroes the last `every` steps, saved or not,
+                    # and takes `every` off the step count, not below 0
+                    # (`simulate_training_step_complete`: performance_ys[-2 * checkpoint_per_iter:],
+                    # num_steps_complete -= checkpoint_per_iter)
+                    self.count = max(0, self.count - self.every)
+                    if lost < self.every * self.B:
+                        extra = min(self.every * self.B - lost, self.samples_done)
+                        self.samples_done -= extra
+                        lost += extra
             else:
                 if lose == "iteration" and self.ckpt_i is not None:
                     lost = min(unc, self.in_flight_s(t) * self.rate)
@@ -344,6 +366,10 @@ class _Job:
                     self.carry = kept
                 else:
                     self.carry += kept
+                if end is not None and self.ckpt_i is not None:
+                    # the checkpoint under way goes on after the plan change (the artifact's
+                    # CHECKPOINT_COMPLETE event outlives the rendezvous)
+                    self.pending_ckpt = (end, self.carry)
             self.lost_samples += lost
             return lost
         self.samples_done += com + unc - lost
@@ -390,7 +416,8 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
     for t, k, n in zip(times, kinds, names, strict=True):
         t = float(t)
         if k == "add":
-            ready_t = t if t <= t_first else t + sc.cluster.node_startup_s
+            ready_t = (t if t <= t_first and not sc.cluster.startup_at_start
+                       else t + sc.cluster.node_startup_s)
             pending[n] = ready_t
             changes.setdefault(ready_t, []).append(("ready", n))
         else:

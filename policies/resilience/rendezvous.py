@@ -58,17 +58,15 @@ class ArtifactRendezvous:
         self.min_nodes = int(min_nodes)
         self.phase = "stopped"
         self.timers: list[float] = []
+        self.started = False
 
     def needed(self, view: ClusterView) -> int:
         """Ready nodes the job needs to train: `min_nodes`, capped at the cluster's largest size
         (a cluster smaller than the artifact's 12-stage pipeline still trains when whole)."""
         return min(self.min_nodes, max(1, view.max_nodes))
 
-    def step(self, view: ClusterView, timer_s: float) -> RendezvousStep:
-        t = view.time_s
-        events: list[str] = []
-        self.timers.sort()
-        while self.timers and self.timers[0] <= t + _EPS:
+    def _fire(self, view: ClusterView, until: float, events: list[str]) -> None:
+        while self.timers and self.timers[0] <= until:
             self.timers.pop(0)
             if self.phase == "rendezvous":
                 ok = len(view.nodes) >= self.needed(view)
@@ -78,17 +76,27 @@ class ArtifactRendezvous:
             elif self.phase == "running":
                 self.phase = "stopped"
                 events.append("a superseded rendezvous timer fired: job stopped (artifact rule)")
+
+    def step(self, view: ClusterView, timer_s: float) -> RendezvousStep:
+        """Advance to `view`: timers due before it, then (at its time, in the artifact's event
+        order) removals, nodes ready, timers due now."""
+        t = view.time_s
+        events: list[str] = []
+        self.timers.sort()
+        self._fire(view, t - _EPS, events)
         removals = len(view.failed) + len(view.departed)
         for _ in range(removals):
             self.timers.append(t + timer_s)
         if removals:
             self.phase = "rendezvous"
             events.append(f"{removals} removal(s): rendezvous {timer_s:g} s")
-        elif self.phase == "stopped" and (view.added or view.event == "start") and view.nodes:
+        elif self.phase == "stopped" and (view.added or not self.started) and view.nodes:
             self.timers.append(t + timer_s)
             self.phase = "rendezvous"
             events.append(f"node ready while stopped: rendezvous {timer_s:g} s")
+        self.started = self.started or bool(view.nodes)
         self.timers.sort()
+        self._fire(view, t + _EPS, events)
         pause = self.timers[0] - t if self.phase == "rendezvous" else 0.0
         wake = self.timers[0] - t if self.timers else None
         return RendezvousStep(self.phase, removals, pause, wake, events)
