@@ -654,7 +654,7 @@ register_domain(Domain(
     run=run_resilience,
     check=check_resilience,
     metrics={
-        "samples_per_s": "higher", "samples_done": "higher", "lost_samples": "lower",
+        "samples_per_s": "higher", "artifact_samples_per_s": "higher", "samples_done": "higher", "lost_samples": "lower",
         "downtime_s": "lower", "feasible": "higher", "node_losses": "lower",
         "reconfigurations": "lower", "horizon_s": "higher",
     },
