@@ -14,6 +14,14 @@ force from then on (`policies/resilience/base.py`); the simulator executes it:
   all-reduce) and the layer profiles of `workloads.gpt`; periodic checkpoints pause training
   for their cost and commit the work done so far.
 
+A decision may keep the plan already training running through its pause
+(`Decision.train_through_pause`, the restarts of Oobleck's artifact): the old plan trains on
+until the pause ends, then the new one takes over and the iteration in flight is lost. From the
+first such decision on, work done since the last checkpoint is carried across plan changes, so a
+later rollback loses it too, and a removal while a checkpoint is being written loses the last
+`checkpoint_every_iterations` iterations (the artifact's rules, `policies/resilience/varuna.py`).
+`artifact_samples_per_s` measures over the artifact's window (from the first training start).
+
 Progress between events is computed in closed form (the simpy clock only orders the trace
 events and the policy's wake-ups), so a 90-hour trace costs no more than a 1-hour one. A plan
 that does not fit in GPU memory is never run: if no plan can fit at all, the run is reported as

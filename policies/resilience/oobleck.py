@@ -19,6 +19,17 @@ pipeline engines) + the largest per-node volume of layer state that node must re
 network bandwidth. If some layer has no surviving replica (more than f simultaneous losses
 that hit every copy), Oobleck falls back to a restart (`restart_s`, like Varuna) and loses the
 work since its last commit.
+
+Restart protocol (`semantics=`, default: the one of the constants in force):
+- "artifact": the artifact simulator's (`rendezvous.py`; oobleck_simulator.py): every removal
+  reconfigures after the rendezvous time above while the steps under way keep completing, a
+  superseded rendezvous timer (two removals at one timestamp) stops the job until a node becomes
+  ready or is removed, new nodes wait for the next removal's rendezvous, fewer than 12 ready
+  nodes do not train, and nothing is rolled back (the artifact's Oobleck never loses completed
+  steps; `step_wasted` is set but unused). Its throughput then matches the artifact's within 5%
+  on every trace of the target table (tests/sim/test_resilience_artifact.py).
+- "orrery": one decision per timestamp, the reconfiguration pauses training, new nodes are taken
+  in when that is faster, a layer with no surviving replica forces a restart (`restart_s`).
 """
 
 from __future__ import annotations
