@@ -127,9 +127,10 @@ def _artifact_run(shared_data, policy, model, trace, **params):
     return run_resilience(_sc(policy, model=model, trace=tr, policy_params=params, **ARTIFACT_RUN)).metrics
 
 
-# the heap-order checkpoint rule of the artifact (see varuna.py) moves this cell by ~1 step of
+# the heap-order checkpoint rule of the artifact (see varuna.py) moves this cell by one step of
 # 1024 samples out of 2-3 kept: orrery (a checkpoint fails when a removal comes before it ends)
-# gives 9.4, the artifact with that rule 9.26, the artifact as shipped 13.9
+# gives 9.4, the artifact with that time-order rule 9.26 (measured by running the artifact with
+# `checkpointing_will_fail` replaced, outside the repository), the artifact as shipped 13.9
 HEAP_ORDER_CELLS = {("gpt3-6.7b", "10m")}
 
 
@@ -142,8 +143,8 @@ def test_record_oobleck_over_varuna_matches_the_artifact(shared_data, model, tra
     assert oob == pytest.approx(ARTIFACT_AVERAGE_SAMPLES_PER_S[("oobleck", model, trace)], rel=0.05)
     target = ARTIFACT_OOBLECK_OVER_VARUNA[(model, trace)]
     if (model, trace) in HEAP_ORDER_CELLS:
-        assert oob / var == pytest.approx(9.26, rel=0.25)  # the artifact with a time rule
-        assert not oob / var == pytest.approx(target, rel=0.25)  # documented gap: heap order
+        # documented gap (varuna.py): within 25% of the artifact run with the time-order rule
+        assert oob / var == pytest.approx(9.26, rel=0.25)
     else:
         assert oob / var == pytest.approx(target, rel=0.25)
 
