@@ -257,12 +257,12 @@ class Oobleck(ResiliencePolicy):
             if choice.infeasible:
                 return choice
             pipes, action = (), "wait"
-            why = f"{why}; {choice.reason}"
+            why = f"{why + '; ' if why else ''}{choice.reason}"
         elif len(view.nodes) < self._rdv.needed(view):
             pipes, action = (), "wait"
-            why = f"{why}; {len(view.nodes)} < {self._rdv.needed(view)} nodes (artifact: 12-stage pipelines)"
+            why = f"{why + '; ' if why else ''}{len(view.nodes)} < {self._rdv.needed(view)} nodes (artifact: 12-stage pipelines)"
         else:
             action, pipes = choice
-            why = f"{why}; {len(pipes)} pipelines, sizes {[p.n_stages for p in pipes]}"
+            why = f"{why + '; ' if why else ''}{len(pipes)} pipelines, sizes {[p.n_stages for p in pipes]}"
         return Decision(pipes, pause_s=st.pause_s, train_through_pause=True,
                         wake_after_s=st.wake_after_s, action=action, reason=why)

@@ -180,7 +180,7 @@ class Varuna(ResiliencePolicy):
         kw = dict(pause_s=st.pause_s, rollback=bool(st.removals), train_through_pause=True,
                   wake_after_s=st.wake_after_s)
         if pipes is None or len(view.nodes) < self._rdv.needed(view):
-            return Decision((), action="wait", reason=f"{why}; {len(view.nodes)} nodes: no "
+            return Decision((), action="wait", reason=f"{why + '; ' if why else ''}{len(view.nodes)} nodes: no "
                             f"plan of >= {self._rdv.needed(view)} nodes (artifact: 12-stage pipelines)",
                             **kw)
         return self._decision(view, pipes, action="restart", reason_prefix=why,
