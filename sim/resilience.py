@@ -14,6 +14,14 @@ force from then on (`policies/resilience/base.py`); the simulator executes it:
   all-reduce) and the layer profiles of `workloads.gpt`; periodic checkpoints pause training
   for their cost and commit the work done so far.
 
+A decision may keep the plan already training running through its pause
+(`Decision.train_through_pause`, the restarts of Oobleck's artifact): the old plan trains on
+until the pause ends, then the new one takes over and the iteration in flight is lost. From the
+first such decision on, work done since the last checkpoint is carried across plan changes, so a
+later rollback loses it too, and a removal while a checkpoint is being written loses the last
+`checkpoint_every_iterations` iterations (the artifact's rules, `policies/resilience/varuna.py`).
+`artifact_samples_per_s` measures over the artifact's window (from the first training start).
+
 Progress between events is computed in closed form (the simpy clock only orders the trace
 events and the policy's wake-ups), so a 90-hour trace costs no more than a 1-hour one. A plan
 that does not fit in GPU memory is never run: if no plan can fit at all, the run is reported as
@@ -113,6 +121,10 @@ class ClusterConfig(Strict):
     storage_bw_bytes_per_s: float = Field(2e9, gt=0, description="per-node checkpoint write bandwidth")
     node_startup_s: float = Field(60.0, ge=0, description="from a node's arrival to its being usable")
     max_nodes: int | None = Field(None, ge=1, description="most nodes the job plans for; default: the trace's peak")
+    startup_at_start: bool = Field(
+        False, description="nodes present at the trace's start also take node_startup_s before "
+        "they are usable (the Oobleck artifact: every node takes `spot_instance_creation_time`, "
+        "45 s); False: they are ready at the start")
 
     @field_validator("gpu")
     @classmethod
@@ -230,18 +242,78 @@ class _Job:
         self.ckpt_i: float | None = None
         self.ckpt_c = 0.0
         self.ckpt_first: float | None = None  # training before the segment's first checkpoint
+        self.carry_mode = False  # carry uncommitted work across segments (train-through restarts)
+        self.carry = 0.0  # samples done since the last checkpoint in earlier segments
+        self.count = 0  # carry mode: the artifact's step count (checkpoints at its multiples)
+        self.every: int | None = None  # carry mode: checkpoint period in iterations
+        self.ckpt_prefix: tuple[float, ...] = ()  # carry mode: training s before early checkpoints
+        self.pending_ckpt: tuple[float, float] | None = None  # (end s, samples) of one under way
+
+    def _prefix(self) -> tuple[float, ...]:
+        """Training seconds before each of the segment's first, irregular checkpoints."""
+        if self.ckpt_prefix:
+            return self.ckpt_prefix
+        first = self.ckpt_first
+        return (first,) if first is not None and first != self.ckpt_i else ()
 
     def _cycles(self, e: float) -> tuple[float, float]:
         """(committed, uncommitted) training seconds after e seconds of a checkpointing segment."""
         done = 0.0
-        first = self.ckpt_first
-        if first is not None and first != self.ckpt_i:
-            if e < first + self.ckpt_c:
-                return 0.0, min(e, first)
-            done, e = first, e - first - self.ckpt_c
+        for g in self._prefix():
+            if e < g + self.ckpt_c:
+                return done, min(e, g)
+            done, e = done + g, e - g - self.ckpt_c
         cyc = self.ckpt_i + self.ckpt_c
         k = math.floor(e / cyc)
         return done + k * self.ckpt_i, min(e - k * cyc, self.ckpt_i)
+
+    def checkpoint_end(self, t: float) -> float | None:
+        """When the checkpoint being written at t ends (None: none is)."""
+        if self.rate <= 0 or self.ckpt_i is None or t <= self.resume_t:
+            return None
+        e = t - self.resume_t
+        for g in self._prefix():
+            if e < g + self.ckpt_c:
+                return t + (g + self.ckpt_c - e) if e > g else None
+            e -= g + self.ckpt_c
+        r = e % (self.ckpt_i + self.ckpt_c)
+        return t + (self.ckpt_i + self.ckpt_c - r) if r > self.ckpt_i else None
+
+    def in_checkpoint(self, t: float) -> bool:
+        """Whether a checkpoint is being written at t."""
+        return self.checkpoint_end(t) is not None
+
+    def plan_checkpoints(self, every: int, forced: bool) -> None:
+        """Oobleck's artifact: checkpoint when the job's total iteration count reaches a multiple
+        of `every` (`num_steps_complete % checkpoint_per_iter`, a count restarts do not reset),
+        and, after a restart, right after the first iteration (`node_will_be_removed`)."""
+        gaps, done = [], self.count % every
+        if forced:
+            gaps.append(1)
+            done = (done + 1) % every
+        gaps.append(every - done if done else every)
+        self.ckpt_prefix = tuple(g * self.it_s for g in gaps)
+
+    def _iterations(self, t: float) -> int:
+        """Whole iterations of the segment completed by t."""
+        if self.rate <= 0 or t <= self.resume_t or not math.isfinite(self.it_s):
+            return 0
+        e = t - self.resume_t
+        if self.ckpt_i is not None:
+            com, unc = self._cycles(e)
+            e = com + unc
+        return int(math.floor(e / self.it_s + 1e-9))
+
+    def in_flight_s(self, t: float) -> float:
+        """Seconds of the iteration under way at t already done (0 during a checkpoint)."""
+        if self.rate <= 0 or t <= self.resume_t or not math.isfinite(self.it_s):
+            return 0.0
+        e = t - self.resume_t
+        if self.ckpt_i is None:
+            return e % self.it_s
+        _, unc = self._cycles(e)  # whole iterations up to a checkpoint: a multiple of it_s then
+        r = unc % self.it_s
+        return 0.0 if self.it_s - r < 1e-9 * self.it_s else r
 
     def progress(self, t: float) -> tuple[float, float]:
         """(committed, uncommitted) samples of the current segment at time t."""
@@ -263,9 +335,59 @@ class _Job:
             lost = min(unc, ((t - self.resume_t) % self.it_s) * self.rate) if self.rate > 0 else 0.0
         else:
             lost = 0.0
+        if self.carry_mode:
+            # Oobleck's artifact: a rollback loses every step since the last checkpoint, across
+            # plan changes; work not yet checkpointed is carried into the next segment
+            if self.every:
+                self.count += self._iterations(t)
+            pending = self.pending_ckpt
+            if pending is not None and t >= pending[0]:  # a checkpoint begun earlier completed
+                take = min(self.carry, pending[1])
+                self.samples_done += take
+                self.carry -= take
+                pending = self.pending_ckpt = None
+            end = self.checkpoint_end(t)
+            if lose == "uncommitted":
+                failed_ckpt = self.every is not None and (end is not None or pending is not None)
+                self.pending_ckpt = None
+                lost, self.carry = unc + self.carry, 0.0
+                self.samples_done += com
+                if failed_ckpt:
+                    # a removal during a checkpoint zeroes the last `every` steps, saved or not,
+                    # and takes `every` off the step count, not below 0
+                    # (`simulate_training_step_complete`: performance_ys[-2 * checkpoint_per_iter:],
+                    # num_steps_complete -= checkpoint_per_iter)
+                    self.count = max(0, self.count - self.every)
+                    if lost < self.every * self.B:
+                        extra = min(self.every * self.B - lost, self.samples_done)
+                        self.samples_done -= extra
+                        lost += extra
+            else:
+                if lose == "iteration" and self.ckpt_i is not None:
+                    lost = min(unc, self.in_flight_s(t) * self.rate)
+                kept = unc - lost
+                if self.ckpt_i is None:
+                    self.samples_done += self.carry + com + kept
+                    self.carry = 0.0
+                elif com > 0:  # this segment's checkpoint took the carried work too
+                    self.samples_done += self.carry + com
+                    self.carry = kept
+                else:
+                    self.carry += kept
+                if end is not None and self.ckpt_i is not None:
+                    # the checkpoint under way goes on after the plan change (the artifact's
+                    # CHECKPOINT_COMPLETE event outlives the rendezvous)
+                    self.pending_ckpt = (end, self.carry)
+            self.lost_samples += lost
+            return lost
         self.samples_done += com + unc - lost
         self.lost_samples += lost
         return lost
+
+    def flush(self) -> None:
+        """The end of the run: carried work counts (the artifact keeps steps not rolled back)."""
+        self.samples_done += self.carry
+        self.carry = 0.0
 
 
 def check_resilience(sc: ResilienceScenario) -> None:
@@ -302,7 +424,8 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
     for t, k, n in zip(times, kinds, names, strict=True):
         t = float(t)
         if k == "add":
-            ready_t = t if t <= t_first else t + sc.cluster.node_startup_s
+            ready_t = (t if t <= t_first and not sc.cluster.startup_at_start
+                       else t + sc.cluster.node_startup_s)
             pending[n] = ready_t
             changes.setdefault(ready_t, []).append(("ready", n))
         else:
@@ -328,7 +451,8 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
         "ready": set(), "current": (), "redundancy": 0.0, "started": False, "wake_token": 0,
         "infeasible": False, "ever_ran": False, "failed": [], "added": [], "departed": [],
         "downtime": 0.0,
-        "n_losses": 0, "n_reconf": 0, "analytic_fallback": False,
+        "n_losses": 0, "n_reconf": 0, "analytic_fallback": False, "switch_token": 0,
+        "t_train0": None,
     }
     artifact = sc.model.throughput == "artifact"
 
@@ -354,38 +478,43 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
                 and d.redundancy == state["redundancy"] and not lost_in_use)
         lost = 0.0
         if not same:
-            lose = ("uncommitted" if d.rollback else
-                    "iteration" if lost_in_use and not d.keeps_in_flight else "none")
-            lost = job.close(t, lose)
+            # rule 4 of the artifact's restarts: the plan already training goes on during the pause
+            job.carry_mode = job.carry_mode or d.train_through_pause
+            chain = (d.train_through_pause and d.pause_s > 0 and job.rate > 0
+                     and t >= job.resume_t)
+            if chain:
+                # the artifact's rollback zeroes the steps done since the last checkpoint; the
+                # step in flight goes on (it completes on schedule); without a rollback the
+                # training segment goes on untouched
+                if d.rollback:
+                    in_flight = job.in_flight_s(t)
+                    lost = job.close(t, "uncommitted")
+                    job.resume_t = t - in_flight
+                    forced = d.first_checkpoint_after_iterations
+                    job.ckpt_first = (forced * job.it_s if forced is not None
+                                      and job.ckpt_i is not None else None)
+                    if job.every and job.ckpt_i is not None:
+                        job.plan_checkpoints(job.every, forced is not None)
+            else:
+                lose = ("uncommitted" if d.rollback else
+                        "iteration" if lost_in_use and not d.keeps_in_flight else "none")
+                lost = job.close(t, lose)
             if lost_in_use:
                 state["n_losses"] += 1
             if d.pipelines and state["current"]:
                 state["n_reconf"] += 1
-            job.resume_t = t + d.pause_s
-            state["downtime"] += d.pause_s if state["ever_ran"] else 0.0
-            if d.pipelines:
-                job.it_s = iteration_time_s(layers, d.pipelines, d.redundancy, bw)
-                if artifact:
-                    measured = _artifact_rate(sc, len(ready))
-                    if measured is None:
-                        state["analytic_fallback"] = True
-                    else:
-                        job.it_s = sc.model.batch / measured
-                job.rate = sc.model.batch / job.it_s
-                state["ever_ran"] = True
+            state["switch_token"] += 1  # a newer decision replaces a pending switch
+            new = params(d, len(ready))
+            if chain:
+                sim.process(switch(t + d.pause_s, state["switch_token"], new, len(ready),
+                                   d.checkpoint_every_iterations))
             else:
-                job.it_s, job.rate = math.inf, 0.0
-            job.ckpt_i, job.ckpt_c = d.checkpoint_interval_s, d.checkpoint_s
-            if d.checkpoint_every_iterations is not None and d.pipelines:
-                job.ckpt_i = d.checkpoint_every_iterations * job.it_s
-            job.ckpt_first = None
-            if d.first_checkpoint_after_iterations is not None and job.ckpt_i is not None:
-                job.ckpt_first = d.first_checkpoint_after_iterations * job.it_s
+                state["downtime"] += d.pause_s if state["ever_ran"] else 0.0
+                apply(new, t + d.pause_s, d.checkpoint_every_iterations)
+                if d.pause_s > 0:
+                    thr.append(t, 0.0, len(ready))
+                thr.append(min(t + d.pause_s, horizon), effective_rate(), len(ready))
             state["current"], state["redundancy"] = d.pipelines, d.redundancy
-            if d.pause_s > 0:
-                thr.append(t, 0.0, len(ready))
-            eff = job.rate * (job.ckpt_i / (job.ckpt_i + job.ckpt_c) if job.ckpt_i else 1.0)
-            thr.append(min(t + d.pause_s, horizon), eff, len(ready))
         prog.append(t, job.samples_done)
         used = sum(len(node_groups(p)) for p in d.pipelines)
         decisions.append(t, view.event, d.action, len(ready), used, len(d.pipelines), d.pause_s,
@@ -396,6 +525,55 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
             sim.process(wake(d.wake_after_s, state["wake_token"]))
         else:
             state["wake_token"] += 1  # a newer decision cancels older wake-ups
+
+    def params(d: Decision, n_ready: int):
+        """(iteration s, samples/s, checkpoint interval s, checkpoint s, first checkpoint s)."""
+        if not d.pipelines:
+            return math.inf, 0.0, d.checkpoint_interval_s, d.checkpoint_s, None
+        it_s = iteration_time_s(layers, d.pipelines, d.redundancy, bw)
+        if artifact:
+            measured = _artifact_rate(sc, n_ready)
+            if measured is None:
+                state["analytic_fallback"] = True
+            else:
+                it_s = sc.model.batch / measured
+        ckpt_i = d.checkpoint_interval_s
+        if d.checkpoint_every_iterations is not None:
+            ckpt_i = d.checkpoint_every_iterations * it_s
+        first = None
+        if d.first_checkpoint_after_iterations is not None and ckpt_i is not None:
+            first = d.first_checkpoint_after_iterations * it_s
+        return it_s, sc.model.batch / it_s, ckpt_i, d.checkpoint_s, first
+
+    def apply(p, resume_t: float, every: int | None = None) -> None:
+        job.it_s, job.rate, job.ckpt_i, job.ckpt_c, job.ckpt_first = p
+        job.resume_t = resume_t
+        job.ckpt_prefix = ()
+        if job.carry_mode:
+            job.every = every
+            if every and job.rate > 0 and job.ckpt_i is not None:
+                job.plan_checkpoints(every, job.ckpt_first is not None)
+        if job.rate > 0:
+            state["ever_ran"] = True
+            if state["t_train0"] is None:
+                state["t_train0"] = resume_t
+
+    def effective_rate() -> float:
+        return job.rate * (job.ckpt_i / (job.ckpt_i + job.ckpt_c) if job.ckpt_i else 1.0)
+
+    def switch(at: float, token: int, p, n_ready: int, every: int | None):
+        """End of a train-through pause: the new plan takes over, the iteration in flight lost."""
+        yield sim.timeout(max(0.0, at - sim.now))
+        if token != state["switch_token"]:
+            return
+        # the restart's forced checkpoint, if the pause did not reach it, is the new plan's
+        first = job.ckpt_prefix[0] if job.ckpt_prefix else job.ckpt_first
+        forced_pending = first is not None and sim.now - job.resume_t < first
+        job.close(sim.now, "iteration")
+        if not forced_pending:
+            p = (*p[:4], None)
+        apply(p, sim.now, every)
+        thr.append(sim.now, effective_rate(), n_ready)
 
     def wake(delay: float, token: int):
         yield sim.timeout(delay)
@@ -424,6 +602,7 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
     sim.process(trace_proc())
     sim.run(until=horizon)
     job.close(horizon, "none")
+    job.flush()
     prog.append(horizon, job.samples_done)
     thr.append(horizon, job.rate if sim.now >= job.resume_t else 0.0, len(state["ready"]))
 
@@ -434,6 +613,11 @@ def run_resilience(sc: ResilienceScenario) -> RunResult:
     metrics = {
         "feasible": 1.0 if feasible else 0.0,
         "samples_per_s": job.samples_done / span if feasible else nan,
+        # the window of the Oobleck artifact's `average_performance`: from the first training
+        # start (not the trace's start) to the horizon
+        "artifact_samples_per_s": (job.samples_done / (horizon - state["t_train0"])
+                                   if feasible and state["t_train0"] is not None
+                                   and horizon > state["t_train0"] else (nan if not feasible else 0.0)),
         "samples_done": job.samples_done if feasible else nan,
         "lost_samples": job.lost_samples if feasible else nan,
         "downtime_s": state["downtime"] if feasible else nan,
@@ -478,7 +662,7 @@ register_domain(Domain(
     run=run_resilience,
     check=check_resilience,
     metrics={
-        "samples_per_s": "higher", "samples_done": "higher", "lost_samples": "lower",
+        "samples_per_s": "higher", "artifact_samples_per_s": "higher", "samples_done": "higher", "lost_samples": "lower",
         "downtime_s": "lower", "feasible": "higher", "node_losses": "lower",
         "reconfigurations": "lower", "horizon_s": "higher",
     },

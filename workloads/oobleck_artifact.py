@@ -80,6 +80,25 @@ ARTIFACT_OOBLECK_OVER_VARUNA = {
 }
 
 
+# Average samples/s (the artifact's `Result.average_performance`) of its Varuna and Oobleck on its
+# own traces, from running the artifact unmodified as eval_tput_vs_freq.py does (seed None,
+# start_hour 0, steps_per_run 200000, time_hard_stop True; Varuna no_small_model_fallback False).
+# Trace names: traces/{6h,1h,10m}.csv, traces/p3-trace.csv, traces/g4dn-trace.csv.
+ARTIFACT_AVERAGE_SAMPLES_PER_S = {
+    ("varuna", "gpt3-2.7b", "6h"): 7.2704, ("oobleck", "gpt3-2.7b", "6h"): 7.2902,
+    ("varuna", "gpt3-2.7b", "1h"): 6.5361, ("oobleck", "gpt3-2.7b", "1h"): 7.2286,
+    ("varuna", "gpt3-2.7b", "10m"): 1.7568, ("oobleck", "gpt3-2.7b", "10m"): 6.8899,
+    ("varuna", "gpt3-2.7b", "p3"): 0.5211, ("oobleck", "gpt3-2.7b", "p3"): 5.0051,
+    ("varuna", "gpt3-2.7b", "g4dn"): 0.5831, ("oobleck", "gpt3-2.7b", "g4dn"): 2.8994,
+    ("varuna", "gpt3-6.7b", "10m"): 0.2551, ("oobleck", "gpt3-6.7b", "10m"): 3.5461,
+    ("varuna", "bert-large", "6h"): 260.11, ("oobleck", "bert-large", "6h"): 287.10,
+    ("varuna", "bert-large", "1h"): 246.03, ("oobleck", "bert-large", "1h"): 286.28,
+    ("varuna", "bert-large", "10m"): 173.52, ("oobleck", "bert-large", "10m"): 282.11,
+    ("varuna", "bert-large", "p3"): 116.12, ("oobleck", "bert-large", "p3"): 204.17,
+    ("varuna", "bert-large", "g4dn"): 79.10, ("oobleck", "bert-large", "g4dn"): 113.30,
+}
+
+
 def artifact_throughput(system: str, model: str, ready_nodes: int) -> float | None:
     """Measured samples/s of `system` training `model` on `ready_nodes` nodes, from the artifact.
 

@@ -59,6 +59,7 @@ from orrery.policies.resilience.base import (
     plan_fits,
     plan_iteration_estimate_s,
 )
+from orrery.policies.resilience.rendezvous import SEMANTICS
 from orrery.policies.resilience.templates import Template, TemplateCache
 from orrery.policies.resilience.uniform import best_uniform
 
@@ -74,7 +75,14 @@ MEMORY_MODELS = ("bamboo", "orrery")
 class Bamboo(ResiliencePolicy):
     def __init__(self, redundancy: float = 0.2, fallback_s: float | None = None,
                  repair_after_s: float = 300.0, min_gain: float = 0.05,
-                 constants: str = "artifact", memory: str | None = None):
+                 constants: str = "artifact", memory: str | None = None,
+                 semantics: str | None = None):
+        # accepted so one study case can switch Varuna's and Oobleck's restart protocol
+        # (`rendezvous.py`); Bamboo keeps orrery's under both values: the artifact's Bamboo runs
+        # GPT-3 out of memory and its BERT-large Bamboo is outside the target table
+        if semantics is not None and semantics not in SEMANTICS:
+            raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
+        self.semantics = semantics
         if memory is None:  # each set of constants brings its memory accounting
             memory = "bamboo" if constants == "artifact" else "orrery"
         if constants not in ("artifact", "orrery"):

@@ -91,6 +91,11 @@ class Decision:
     redundancy: float = 0.0  # extra compute per stage for redundant computation (fraction)
     wake_after_s: float | None = None  # ask to be called again after this long
     keeps_in_flight: bool = False  # the running iteration survives a loss (redundant compute)
+    # the plan already training keeps training during `pause_s` (after the rollback, if any;
+    # its checkpoints included) and this plan takes over at the end, the iteration then in flight
+    # lost: the restarts of Oobleck's artifact (`policies/resilience/rendezvous.py`, rule 4).
+    # Nothing trains during the pause when no plan was training.
+    train_through_pause: bool = False
     action: str = "plan"  # what kind of change this is (recorded)
     infeasible: bool = False  # no plan fits GPU memory on these nodes
     reason: str = ""

@@ -19,6 +19,17 @@ pipeline engines) + the largest per-node volume of layer state that node must re
 network bandwidth. If some layer has no surviving replica (more than f simultaneous losses
 that hit every copy), Oobleck falls back to a restart (`restart_s`, like Varuna) and loses the
 work since its last commit.
+
+Restart protocol (`semantics=`, default: the one of the constants in force):
+- "artifact": the artifact simulator's (`rendezvous.py`; oobleck_simulator.py): every removal
+  reconfigures after the rendezvous time above while the steps under way keep completing, a
+  superseded rendezvous timer (two removals at one timestamp) stops the job until a node becomes
+  ready or is removed, new nodes wait for the next removal's rendezvous, fewer than 12 ready
+  nodes do not train, and nothing is rolled back (the artifact's Oobleck never loses completed
+  steps; `step_wasted` is set but unused). Its throughput then matches the artifact's within 5%
+  on every trace of the target table (tests/sim/test_resilience_artifact.py).
+- "orrery": one decision per timestamp, the reconfiguration pauses training, new nodes are taken
+  in when that is faster, a layer with no surviving replica forces a restart (`restart_s`).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from orrery.policies.resilience.base import (
     ResiliencePolicy,
     node_groups,
 )
+from orrery.policies.resilience.rendezvous import SEMANTICS, ArtifactRendezvous
 from orrery.policies.resilience.templates import (
     Template,
     TemplateCache,
@@ -47,10 +59,15 @@ ARTIFACT_OOBLECK_RECONFIGURE_S = {"gpt3-2.7b": 6.0, "gpt3-6.7b": 10.0, "bert-lar
 @register("resilience", "oobleck")
 class Oobleck(ResiliencePolicy):
     def __init__(self, f: int = 1, reconfigure_s: float = 3.0, restart_s: float = 180.0,
-                 constants: str = "artifact"):
+                 constants: str = "artifact", semantics: str | None = None):
         if constants not in ("artifact", "orrery"):
             raise ValueError(f"constants must be 'artifact' or 'orrery', got {constants!r}")
+        semantics = constants if semantics is None else semantics
+        if semantics not in SEMANTICS:
+            raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
         self.constants = constants
+        self.semantics = semantics
+        self._rdv = ArtifactRendezvous()
         if f < 0:
             raise ValueError(f"f must be >= 0, got {f}")
         if reconfigure_s < 0 or restart_s < 0:
@@ -168,7 +185,8 @@ class Oobleck(ResiliencePolicy):
         return worst / view.network_bw_bytes_per_s
 
     # ----------------------------------------------------------------- decision
-    def schedule(self, view: ClusterView) -> Decision:
+    def _choose(self, view: ClusterView):
+        """(action, pipelines) of the best instantiation, or a Decision when nothing runs."""
         tps = self.templates(view)
         if not tps:
             return Decision((), action="infeasible", infeasible=True,
@@ -191,15 +209,60 @@ class Oobleck(ResiliencePolicy):
         if not cands:
             return Decision((), action="wait", reason="no instantiation covers the nodes")
         # incremental first: it wins ties (less state to move)
-        action, (pipes, it) = min(cands, key=lambda c: c[1][1] * (1.0 if c[0] == "reinstantiate" else 1.001))
-        if view.event == "start" or not view.current:
-            return Decision(pipes, action="start", reason=f"{len(pipes)} pipelines")
+        action, (pipes, _) = min(cands, key=lambda c: c[1][1] * (1.0 if c[0] == "reinstantiate" else 1.001))
+        return action, pipes
+
+    def _pause_s(self, view: ClusterView, pipes) -> float | None:
         copy = self._copy_s(view, pipes)
         if copy is None:
+            return None
+        if self.constants == "artifact" and view.model in ARTIFACT_OOBLECK_RECONFIGURE_S:
+            return ARTIFACT_OOBLECK_RECONFIGURE_S[view.model]
+        return self.reconfigure_s + copy
+
+    def schedule(self, view: ClusterView) -> Decision:
+        if self.semantics == "artifact":
+            return self._schedule_artifact(view)
+        choice = self._choose(view)
+        if isinstance(choice, Decision):
+            return choice
+        action, pipes = choice
+        if view.event == "start" or not view.current:
+            return Decision(pipes, action="start", reason=f"{len(pipes)} pipelines")
+        pause = self._pause_s(view, pipes)
+        if pause is None:
             return Decision(pipes, pause_s=self.restart_s, rollback=True, action="restart",
                             reason="a layer lost every replica")
-        pause = self.reconfigure_s + copy
-        if self.constants == "artifact" and view.model in ARTIFACT_OOBLECK_RECONFIGURE_S:
-            pause = ARTIFACT_OOBLECK_RECONFIGURE_S[view.model]
         return Decision(pipes, pause_s=pause, action=action,
                         reason=f"{len(pipes)} pipelines, sizes {[p.n_stages for p in pipes]}")
+
+    def _schedule_artifact(self, view: ClusterView) -> Decision:
+        """The artifact's restart protocol (`rendezvous.py`): every removal reconfigures after the
+        artifact's rendezvous time while training goes on, superseded timers stop the job, new
+        nodes wait for the next rendezvous, no rollback (the artifact's Oobleck never loses
+        committed work)."""
+        if self.constants == "artifact" and view.model in ARTIFACT_OOBLECK_RECONFIGURE_S:
+            timer = ARTIFACT_OOBLECK_RECONFIGURE_S[view.model]
+        else:
+            timer = self.reconfigure_s
+        st = self._rdv.step(view, timer)
+        why = "; ".join(st.events)
+        if st.phase == "running" and view.current:
+            return Decision(view.current, action="keep", wake_after_s=st.wake_after_s,
+                            reason=why or "running")
+        if st.phase != "rendezvous":
+            return Decision((), action="stop", wake_after_s=st.wake_after_s, reason=why or "stopped")
+        choice = self._choose(view)
+        if isinstance(choice, Decision):
+            if choice.infeasible:
+                return choice
+            pipes, action = (), "wait"
+            why = f"{why + '; ' if why else ''}{choice.reason}"
+        elif len(view.nodes) < self._rdv.needed(view):
+            pipes, action = (), "wait"
+            why = f"{why + '; ' if why else ''}{len(view.nodes)} < {self._rdv.needed(view)} nodes (artifact: 12-stage pipelines)"
+        else:
+            action, pipes = choice
+            why = f"{why + '; ' if why else ''}{len(pipes)} pipelines, sizes {[p.n_stages for p in pipes]}"
+        return Decision(pipes, pause_s=st.pause_s, train_through_pause=True,
+                        wake_after_s=st.wake_after_s, action=action, reason=why)

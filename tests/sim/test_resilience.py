@@ -43,7 +43,9 @@ def test_published_shape_2_7b():
     """The artifact's setup (measured speeds, its Varuna constants, Bamboo's memory accounting)
     gives the paper's shape; orrery's earlier constants with analytic speeds keep the same order."""
     def art(policy, interval_s):
-        sc = _sc(policy, interval_s=interval_s)
+        # the artifact's run: every node, the first ones too, takes 45 s to start
+        sc = _sc(policy, interval_s=interval_s,
+                 cluster={"node_startup_s": 45.0, "startup_at_start": True})
         return sc.model_copy(update={"model": sc.model.model_copy(update={"throughput": "artifact"})})
 
     rare = {p: run_resilience(art(p, 6 * 3600)).metrics["samples_per_s"] for p in ("varuna", "oobleck")}
@@ -77,7 +79,15 @@ def test_memory_infeasible_is_reported():
     oob = run_resilience(_sc("oobleck", model="gpt3-6.7b", cluster=small, trace=trace)).metrics
     assert bam["feasible"] == 0 and bam["samples_per_s"] != bam["samples_per_s"]  # NaN
     var = run_resilience(_sc("varuna", model="gpt3-6.7b", cluster=small, trace=trace)).metrics
-    assert oob["feasible"] == 1 and oob["samples_per_s"] >= var["samples_per_s"] > 0
+    # the artifact's Varuna checkpoints every 10 iterations (~50 min here) and rolls back on
+    # every removal: nothing survives the first hour's loss; orrery's restarts keep some work
+    assert oob["feasible"] == 1 and oob["samples_per_s"] >= var["samples_per_s"] >= 0
+    orr = {"semantics": "orrery"}
+    var = run_resilience(_sc("varuna", model="gpt3-6.7b", cluster=small, trace=trace,
+                             policy_params=orr)).metrics
+    oob = run_resilience(_sc("oobleck", model="gpt3-6.7b", cluster=small, trace=trace,
+                             policy_params=orr)).metrics
+    assert oob["samples_per_s"] >= var["samples_per_s"] > 0
     tiny = {"n_initial": 3, "interval_s": 3600, "n_intervals": 1, "n_min": 3}
     none = run_resilience(_sc("oobleck", model="gpt3-6.7b", cluster=small, trace=tiny)).metrics
     assert none["feasible"] == 0

@@ -69,7 +69,7 @@ def test_guarantee_after_f_failures(seed, f, data):
     rng = np.random.default_rng(seed)
     layers = synthetic_layers(rng, 24, mem_scale=float(rng.uniform(0.3, 2.0)))
     mem = 24e9
-    pol = Oobleck(f=f)
+    pol = Oobleck(f=f, semantics="orrery")  # the planner under test; the protocol is orrery's
     probe = _view(layers, [f"n{i}" for i in range(24)], 256, mem, 24)
     rng_ = contiguous_range(pol.templates(probe))
     if rng_ is None:
