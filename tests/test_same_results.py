@@ -32,6 +32,12 @@ groups moved by float round-off only (per-request QoE by ~1e-15; every pinned me
 at rel 1e-12); in exchange a macro step is bit-identical to the per-iteration path. For the
 same reason the serving model's roofline is computed with multiplications and square roots
 (exact in floats and arrays alike), which moved the digests by round-off again.
+
+Changed on purpose by issue 14 (session 5, LLM leave-one-model-out): the serving fit now holds
+the TP all-reduce to a physical prior (about 70 % of the link rate), charges every W8A8 fp8 GEMM
+one shared fixed time, and maps the median ITL to the median step (the mean step for power and
+throughput); the refitted parameters move every serving digest and mean (llama-2-13b on one A100
+at 0.5 req/s: 135 -> 134 tok/s, 1.70 -> 1.84 J per token, mean TTFT 0.41 -> 0.48 s).
 """
 
 from __future__ import annotations
@@ -75,38 +81,38 @@ def first_runs(names=("oobleck", "zeus")):
 
 
 GOLDEN_DIGESTS = {
-    "policy=vllm_fcfs,workload.rate_rps=0.5": "7f2c4f25e54f372eb6837c665fd7edf7e90201276c95e115ad3bf3be9fe5346f",
-    "policy=vllm_fcfs,workload.rate_rps=2.0": "53ce08bf0c99cb02dc81b46d8c7559cded6b1f74aea33af694670baf9b0a03b4",
-    "policy=andes,workload.rate_rps=0.5": "7f2c4f25e54f372eb6837c665fd7edf7e90201276c95e115ad3bf3be9fe5346f",
-    "policy=andes,workload.rate_rps=2.0": "f24eccc46022ba866329f4173221f09066ef58ee384c5b7f5d0c641f5b5dd8fd",
+    "policy=vllm_fcfs,workload.rate_rps=0.5": "85390663c40c9a813c1680e064d5e2f3d9ef99dedece8fd6d956a1ac95f02eea",
+    "policy=vllm_fcfs,workload.rate_rps=2.0": "d558a4c5b384f9c082849dc7d8b52e0c0d9701975508b1e4c8dfe6bcf503dacf",
+    "policy=andes,workload.rate_rps=0.5": "85390663c40c9a813c1680e064d5e2f3d9ef99dedece8fd6d956a1ac95f02eea",
+    "policy=andes,workload.rate_rps=2.0": "c1830c4c64696bd5f5c2ed3c842911e9a4051dc2a46566948077234abedb9191"
 }
 
 # qoe_mean under the default (Andes) metric where it differs from the deficit metric's; the pins
 # below are the deficit metric's (the named option).
 ANDES_QOE_MEANS = {
-    "policy=vllm_fcfs,workload.rate_rps=0.5|qoe_mean": 0.9998585026401684,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|qoe_mean": 0.9022214637535866,
-    "policy=andes,workload.rate_rps=0.5|qoe_mean": 0.9998585026401684,
-    "policy=andes,workload.rate_rps=2.0|qoe_mean": 0.903745532044963
+    "policy=vllm_fcfs,workload.rate_rps=0.5|qoe_mean": 0.9939945519698377,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|qoe_mean": 0.8648093216179822,
+    "policy=andes,workload.rate_rps=0.5|qoe_mean": 0.9939945519698377,
+    "policy=andes,workload.rate_rps=2.0|qoe_mean": 0.8696725681657715
 }
 
 GOLDEN_MEANS = {
-    "policy=vllm_fcfs,workload.rate_rps=0.5|qoe_mean": 0.999845645613818,
-    "policy=vllm_fcfs,workload.rate_rps=0.5|ttft_mean_s": 0.40690490638426735,
-    "policy=vllm_fcfs,workload.rate_rps=0.5|throughput_tok_s": 135.27784446603803,
-    "policy=vllm_fcfs,workload.rate_rps=0.5|energy_per_token_j": 1.6991509333719128,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|qoe_mean": 0.9017655096020116,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|ttft_mean_s": 1.4066352479280044,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|throughput_tok_s": 306.94040934509496,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|energy_per_token_j": 0.9964432429306841,
-    "policy=andes,workload.rate_rps=0.5|qoe_mean": 0.999845645613818,
-    "policy=andes,workload.rate_rps=0.5|ttft_mean_s": 0.40690490638426735,
-    "policy=andes,workload.rate_rps=0.5|throughput_tok_s": 135.27784446603803,
-    "policy=andes,workload.rate_rps=0.5|energy_per_token_j": 1.6991509333719128,
-    "policy=andes,workload.rate_rps=2.0|qoe_mean": 0.9032904937150634,
-    "policy=andes,workload.rate_rps=2.0|ttft_mean_s": 1.2952218555820254,
-    "policy=andes,workload.rate_rps=2.0|throughput_tok_s": 307.8861565597913,
-    "policy=andes,workload.rate_rps=2.0|energy_per_token_j": 0.9896057779278735
+    "policy=vllm_fcfs,workload.rate_rps=0.5|qoe_mean": 0.9939844609190208,
+    "policy=vllm_fcfs,workload.rate_rps=0.5|ttft_mean_s": 0.47875702825233574,
+    "policy=vllm_fcfs,workload.rate_rps=0.5|throughput_tok_s": 133.92108192379777,
+    "policy=vllm_fcfs,workload.rate_rps=0.5|energy_per_token_j": 1.8402043023054961,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|qoe_mean": 0.8644389217172538,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|ttft_mean_s": 1.9634016104992245,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|throughput_tok_s": 294.6861433863692,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|energy_per_token_j": 1.0735435720299722,
+    "policy=andes,workload.rate_rps=0.5|qoe_mean": 0.9939844609190208,
+    "policy=andes,workload.rate_rps=0.5|ttft_mean_s": 0.47875702825233574,
+    "policy=andes,workload.rate_rps=0.5|throughput_tok_s": 133.92108192379777,
+    "policy=andes,workload.rate_rps=0.5|energy_per_token_j": 1.8402043023054961,
+    "policy=andes,workload.rate_rps=2.0|qoe_mean": 0.8693213684127855,
+    "policy=andes,workload.rate_rps=2.0|ttft_mean_s": 1.8202160719038714,
+    "policy=andes,workload.rate_rps=2.0|throughput_tok_s": 297.67393055625786,
+    "policy=andes,workload.rate_rps=2.0|energy_per_token_j": 1.0594778286924966
 }
 
 GOLDEN_FIRST_RUNS = {
