@@ -95,9 +95,12 @@ FAMILY_SPEC = [
     ("per_seq_s", 0.0, 5e-4, 5e-5, None, 0),
     ("attn_seq_s", 0.0, 2e-6, 1e-9, None, 0),
     ("coll_latency_s", 0.0, 2e-4, 1e-5, None, 0),
-    ("power_floor", 0.0, 0.95, 0.3, None, 0),
-    ("power_mem", 0.0, 30.0, 1.0, None, 0),
-    ("power_compute", 0.0, 30.0, 1.0, None, 0),
+    # weak priors (σ 1 in log): floor and memory coefficient trade off in memory-bound decode, and
+    # unconstrained one family drove each to ~1e-9, so the geometric-mean fallback of a GPU
+    # family without data (A100, L40S...) had neither and drew almost idle power
+    ("power_floor", 0.0, 0.95, 0.3, 0.3, 1.0),
+    ("power_mem", 0.0, 30.0, 1.0, 1.0, 1.0),
+    ("power_compute", 0.0, 30.0, 3.0, 3.0, 1.0),
 ]
 FAMILY_FIELDS = [f.name for f in fields(FamilyParams)]
 PROMPT_SPEC = (20.0, 8000.0, 500.0, 500.0, 1.0)  # per task

@@ -30,8 +30,10 @@ One iteration (a decode step, a prefill, or a mix) on one GPU of a replica of `n
   them; weight-only formats dequantise to 16 bit. KV precision scales KV bytes.
 - Power per GPU follows utilisation: u_m = memory time at peak bandwidth / t, u_c = compute
   time at peak FLOP/s / t, u_x = collective share;
-  P = idle + (TDP − idle) · (floor + (1 − floor) · (1 − exp(−(a_m·u_m + a_c·u_c + a_x·u_x))))
-  which saturates below TDP instead of pinning at it.
+  P = idle + (TDP − idle) · (f + (1 − f) · (1 − exp(−(a_m·u_m + a_c·u_c + a_x·u_x)))),
+  f = floor · (1 − u_x): the busy floor holds outside the collectives (a GPU waiting on its peers
+  in a latency-bound all-reduce draws less; multi-GPU decode at small batch was over-predicted by
+  20-50 %); saturates below TDP instead of pinning at it.
 
 Efficiencies, overheads and power coefficients are fitted (`hwmodels/fit_llm.py`) as shared
 physical parameters plus per-GPU-family ones (Hopper, Blackwell in the ML.ENERGY data); a
@@ -347,7 +349,8 @@ def step_terms(c, fam, sh, tokens, seqs, ctx_total):
 def power_from_terms(c, fam, sh, t, mem_raw, comp_raw, t_comm):
     """Per-GPU power of a step that took `t` (see the module doc): saturating, below TDP."""
     x = (fam.power_mem * mem_raw + fam.power_compute * comp_raw + sh.power_comm * t_comm) / t
-    return c.idle_w + (c.tdp_w - c.idle_w) * (fam.power_floor + (1.0 - fam.power_floor) * (1.0 - np.exp(-x)))
+    floor = fam.power_floor * (1.0 - t_comm / t)
+    return c.idle_w + (c.tdp_w - c.idle_w) * (floor + (1.0 - floor) * (1.0 - np.exp(-x)))
 
 
 class LLMPerfModel:
@@ -460,7 +463,8 @@ class LLMPerfModel:
         c, f = self.c, self.fam
         u = (f.power_mem * mem_raw + f.power_compute * comp_raw + self.sh.power_comm * t_comm) / t
         e = np.exp(-u)
-        return c.idle_w + (c.tdp_w - c.idle_w) * (f.power_floor + (1.0 - f.power_floor) * (1.0 - e))
+        floor = f.power_floor * (1.0 - t_comm / t)
+        return c.idle_w + (c.tdp_w - c.idle_w) * (floor + (1.0 - floor) * (1.0 - e))
 
     def _p_scalar(self, tokens, seqs, ctx_total):
         """Per-GPU power of a step (`power_from_terms`), floats or arrays."""
@@ -468,7 +472,8 @@ class LLMPerfModel:
         c, f = self.c, self.fam
         u = (f.power_mem * m + f.power_compute * cp + self.sh.power_comm * x) / t
         e = math.exp(-u) if isinstance(u, float) else np.exp(-u)
-        return c.idle_w + (c.tdp_w - c.idle_w) * (f.power_floor + (1.0 - f.power_floor) * (1.0 - e))
+        floor = f.power_floor * (1.0 - x / t)
+        return c.idle_w + (c.tdp_w - c.idle_w) * (floor + (1.0 - floor) * (1.0 - e))
 
     # ---- one iteration -------------------------------------------------------------------
     def _terms(self, tokens, seqs, ctx):
