@@ -318,8 +318,9 @@ def fit_rows(rows: list[dict], x0: np.ndarray | None = None) -> tuple[ServingPar
     lo, hi = prob.bounds()
     start = np.clip(prob.x0() if x0 is None else x0, lo, hi)
     scale = np.maximum(np.abs(start), 1e-6)
+    # ftol 1e-6: the default 1e-8 spends ~2.5x the Jacobians for a cost 0.004 % lower
     res = least_squares(prob.residuals, start, bounds=(lo, hi), x_scale=scale, loss="soft_l1",
-                        f_scale=LOSS_SCALE, max_nfev=400, method="trf")
+                        f_scale=LOSS_SCALE, max_nfev=400, method="trf", ftol=1e-6)
     return prob.to_params(res.x), prob
 
 
