@@ -22,14 +22,18 @@ One iteration (a decode step, a prefill, or a mix) on one GPU of a replica of `n
   Two collectives per layer move T · hidden 16-bit activations (ring all-reduce,
   2(n−1)/n of the bytes); under EP each MoE layer dispatches every token to its k experts and combines them
   (`ep_bytes_factor` x the bytes of an all-reduce, `ep_lat_factor` x its latency); MoE
-  layers add fixed kernel time (`moe_layer_s`, more for block-quantised fp8 experts).
+  layers add fixed kernel time (`moe_layer_s`); every W8A8 fp8 GEMM adds `fp8_gemm_s` (its
+  dynamic activation quantisation and launch: one shared constant for fp8 dense and fp8 MoE
+  layers, so that either kind informs the other; `fp8_moe_layer_s` is no longer fitted, 0).
 - Precision (`hwmodels.llm.PRECISIONS`): weight bytes per element by scope (fp8: every decoder
   linear layer; mxfp4: experts only), W8A8 fp8 computes on fp8 tensor cores where the GPU has
   them; weight-only formats dequantise to 16 bit. KV precision scales KV bytes.
 - Power per GPU follows utilisation: u_m = memory time at peak bandwidth / t, u_c = compute
   time at peak FLOP/s / t, u_x = collective share;
-  P = idle + (TDP − idle) · (floor + (1 − floor) · (1 − exp(−(a_m·u_m + a_c·u_c + a_x·u_x))))
-  which saturates below TDP instead of pinning at it.
+  P = idle + (TDP − idle) · (f + (1 − f) · (1 − exp(−(a_m·u_m + a_c·u_c + a_x·u_x)))),
+  f = floor · (1 − u_x): the busy floor holds outside the collectives (a GPU waiting on its peers
+  in a latency-bound all-reduce draws less; multi-GPU decode at small batch was over-predicted by
+  20-50 %); saturates below TDP instead of pinning at it.
 
 Efficiencies, overheads and power coefficients are fitted (`hwmodels/fit_llm.py`) as shared
 physical parameters plus per-GPU-family ones (Hopper, Blackwell in the ML.ENERGY data); a
@@ -130,12 +134,14 @@ class SharedParams:
     eff_interconnect: float = 0.6
     fp8_eff: float = 1.0  # fp8 GEMM efficiency relative to bf16 (of the fp8 peak)
     moe_layer_s: float = 0.0  # extra kernels of an MoE layer (router, top-k, permute)
-    fp8_moe_layer_s: float = 0.0  # extra time of a block-quantised fp8 MoE layer (vLLM fused_moe)
+    fp8_moe_layer_s: float = 0.0  # extra time of an fp8 MoE layer (older fits; not fitted since fp8_gemm_s)
+    fp8_gemm_s: float = 0.0  # fixed time of one W8A8 fp8 GEMM (dynamic activation quantisation + launch)
     ep_bytes_factor: float = 1.0  # bytes of an EP dispatch+combine vs one all-reduce
     ep_lat_factor: float = 2.0  # latency of an EP dispatch+combine vs one all-reduce
     power_comm: float = 0.5
     mean_step_factor: float = 0.05  # mean step / median ITL - 1 (throughput)
     mean_step_per_arrival: float = 0.05  # extra mean-step share per request admitted per step
+    median_arrival_offset: float = 0.7  # median admitted per step ~ a^2 / (a + this), a = mean (fit only)
     swap_bw_bytes_per_s: float = 25e9  # host<->GPU over PCIe Gen4/5 x16, effective (fixed)
     activation_reserve_bytes: float = 2e9  # vLLM's profiled activation peak, per GPU (fixed)
     default_context_tokens: float = 600.0  # per sequence, used by power_w(batch_size)
@@ -276,6 +282,12 @@ def deployment_constants(model: LLMConfig, gpu: GPUSpec, tp: int = 1, ep: int = 
     compute_bits = 8 if (prec.act_bits <= 8 and gpu.flops_fp8) else 16
     c.peak_q, c.peak_u = gpu.peak_flops(compute_bits), gpu.peak_flops(16)
     c.q_is_fp8 = 1.0 if compute_bits == 8 else 0.0
+    # W8A8 GEMMs per step (each quantises its activations first): attention (qkv, o) under the
+    # "linear" scope, dense MLPs (gate_up, down) under "linear"/"mlp", experts (two grouped GEMMs)
+    n_dense_mlp = model.n_layers - model.n_moe_layers
+    gemms = 2.0 * model.n_moe_layers * (1.0 if experts > 0 else 0.0)
+    gemms += 2.0 * n_dense_mlp * (prec.scope in ("linear", "mlp")) + 2.0 * model.n_layers * (prec.scope == "linear")
+    c.n_fp8_gemms = c.q_is_fp8 * gemms
     head_dim_qk = (model.qk_nope_head_dim + model.qk_rope_head_dim) if model.is_mla else model.head_dim
     head_dim_v = model.v_head_dim if model.is_mla else model.head_dim
     c.attn_flops_per_pair = 2.0 * model.n_heads * (head_dim_qk + head_dim_v) / n  # per layer
@@ -328,7 +340,7 @@ def step_terms(c, fam, sh, tokens, seqs, ctx_total):
            + c.ring * sh.ep_bytes_factor * tokens * c.hidden * ACT_BYTES / (c.ic_bw * sh.eff_interconnect))
     t_comm = (c.ring > 0) * (n_ar * ar + c.ep_on * c.n_moe_layers * a2a)
     t_cpu = (fam.overhead_s + sh.per_layer_s * c.n_layers + fam.per_seq_s * seqs
-             + c.n_moe_layers * (sh.moe_layer_s + c.q_is_fp8 * sh.fp8_moe_layer_s))
+             + c.n_moe_layers * (sh.moe_layer_s + c.q_is_fp8 * sh.fp8_moe_layer_s) + c.n_fp8_gemms * sh.fp8_gemm_s)
     t_attn_serial = fam.attn_seq_s * (c.n_full_layers * per_seq_ctx + c.n_slide_layers * slide_ctx / seqs)
     t = t_gpu + t_comm + t_cpu + t_attn_serial
     return t, mem_raw, comp_raw, t_comm
@@ -337,7 +349,8 @@ def step_terms(c, fam, sh, tokens, seqs, ctx_total):
 def power_from_terms(c, fam, sh, t, mem_raw, comp_raw, t_comm):
     """Per-GPU power of a step that took `t` (see the module doc): saturating, below TDP."""
     x = (fam.power_mem * mem_raw + fam.power_compute * comp_raw + sh.power_comm * t_comm) / t
-    return c.idle_w + (c.tdp_w - c.idle_w) * (fam.power_floor + (1.0 - fam.power_floor) * (1.0 - np.exp(-x)))
+    floor = fam.power_floor * (1.0 - t_comm / t)
+    return c.idle_w + (c.tdp_w - c.idle_w) * (floor + (1.0 - floor) * (1.0 - np.exp(-x)))
 
 
 class LLMPerfModel:
@@ -397,7 +410,8 @@ class LLMPerfModel:
         self._s_keep = 1.0 - c.topk_frac
         self._s_serial = f.attn_seq_s * c.n_layers
         self._s_cpu0 = (f.overhead_s + sh.per_layer_s * c.n_layers
-                        + c.n_moe_layers * (sh.moe_layer_s + c.q_is_fp8 * sh.fp8_moe_layer_s))
+                        + c.n_moe_layers * (sh.moe_layer_s + c.q_is_fp8 * sh.fp8_moe_layer_s)
+                        + c.n_fp8_gemms * sh.fp8_gemm_s)
 
     def _core(self, tokens, seqs, ctx_total):
         """The folded step terms shared by `_t_scalar` and `_split`: (memory time, compute
@@ -449,7 +463,8 @@ class LLMPerfModel:
         c, f = self.c, self.fam
         u = (f.power_mem * mem_raw + f.power_compute * comp_raw + self.sh.power_comm * t_comm) / t
         e = np.exp(-u)
-        return c.idle_w + (c.tdp_w - c.idle_w) * (f.power_floor + (1.0 - f.power_floor) * (1.0 - e))
+        floor = f.power_floor * (1.0 - t_comm / t)
+        return c.idle_w + (c.tdp_w - c.idle_w) * (floor + (1.0 - floor) * (1.0 - e))
 
     def _p_scalar(self, tokens, seqs, ctx_total):
         """Per-GPU power of a step (`power_from_terms`), floats or arrays."""
@@ -457,7 +472,8 @@ class LLMPerfModel:
         c, f = self.c, self.fam
         u = (f.power_mem * m + f.power_compute * cp + self.sh.power_comm * x) / t
         e = math.exp(-u) if isinstance(u, float) else np.exp(-u)
-        return c.idle_w + (c.tdp_w - c.idle_w) * (f.power_floor + (1.0 - f.power_floor) * (1.0 - e))
+        floor = f.power_floor * (1.0 - x / t)
+        return c.idle_w + (c.tdp_w - c.idle_w) * (floor + (1.0 - floor) * (1.0 - e))
 
     # ---- one iteration -------------------------------------------------------------------
     def _terms(self, tokens, seqs, ctx):

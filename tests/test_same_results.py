@@ -38,6 +38,15 @@ groups moved by float round-off only (per-request QoE by ~1e-15; every pinned me
 at rel 1e-12); in exchange a macro step is bit-identical to the per-iteration path. For the
 same reason the serving model's roofline is computed with multiplications and square roots
 (exact in floats and arrays alike), which moved the digests by round-off again.
+
+Changed on purpose by issue 14 (session 5, LLM leave-one-model-out): the serving fit now holds
+the TP all-reduce to a physical prior (about 70 % of the link rate), charges every W8A8 fp8 GEMM
+one shared fixed time, maps the median ITL to the median step (the mean step for power and
+throughput), lifts the busy power floor while a GPU waits in collectives, and puts weak priors
+on the per-family power coefficients (a family without data, like this A100, takes their
+geometric mean, which two near-zero fitted values had emptied); the refitted parameters move
+every serving digest and mean (llama-2-13b on one A100 at 0.5 req/s: 135.3 -> 135.7 tok/s,
+1.70 -> 1.69 J per token, mean TTFT 0.41 -> 0.46 s).
 """
 
 from __future__ import annotations
@@ -81,38 +90,38 @@ def first_runs(names=("oobleck", "zeus")):
 
 
 GOLDEN_DIGESTS = {
-    "policy=vllm_fcfs,workload.rate_rps=0.5": "7f2c4f25e54f372eb6837c665fd7edf7e90201276c95e115ad3bf3be9fe5346f",
-    "policy=vllm_fcfs,workload.rate_rps=2.0": "53ce08bf0c99cb02dc81b46d8c7559cded6b1f74aea33af694670baf9b0a03b4",
-    "policy=andes,workload.rate_rps=0.5": "7f2c4f25e54f372eb6837c665fd7edf7e90201276c95e115ad3bf3be9fe5346f",
-    "policy=andes,workload.rate_rps=2.0": "f24eccc46022ba866329f4173221f09066ef58ee384c5b7f5d0c641f5b5dd8fd",
+    "policy=vllm_fcfs,workload.rate_rps=0.5": "8ab44bdc96063567d97193f8585ed9b19d1c69f580cdd1f8517b3474059ae783",
+    "policy=vllm_fcfs,workload.rate_rps=2.0": "2d63733e5e50a8c676fb860560bf37c3e6b505b08da4615e3a2a47ac38cbed99",
+    "policy=andes,workload.rate_rps=0.5": "8ab44bdc96063567d97193f8585ed9b19d1c69f580cdd1f8517b3474059ae783",
+    "policy=andes,workload.rate_rps=2.0": "56c87a39f482b334a69cd36edba7df0cb3e9be18b6a5bf641d8a77ce1e77c731"
 }
 
 # qoe_mean under the default (Andes) metric where it differs from the deficit metric's; the pins
 # below are the deficit metric's (the named option).
 ANDES_QOE_MEANS = {
-    "policy=vllm_fcfs,workload.rate_rps=0.5|qoe_mean": 0.9998585026401684,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|qoe_mean": 0.9022214637535866,
-    "policy=andes,workload.rate_rps=0.5|qoe_mean": 0.9998585026401684,
-    "policy=andes,workload.rate_rps=2.0|qoe_mean": 0.903745532044963
+    "policy=vllm_fcfs,workload.rate_rps=0.5|qoe_mean": 0.9981547005604201,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|qoe_mean": 0.8729506944190161,
+    "policy=andes,workload.rate_rps=0.5|qoe_mean": 0.9981547005604201,
+    "policy=andes,workload.rate_rps=2.0|qoe_mean": 0.8772823477131603
 }
 
 GOLDEN_MEANS = {
-    "policy=vllm_fcfs,workload.rate_rps=0.5|qoe_mean": 0.999845645613818,
-    "policy=vllm_fcfs,workload.rate_rps=0.5|ttft_mean_s": 0.40690490638426735,
-    "policy=vllm_fcfs,workload.rate_rps=0.5|throughput_tok_s": 135.27784446603803,
-    "policy=vllm_fcfs,workload.rate_rps=0.5|energy_per_token_j": 1.6991509333719128,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|qoe_mean": 0.9017655096020116,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|ttft_mean_s": 1.4066352479280044,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|throughput_tok_s": 306.94040934509496,
-    "policy=vllm_fcfs,workload.rate_rps=2.0|energy_per_token_j": 0.9964432429306841,
-    "policy=andes,workload.rate_rps=0.5|qoe_mean": 0.999845645613818,
-    "policy=andes,workload.rate_rps=0.5|ttft_mean_s": 0.40690490638426735,
-    "policy=andes,workload.rate_rps=0.5|throughput_tok_s": 135.27784446603803,
-    "policy=andes,workload.rate_rps=0.5|energy_per_token_j": 1.6991509333719128,
-    "policy=andes,workload.rate_rps=2.0|qoe_mean": 0.9032904937150634,
-    "policy=andes,workload.rate_rps=2.0|ttft_mean_s": 1.2952218555820254,
-    "policy=andes,workload.rate_rps=2.0|throughput_tok_s": 307.8861565597913,
-    "policy=andes,workload.rate_rps=2.0|energy_per_token_j": 0.9896057779278735
+    "policy=vllm_fcfs,workload.rate_rps=0.5|qoe_mean": 0.9981447800860194,
+    "policy=vllm_fcfs,workload.rate_rps=0.5|ttft_mean_s": 0.46034802074166453,
+    "policy=vllm_fcfs,workload.rate_rps=0.5|throughput_tok_s": 135.71254441103943,
+    "policy=vllm_fcfs,workload.rate_rps=0.5|energy_per_token_j": 1.6859017431965597,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|qoe_mean": 0.8725962684526155,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|ttft_mean_s": 1.7784104695381755,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|throughput_tok_s": 300.4039768693595,
+    "policy=vllm_fcfs,workload.rate_rps=2.0|energy_per_token_j": 1.0001090580525518,
+    "policy=andes,workload.rate_rps=0.5|qoe_mean": 0.9981447800860194,
+    "policy=andes,workload.rate_rps=0.5|ttft_mean_s": 0.46034802074166453,
+    "policy=andes,workload.rate_rps=0.5|throughput_tok_s": 135.71254441103943,
+    "policy=andes,workload.rate_rps=0.5|energy_per_token_j": 1.6859017431965597,
+    "policy=andes,workload.rate_rps=2.0|qoe_mean": 0.8769465693725096,
+    "policy=andes,workload.rate_rps=2.0|ttft_mean_s": 1.645919889355154,
+    "policy=andes,workload.rate_rps=2.0|throughput_tok_s": 302.95511526689717,
+    "policy=andes,workload.rate_rps=2.0|energy_per_token_j": 0.987914964300364
 }
 
 GOLDEN_FIRST_RUNS = {

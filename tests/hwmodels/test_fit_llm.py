@@ -12,11 +12,12 @@ from orrery.core.errors import OrreryInputError
 from orrery.hwmodels import fit_llm
 from orrery.hwmodels.llm_perf import DEFAULT_PARAMS_PATH, load_default_params
 
-# Figures of the committed fit's leave-one-model-out cross-validation (all held-out rows). The
-# issue's targets (median <= 10 %, p90 <= 20 %) are NOT met on this data (see the closing note:
-# B200 rows are noisy, non-monotonic in batch); these bounds keep the model from regressing.
-CV_BOUNDS = {"itl_median_abs_err": 0.15, "power_median_abs_err": 0.11, "throughput_median_abs_err": 0.14,
-             "itl_p90_abs_err": 0.40, "power_p90_abs_err": 0.30, "throughput_p90_abs_err": 0.38}
+# Figures of the committed fit's leave-one-model-out cross-validation (all held-out rows): medians
+# 9.8 / 9.8 / 9.2 % (ITL, power, throughput) meet the 10 %; the p90s (27-29 %) miss its 20 %
+# (B200 rows are noisy, non-monotonic in batch; even the in-sample p90 is ~24 %; the H100 rows alone
+# are within 20 %). These bounds keep the model from regressing.
+CV_BOUNDS = {"itl_median_abs_err": 0.11, "power_median_abs_err": 0.11, "throughput_median_abs_err": 0.11,
+             "itl_p90_abs_err": 0.31, "power_p90_abs_err": 0.31, "throughput_p90_abs_err": 0.31}
 
 
 @pytest.fixture(scope="module")

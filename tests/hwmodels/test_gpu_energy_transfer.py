@@ -45,6 +45,20 @@ def test_leave_one_workload_out_picks_the_best_limit_on_a_shared_shape():
     assert gt.zeus_choice(LIMITS, np.ones(7), np.full(7, 50.0)) == 250.0  # ties: the higher limit
 
 
+def test_flat_sweeps_bound_what_any_curve_can_reach():
+    """A workload no limit throttles has a flat true cost: its measured best is noise, a flat
+    prediction ties to the highest limit (Zeus's rule), and the report's ceiling says so."""
+    pts = {f"ds{g}/net{g}/b32/adam": sweep(p0) for g, p0 in enumerate((150.0, 170.0, 190.0))}
+    flat = sweep(60.0)  # draws 60 W: 100-250 W limits never bind
+    flat["time_s"] = flat["time_s"] * np.where(LIMITS == 150.0, 0.97, 1.0)  # one lucky run at 150 W
+    pts["flat/net/b32/adam"] = flat
+    cv = gt.leave_one_workload_out(pts, "volta", ceiling=False)
+    row = next(r for r in cv["rows"] if r["workload"] == "flat/net/b32/adam")
+    assert cv["bound_sweeps"] == 3 and cv["within_one_step_bound"] == 1.0
+    assert row["best_w"] == 150.0 and not row["bound"] and not row["tie_rule_within_one_step"]
+    assert cv["ceiling_tie_rule"] == pytest.approx(3 / 4) and cv["within_one_step"] <= cv["ceiling_tie_rule"]
+
+
 def test_unfitted_family_borrows_the_mean_shape_and_says_so(tmp_path):
     doc = {"power_limit": {f: {"family": f, "log_time": [0.0] * len(gt.KNOTS_U), "log_power": [0.1] * len(gt.KNOTS_U),
                                "u_range": [0.5, 2.0], "n_workloads": 3} for f in ("volta", "ampere")}}

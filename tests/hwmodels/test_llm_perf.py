@@ -127,9 +127,14 @@ def test_precisions():
     bf16 = LLMPerfModel(q, B200, ep=4)
     fp8 = LLMPerfModel(q, B200, ep=4, precision="fp8")
     assert fp8.weight_bytes_per_gpu < 0.55 * bf16.weight_bytes_per_gpu
-    dense = get_model("llama-3.1-70b")  # memory-bound decode: half the weight bytes is faster
-    assert (LLMPerfModel(dense, H100, tp=4, precision="fp8").decode_time_s(1, 900)
-            < LLMPerfModel(dense, H100, tp=4).decode_time_s(1, 900))
+    dense = get_model("llama-3.1-70b")
+    d8, d16 = LLMPerfModel(dense, H100, tp=4, precision="fp8"), LLMPerfModel(dense, H100, tp=4)
+    # compute-bound decode: fp8 tensor cores are faster. At batch 1 the W8A8 GEMMs' fixed cost
+    # (fp8_gemm_s, fitted from either ML.ENERGY fp8 model alone at 25-28 us) may outweigh the
+    # halved weight bytes, as the measured Qwen3-235B FP8 vs bf16 runs show on H100
+    assert d8.decode_time_s(512, 512 * 900) < d16.decode_time_s(512, 512 * 900)
+    assert d8.c.n_fp8_gemms == 4 * dense.n_layers and d16.c.n_fp8_gemms == 0
+    assert d8.c.dense_bytes < 0.55 * d16.c.dense_bytes
     g = LLMPerfModel(get_model("gpt-oss-20b"), H100)  # mxfp4 experts, bf16 attention
     assert g.precision == "mxfp4" and 10e9 < g.weight_bytes_per_gpu < 15e9
     assert LLMPerfModel(q, A100, tp=8, precision="fp8").c.peak_q == A100.flops_fp16  # no fp8 cores
