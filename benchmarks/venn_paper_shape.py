@@ -44,8 +44,10 @@ TARGET = {"venn/fifo": README_JCT_S["venn"] / README_JCT_S["fifo"],  # 0.740
           "venn/srsf": README_JCT_S["venn"] / README_JCT_S["srsf"]}  # 0.909
 TOLERANCE = 0.10
 # measured here with the artifact on the inputs above (see the module docstring)
-ARTIFACT_JCT_S = {"fifo": 530259.429, "srsf": 436844.333, "venn": 393627.858}
-ARTIFACT_RANDOM = None  # filled in below when measured
+# (mean over the jobs that finished: all 50, except random: 18 of 50 in its 80 days; with the
+# unfinished counted to the horizon, random's mean is 1306 h)
+ARTIFACT_JCT_S = {"fifo": 530259.429, "srsf": 436844.333, "venn": 393627.858, "random": 853727.262}
+ARTIFACT_DONE = {"fifo": 50, "srsf": 50, "venn": 50, "random": 18}
 
 
 def trace_csv(cache: Path | None = None) -> Path:
@@ -106,14 +108,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     trace = trace_csv(args.cache)
     runs = {p: run_policy(p, trace, args.seed) for p in args.policies.split(",")}
-    art = dict(ARTIFACT_JCT_S)
-    if ARTIFACT_RANDOM is not None:
-        art["random"] = ARTIFACT_RANDOM
-    print(f"{'policy':>7} {'artifact JCT h':>14} {'orrery JCT h':>12} {'orrery/art':>10} {'done':>5} {'aborted':>8} {'CPU s':>6}")
+    art = {p: v for p, v in ARTIFACT_JCT_S.items() if p != "random"}  # the ratios' policies
+    print(f"{'policy':>7} {'artifact JCT h':>14} {'done':>5} {'orrery JCT h':>12} {'done':>5} {'orrery/art':>10} "
+          f"{'aborted':>8} {'CPU s':>6}")
     for p, r in runs.items():
-        a = art.get(p)
-        print(f"{p:>7} {a / 3600 if a else float('nan'):14.1f} {r['jct_mean_s'] / 3600:12.1f} "
-              f"{r['jct_mean_s'] / a if a else float('nan'):10.3f} {r['jobs_completed']:>5} {r['aborted_rounds']:>8} {r['cpu_s']:6.1f}")
+        a = ARTIFACT_JCT_S.get(p)
+        print(f"{p:>7} {a / 3600 if a else float('nan'):14.1f} {ARTIFACT_DONE.get(p, 0):>5} {r['jct_mean_s'] / 3600:12.1f} "
+              f"{r['jobs_completed']:>5} {r['jct_mean_s'] / a if a else float('nan'):10.3f} {r['aborted_rounds']:>8} "
+              f"{r['cpu_s']:6.1f}")
     orr = ratios({p: r["jct_mean_s"] for p, r in runs.items()})
     art_r = ratios(art)
     met = {}
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
             met[k] = abs(orr[k] / target - 1) <= TOLERANCE
             print(f"{k}: README {target:.3f}, artifact (these inputs) {art_r.get(k, float('nan')):.3f}, "
                   f"orrery {orr[k]:.3f} ({'ok' if met[k] else 'FAIL'}, +-{TOLERANCE:.0%})")
-    if "random" in runs:
+    if "random" in runs and len(runs) > 1:
         others = [r["jct_censored_mean_s"] for p, r in runs.items() if p != "random"]
         met["random_worst"] = runs["random"]["jct_censored_mean_s"] > max(others)
         print(f"random worst (censored mean JCT, unfinished jobs at the horizon): {met['random_worst']}")
