@@ -1,7 +1,10 @@
 """Venn: intersection-aware FL resource management (after Venn, SymbioticLab).
 
 Jobs whose requirements differ compete for overlapping device sets (the Intersection
-Resource Scheduling problem). The heuristic, written from the published description:
+Resource Scheduling problem). `venn` (variant "paper", the default) allocates as Venn's
+artifact does (`merge_rule="irs"`, `_schedule_irs`: one group per atom, the artifact's merge
+test, no fallback); `venn_orrery` runs orrery's heuristic, written from the published
+description (steps 2-3 below with `merge_rule="queue"` are orrery's earlier reading of the paper):
 
 1. *Groups*: jobs with the same requirement form a group; its supply is the recent rate of
    idle check-ins of the atoms (device classes) eligible for it.
