@@ -66,8 +66,9 @@ _EPS = 1e-12
 # check-in rate is below half the request rate (participants / (deadline // 60) per minute,
 # `register_job`). `merge_rule="queue"` is orrery's earlier reading of the paper (shared atoms,
 # a merge when the combined queue waits less, other eligible jobs as a fallback); on the
-# paper-shaped inputs of benchmarks/venn_paper_shape.py it gives the same mean JCT but only 19
-# of 50 jobs within 20% of the artifact's per-job JCT ("irs": 34 of 50).
+# paper-shaped inputs of benchmarks/venn_paper_shape.py it gives a 7% lower mean JCT than the
+# artifact and only 19 of 50 jobs within 20% of the artifact's per-job JCT ("irs" with the
+# artifact's tie-break: mean -1.6%, 43 of 50).
 # "orrery": orrery's own refinements (remaining device-rounds order, merges judged by a fluid
 # estimate of every job's completion time, tier matching, no rejection).
 VARIANTS = {
@@ -180,7 +181,9 @@ class Venn(FLPolicy):
             return lambda j: (j.remaining_service / max(supply.get(j.requirement, 0.0), self.min_rate),
                               j.arrival_s, j.job_id)
         if self.job_order == "round_demand":
-            return lambda j: (j.remaining_demand, j.remaining_service, j.arrival_s, j.job_id)
+            # ties as in Venn's JobGroup heap of (request size, job id), scanned from its top for a
+            # strictly smaller remaining demand (src/irs.py, src/venn.py VennReqScheduler.schedule_task)
+            return lambda j: (j.remaining_demand, j.participants, j.arrival_s, j.job_id)
         return lambda j: (j.remaining_service, j.arrival_s, j.job_id)
 
     # ------------------------------------------------------------------------- group plan
