@@ -130,3 +130,12 @@ def test_irs_atoms_serve_one_group_and_merges_follow_the_queue_rule():
     js = [job(1, BROAD, 50, 10), job(10, SCARCE, 40, 10, demand=0)]
     assert irs().schedule(view(js, atoms(excl=20.0, shared=20.0))).order[0b11] == (1,)
     assert "deterministic" in check_policy("fl", Venn(merge_rule="irs"))
+
+
+def test_irs_equal_round_demands_tie_by_request_size_then_arrival():
+    # Venn's JobGroup heap holds (request size, job id) and is scanned from its top for a strictly
+    # smaller remaining demand: among equal remaining demands the smaller request, then the
+    # earlier job, wins, whatever the remaining rounds
+    js = [job(1, SCARCE, 40, 900, demand=5, arrival=0.0), job(2, SCARCE, 40, 3, demand=5, arrival=10.0),
+          job(3, SCARCE, 20, 900, demand=5, arrival=20.0), job(4, SCARCE, 40, 900, demand=4, arrival=30.0)]
+    assert irs().schedule(view(js, atoms(excl=1.0, shared=30.0))).order[0b11] == (4, 3, 1, 2)
