@@ -13,8 +13,12 @@ its assignment, or never if its availability ends first (dropout). Two round rul
 (`rounds.deadline_from`):
 - "request" (Venn's evaluation, SymbioticLab/Venn src/venn_job.py `GoogleJob`): the deadline
   runs from the round's request; the round completes as soon as `success_fraction x
-  participants` responses are in and aborts at the deadline otherwise, even while still
-  collecting devices; an aborted round's device work is wasted and the round is retried.
+  participants` responses are in; at the deadline it succeeds if at least `success_fraction x
+  participants` devices were assigned and `success_fraction` of them (of at most
+  `participants`) responded (`rounds.at_deadline = "assigned"`, GoogleJob.close_round;
+  "responses": only `success_fraction x participants` responses count) and aborts otherwise,
+  even while still collecting devices; an aborted round's device work is wasted and the round
+  is retried.
 - "filled" (orrery's earlier rule): once all devices are assigned, the round closes when
   `participants` responses are in or `deadline_s` later, whichever first; it succeeds with at
   least `success_fraction x participants` responses, else it is aborted and retried.
@@ -92,6 +96,12 @@ class RoundConfig(Strict):
         "wasting the devices' work, so a round can fail while still collecting devices. "
         "'filled' (orrery's earlier rule): the deadline starts once every device is assigned; the "
         "round closes at participants responses or the deadline")
+    at_deadline: Literal["assigned", "responses"] = Field(
+        "assigned", description="request rule: how a round that reaches its deadline is judged. "
+        "'assigned' (SymbioticLab/Venn src/venn_job.py GoogleJob.close_round): it succeeds when at "
+        "least success_fraction x participants devices were assigned (`tmp_dispatch >= amount * "
+        "fraction`) and at least success_fraction x min(assigned, participants) of them responded; "
+        "'responses' (orrery's earlier reading): success_fraction x participants responses are needed")
 
 
 class FLScenario(Scenario):
@@ -400,6 +410,17 @@ class FLRoundEngine:
     def _k(self, j: JobState) -> int:
         return math.ceil(self.scn.rounds.success_fraction * j.participants - 1e-9)
 
+    def _success_at_deadline(self, j: JobState, n_resp: int) -> bool:
+        """Request rule, the round reached its deadline (or closed early with k responses)."""
+        if n_resp >= self._k(j):
+            return True
+        if self.scn.rounds.at_deadline == "responses":
+            return False
+        # Venn's GoogleJob.close_round: enough devices dispatched, and enough of those responded
+        f = self.scn.rounds.success_fraction
+        n_asg = len(j.round_dev)
+        return n_asg >= f * j.participants - 1e-9 and n_resp >= f * min(n_asg, j.participants) - 1e-9
+
     def _schedule_close(self, j: JobState, t_close: float) -> None:
         if t_close >= j.t_close_next:
             return
@@ -442,7 +463,7 @@ class FLRoundEngine:
         t = self.env.now
         lim = t + 1e-9
         n_resp = sum(1 for r in j.round_resp if r <= lim)
-        success = n_resp >= self._k(j)
+        success = self._success_at_deadline(j, n_resp)
         if j.need > 0:  # still collecting: the rest of the request lapses
             self._set_need(j, 0)
         t_full = j.t_full if math.isfinite(j.t_full) else t

@@ -405,3 +405,32 @@ class CheckinStream:
         else:
             out = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
         return out
+
+
+def venn_standin_intervals(n_rows: int = 150_000, days: int = 5, seed: int = 2024, amp: float = 0.6,
+                           peak_hour: float = 2.0, dur_median_s: float = 600.0,
+                           dur_sigma: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
+    """A stand-in for the client trace of SymbioticLab/Venn's simulator (its
+    trace/fedscale_clients_7000000_3_info.csv is a Git LFS object, not in the snapshot):
+    `n_rows` availability intervals, one per client, over `days` days, to be written as
+    `,ID,start,end` and replayed every `days` days (Venn's `load_device_state`). Starts follow
+    a diurnal intensity 1 + amp cos(2 pi (t - peak) / 1 day) (charging peaks at night, as in
+    the FedScale trace), by rejection sampling; durations are lognormal (median `dur_median_s`,
+    log-sigma `dur_sigma`) clipped to [30 s, 8 h]. These shape constants are this project's
+    assumption (the generator the side-by-side runs with Venn's simulator used, the project's
+    shared/tools/gen_venn_inputs.py, draws the same numbers for the same seed), not measured.
+    Returns (start_s, end_s) as whole seconds, sorted by start."""
+    if n_rows < 1 or days < 1:
+        raise ValueError("n_rows and days must be >= 1")
+    rng = np.random.default_rng(seed)
+    horizon = days * DAY_S
+    need, parts = n_rows, []
+    while need > 0:
+        t = rng.uniform(0, horizon, size=int(need * 1.8) + 1000)
+        lam = (1 + amp * np.cos(2 * np.pi * (t - peak_hour * 3600) / DAY_S)) / (1 + amp)
+        keep = t[rng.uniform(size=t.size) < lam]
+        parts.append(keep[:need])
+        need -= min(need, keep.size)
+    start = np.sort(np.concatenate(parts)).astype(np.int64)
+    dur = np.clip(rng.lognormal(np.log(dur_median_s), dur_sigma, size=start.size), 30, 8 * 3600).astype(np.int64)
+    return start.astype(np.float64), (start + dur).astype(np.float64)

@@ -28,8 +28,10 @@ JOB_COLUMNS = ("arrival_s", "rounds", "participants", "deadline_s", "work_units"
 
 # The Venn evaluation's 33 synchronous job configs, (participants, rounds, deadline s), from
 # SymbioticLab/Venn config/job_config_random_eli.yml (the job list of config/even_workload.yml,
-# "Table 1 line 1" of its README); each job picks one uniformly (`job_id_prob` all ones) and its
-# requirement is the config index mod 4 ("random eligibility").
+# "Table 1 line 1" of its README); each job picks one uniformly (`job_id_prob` all ones). A job's
+# requirement is its *job* index mod 4 (src/setup_config.py `generate_job_by_config`:
+# `eligibility = ... else i % num_job_req`, i the job's index, since these configs name no
+# eligibility; 4 entries in `job_requirement`), so the four requirements alternate with arrival.
 VENN_EVEN_CONFIGS = (
     (1500, 856, 1000), (500, 2568, 1000), (750, 1712, 1000), (100, 1000, 300), (100, 2000, 300),
     (100, 3000, 300), (100, 4000, 300), (200, 1000, 600), (200, 2000, 600), (200, 3000, 600),
@@ -39,15 +41,19 @@ VENN_EVEN_CONFIGS = (
     (500, 1900, 1000), (500, 1750, 1000), (500, 1800, 1000), (500, 1360, 1000), (500, 1600, 1000),
     (500, 1290, 1000), (500, 1980, 1000), (500, 640, 1000),
 )
-# Venn's src/config.py: first job at `start_time` = 3600 s, then exponential gaps of mean
-# `arrival_interval` = 1800 s; every job's device task is `workload` 60 (x the device's
-# computation, normalised by its mean 78 ms) + 2 x `comm_time` 10 (/ normalised bandwidth).
+# Venn's src/setup_config.py `generate_job_by_config` (what src/venn_event.py runs): first job
+# at `start_time` = 3600 s, then exponential gaps of mean `arrival_interval` = 1800 s (the job
+# config sets none); every job's device task is the config's `workload` (30 in every config of
+# config/job_config_random_eli.yml) x the device's computation (AI-Benchmark ms, normalised by
+# its mean `avg_comp` = 78) + 2 x `comm_time` 10 s (/ bandwidth normalised by its mean).
+# (src/config.py, which uses `workload` 60, is not imported by venn_event.py.)
 VENN_FIRST_ARRIVAL_S = 3600.0
 VENN_MEAN_INTERARRIVAL_S = 1800.0
+VENN_WORKLOAD = 30.0  # config/job_config_random_eli.yml `workload`
 # orrery's device time is s_per_unit x work_units (s_per_unit = AI-Benchmark ms / 1000), so
-# Venn's 60 x ms/78 seconds is 60 x 1000/78 work units; 10 MB each way takes ~4 s down and
+# Venn's 30 x ms/78 seconds is 30 x 1000/78 work units; 10 MB each way takes ~4 s down and
 # ~16 s up at orrery's median bandwidths (2.5 / 0.625 MB/s): Venn's 2 x 10 s.
-VENN_WORK_UNITS = 60.0 * 1000.0 / 78.0
+VENN_WORK_UNITS = VENN_WORKLOAD * 1000.0 / 78.0
 VENN_MODEL_BYTES = 10e6
 
 
@@ -72,8 +78,19 @@ class FLJobMix(Strict):
     trace: str | None = Field(None, description="job trace CSV (columns: " + ",".join(JOB_COLUMNS) + "); overrides generation")
     preset: Literal["generated", "venn_even"] = Field(
         "generated", description="'generated': draw from the ranges above; 'venn_even': the Venn "
-        "evaluation's 33 job configs (participants, rounds, deadline), requirement = config index "
-        "mod 4 over `requirements`, arrivals from 3600 s with mean gap `mean_interarrival_s`")
+        "evaluation's 33 job configs (participants, rounds, deadline), requirement = job index "
+        "mod 4 over `requirements` (see `venn_requirement`), arrivals from 3600 s with mean gap "
+        "`mean_interarrival_s`")
+    venn_requirement: Literal["job_index", "config_index"] = Field(
+        "job_index", description="venn_even preset: a job's requirement is its job index (in arrival "
+        "order) mod the number of requirements, as SymbioticLab/Venn src/setup_config.py "
+        "generate_job_by_config does; 'config_index': the index of the config it drew (orrery's "
+        "earlier reading, which ties every 1500-participant job to req1)")
+    venn_draws_seed: int | None = Field(
+        None, ge=0, description="venn_even preset: draw the arrival gaps and configs with numpy's legacy "
+        "RandomState(seed) in SymbioticLab/Venn's order (src/setup_config.py generate_job_by_config: "
+        "n-1 exponential gaps, then n uniform config picks), so seed 10 (config/even_workload.yml "
+        "RANDOMSEED) gives the artifact's exact job list; None: the scenario's own generator")
     rounds_scale: float = Field(1.0, gt=0, le=1.0, description="multiply every job's rounds (at least 1), "
                                 "e.g. 0.1 for the 'rounds/10' variant")
     participants_scale: float = Field(1.0, gt=0, le=1.0, description="multiply every job's participants "
@@ -162,15 +179,23 @@ def _scaled(x: np.ndarray, scale: float) -> np.ndarray:
 def _venn_even_jobs(mix: FLJobMix, rng: np.random.Generator) -> JobSet:
     n = mix.n_jobs
     cfg = np.asarray(VENN_EVEN_CONFIGS, dtype=float)
-    pick = rng.integers(0, len(cfg), n)
-    gaps = rng.exponential(mix.mean_interarrival_s, n) if mix.mean_interarrival_s > 0 else np.zeros(n)
-    gaps[0] = 0.0
+    if mix.venn_draws_seed is not None:  # the artifact's draws, in its order
+        rs = np.random.RandomState(mix.venn_draws_seed)
+        gaps = np.zeros(n)
+        if mix.mean_interarrival_s > 0:
+            gaps[1:] = [rs.exponential(scale=mix.mean_interarrival_s) for _ in range(n - 1)]
+        pick = rs.choice(len(cfg), n, p=np.ones(len(cfg)) / len(cfg))
+    else:
+        pick = rng.integers(0, len(cfg), n)
+        gaps = rng.exponential(mix.mean_interarrival_s, n) if mix.mean_interarrival_s > 0 else np.zeros(n)
+        gaps[0] = 0.0
     arrival = VENN_FIRST_ARRIVAL_S + np.cumsum(gaps)
     rounds = _scaled(cfg[pick, 1], mix.rounds_scale)
     k = len(mix.requirements)
+    req_of = np.arange(n) if mix.venn_requirement == "job_index" else pick
     return JobSet(arrival, rounds, _scaled(cfg[pick, 0], mix.participants_scale), cfg[pick, 2],
                   np.full(n, VENN_WORK_UNITS), np.full(n, VENN_MODEL_BYTES),
-                  tuple(mix.requirements[int(i) % k] for i in pick))
+                  tuple(mix.requirements[int(i) % k] for i in req_of))
 
 
 def load_job_trace(path: str | Path) -> JobSet:

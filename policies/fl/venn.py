@@ -1,7 +1,10 @@
 """Venn: intersection-aware FL resource management (after Venn, SymbioticLab).
 
 Jobs whose requirements differ compete for overlapping device sets (the Intersection
-Resource Scheduling problem). The heuristic, written from the published description:
+Resource Scheduling problem). `venn` (variant "paper", the default) allocates as Venn's
+artifact does (`merge_rule="irs"`, `_schedule_irs`: one group per atom, the artifact's merge
+test, no fallback); `venn_orrery` runs orrery's heuristic, written from the published
+description (steps 2-3 below with `merge_rule="queue"` are orrery's earlier reading of the paper):
 
 1. *Groups*: jobs with the same requirement form a group; its supply is the recent rate of
    idle check-ins of the atoms (device classes) eligible for it.
@@ -56,14 +59,20 @@ _EPS = 1e-12
 # The two named variants. "paper": what Venn's artifact runs for its README results
 # (SymbioticLab/Venn src/venn.py `VennReqScheduler` + src/irs.py `IRS`): groups by requirement,
 # within a group the smallest remaining demand of the current round first (`JobGroup` heap of
-# demands), merges judged by queue lengths (`_get_affected_queuing_len`: a scarcer group takes
-# a more abundant group's devices when its affected queue per device is longer), no tier
-# matching ("Round-based scheduler w/o matching"), and a round's request is rejected when the
-# eligible check-in rate is below half the request rate (participants / (deadline // 60) per
-# minute, `register_job`). "orrery": orrery's own refinements (remaining device-rounds order,
-# merges judged by a fluid estimate of every job's completion time, tier matching, no rejection).
+# demands), the artifact's allocation (`merge_rule="irs"`, see `_schedule_irs`: every atom
+# serves one group only, an abundant group takes over a scarcer group's atoms when its affected
+# queue per unit of supply is longer, `_get_affected_queuing_len`), no tier matching
+# ("Round-based scheduler w/o matching"), and a round's request is rejected when the eligible
+# check-in rate is below half the request rate (participants / (deadline // 60) per minute,
+# `register_job`). `merge_rule="queue"` is orrery's earlier reading of the paper (shared atoms,
+# a merge when the combined queue waits less, other eligible jobs as a fallback); on the
+# paper-shaped inputs of benchmarks/venn_paper_shape.py it gives a 7% lower mean JCT than the
+# artifact and only 19 of 50 jobs within 20% of the artifact's per-job JCT ("irs" with the
+# artifact's tie-break: mean -1.6%, 43 of 50).
+# "orrery": orrery's own refinements (remaining device-rounds order, merges judged by a fluid
+# estimate of every job's completion time, tier matching, no rejection).
 VARIANTS = {
-    "paper": {"job_order": "round_demand", "merge_rule": "queue", "tier_matching": False,
+    "paper": {"job_order": "round_demand", "merge_rule": "irs", "tier_matching": False,
               "reject_slow_requests": True},
     "orrery": {"job_order": "service", "merge_rule": "fluid", "tier_matching": True,
                "reject_slow_requests": False},
@@ -93,8 +102,8 @@ class Venn(FLPolicy):
         if job_order not in ("service", "time", "round_demand"):
             raise ValueError(f"job_order must be 'service', 'time' or 'round_demand', got {job_order!r}")
         self.job_order = job_order
-        if merge_rule not in ("fluid", "queue"):
-            raise ValueError(f"merge_rule must be 'fluid' or 'queue', got {merge_rule!r}")
+        if merge_rule not in ("fluid", "queue", "irs"):
+            raise ValueError(f"merge_rule must be 'fluid', 'queue' or 'irs', got {merge_rule!r}")
         self.merge_rule = merge_rule
         if plan_interval_s < 0:
             raise ValueError("plan_interval_s must be >= 0")
@@ -139,6 +148,8 @@ class Venn(FLPolicy):
         jobs = self._reject(view, demanding(view))
         if not jobs:
             return FLDecision(order={a.mask: () for a in view.atoms})
+        if self.merge_rule == "irs":
+            return self._schedule_irs(view, jobs)
         rate = self._rates(view)
         serves, supply = self._group_plan(view, rate)
         by_key = sorted(jobs, key=self._key(supply))  # keys end with the job id: a total order
@@ -170,7 +181,9 @@ class Venn(FLPolicy):
             return lambda j: (j.remaining_service / max(supply.get(j.requirement, 0.0), self.min_rate),
                               j.arrival_s, j.job_id)
         if self.job_order == "round_demand":
-            return lambda j: (j.remaining_demand, j.remaining_service, j.arrival_s, j.job_id)
+            # ties as in Venn's JobGroup heap of (request size, job id), scanned from its top for a
+            # strictly smaller remaining demand (src/irs.py, src/venn.py VennReqScheduler.schedule_task)
+            return lambda j: (j.remaining_demand, j.participants, j.arrival_s, j.job_id)
         return lambda j: (j.remaining_service, j.arrival_s, j.job_id)
 
     # ------------------------------------------------------------------------- group plan
@@ -240,6 +253,75 @@ class Venn(FLPolicy):
                     serves[m].add(g)
                 supply[g] += s_sh
                 demand[g] += demand[h]
+
+    # ------------------------------------------------------------------------- IRS (artifact)
+    def _schedule_irs(self, view: FLView, jobs: list[JobView]) -> FLDecision:
+        """The allocation SymbioticLab/Venn's simulator runs (src/irs.py `IRS.
+        schedule_first_request_per_group`, src/venn.py `VennReqScheduler.schedule_task`),
+        rebuilt on every call (the artifact rebuilds it on every request, filled request and
+        round close). Every atom belongs to exactly one requirement group and serves only that
+        group's requesting jobs (no fallback to other eligible jobs):
+        1. claims: requirements in order of increasing eligible supply each take the atoms no
+           scarcer requirement took (requirements without jobs too);
+        2. merges: groups in order of decreasing eligible supply; a group with requests takes
+           over the next scarcer group's atoms when that group has no requests, or when its own
+           queue, cut where its wait (sum of demand / supply) reaches the other's, is longer per
+           unit of supply than the other's queue (`_get_affected_queuing_len`); the other group
+           then gets nothing until the next rebuild; the first refusal ends the group's merges.
+           Demands are the requests' sizes (participants), queues the requesting jobs;
+        3. within a group, the smallest remaining demand of the current round first."""
+        rate = self._rates(view)
+        n_req = len(view.requirements)
+        tot = {e: sum(rate[a.mask] for a in view.atoms if a.eligible_for(e)) for e in range(n_req)}
+        seen = [e for e in range(n_req) if tot[e] > 0]
+        owner: dict[int, int] = {}
+        for e in sorted(seen, key=lambda e: (tot[e], e)):
+            for a in view.atoms:
+                if a.eligible_for(e) and rate[a.mask] > 0:
+                    owner.setdefault(a.mask, e)
+        alloc = {e: sum(rate[m] for m, g in owner.items() if g == e) for e in seen}
+        alloc = {e: v if v > 0 else self.min_rate for e, v in alloc.items()}  # max(1, count)
+        queue: dict[int, list[JobView]] = {}
+        for j in jobs:
+            queue.setdefault(j.requirement, []).append(j)
+        qlen = {e: len(queue.get(e, ())) for e in seen}
+        dem = {e: sorted(float(j.participants) for j in queue.get(e, ())) for e in seen}
+        res = {e: [alloc[e]] * qlen[e] for e in seen}
+        desc = sorted(seen, key=lambda e: (-tot[e], e))
+        for i, e in enumerate(desc):
+            if qlen[e] == 0 or alloc[e] <= 0:
+                alloc[e] = 0.0
+                for m in [m for m, g in owner.items() if g == e]:
+                    del owner[m]
+                continue
+            for c in desc[i + 1:]:
+                if qlen[c] == 0:
+                    if alloc[c] > 0:
+                        alloc[e] += alloc[c]
+                    alloc[c] = 0.0
+                    for m in [m for m, g in owner.items() if g == c]:
+                        if (m >> e) & 1:
+                            owner[m] = e
+                    continue
+                affected = _affected_queue_len(dem[e], res[e], dem[c], res[c])
+                if self.merge and alloc[c] > 0 and affected / alloc[e] > qlen[c] / alloc[c]:
+                    add = alloc[c]
+                    alloc[e] += add
+                    qlen[e] += qlen[c]
+                    dem[e] = dem[e] + dem[c]
+                    res[e] = [r + add for r in res[e]] + res[c]
+                    for m in [m for m, g in owner.items() if g == c]:
+                        if (m >> e) & 1:  # the artifact hands over all of c's atoms, even
+                            owner[m] = e  # those e's jobs are not eligible for; orrery keeps those with c
+                    alloc[c], dem[c], res[c] = 0.0, [], []
+                else:
+                    break
+        key = self._key({})
+        order = {}
+        for a in view.atoms:
+            g = owner.get(a.mask)
+            order[a.mask] = tuple(j.job_id for j in sorted(queue.get(g, ()), key=key)) if g is not None else ()
+        return FLDecision(order=order)
 
     # ------------------------------------------------------------------------- tiers
     def _offered(self, view: FLView, rate: dict[int, float], order: dict[int, tuple[int, ...]],
@@ -393,6 +475,22 @@ class _Fluid:
                 capleft[i] -= take
                 if capleft[i] <= _EPS * max(self.cap[i], 1.0):
                     capleft[i] = 0.0
+
+
+def _affected_queue_len(dem: list[float], res: list[float], dem_other: list[float], res_other: list[float]) -> int:
+    """How much of a queue waits as long as another queue (SymbioticLab/Venn src/irs.py
+    `_get_affected_queuing_len`): all of it when its total wait (sum of demand / supply) is at
+    most the other's, else the number of jobs before its cumulative wait reaches the other's."""
+    own = sum(d / r for d, r in zip(dem, res, strict=True))
+    other = sum(d / r for d, r in zip(dem_other, res_other, strict=True))
+    if own <= other:
+        return len(dem)
+    acc = 0.0
+    for i, (d, r) in enumerate(zip(dem, res, strict=True)):
+        acc += d / r
+        if acc >= other:
+            return i
+    return len(dem)
 
 
 def _merge_candidates(order_g, by_abundance, elig, claimed, serves):

@@ -103,3 +103,39 @@ def test_tier_pinning_uses_the_rate_reaching_the_job():
     d = make_policy("fl", "venn_orrery").schedule(view([big, *heavy], [AtomView(0b11, 1.0, (0.5, 0.5))]))
     assert d.order[0b11][0] == 0
     assert 1 not in d.max_tier
+
+
+def irs(**kw):
+    return make_policy("fl", "venn", {"variant": "paper", **kw})
+
+
+def test_irs_atoms_serve_one_group_and_merges_follow_the_queue_rule():
+    # Venn's IRS (src/irs.py): the scarce group claims the shared atom, the broad group its
+    # exclusive one; each atom lists only its owner's requesting jobs (no fallback)
+    js = [job(1, BROAD, 50, 10), job(10, SCARCE, 40, 10), job(11, SCARCE, 10, 10)]
+    d = irs().schedule(view(js, atoms(excl=20.0, shared=20.0)))
+    assert d.order[0b11] == (11, 10)  # smallest round demand first; the broad job is not listed
+    assert d.order[0b01] == (1,)
+    # four small broad requests (total wait 4 x 5 / 10 = 2) wait less than the big scarce one
+    # (90 / 30 = 3), so all four are "affected"; 4 per unit of supply (/10) exceeds the scarce
+    # queue's 1 / 30: the broad group takes over the shared atom and the scarce job waits
+    js = [job(k, BROAD, 5, 10) for k in range(1, 5)] + [job(10, SCARCE, 90, 10)]
+    d = irs().schedule(view(js, atoms(excl=10.0, shared=30.0)))
+    assert d.order[0b11] == (1, 2, 3, 4) and d.order[0b01] == (1, 2, 3, 4)
+    assert irs(merge=False).schedule(view(js, atoms(excl=10.0, shared=30.0))).order[0b11] == (10,)
+    # one long broad request waits longer than the scarce queue: none affected, no merge
+    js = [job(1, BROAD, 50, 10), job(10, SCARCE, 40, 10)]
+    assert irs().schedule(view(js, atoms(excl=1.0, shared=30.0))).order[0b11] == (10,)
+    # without requests the scarce group's atom goes to the broad group; with no merges it stays
+    js = [job(1, BROAD, 50, 10), job(10, SCARCE, 40, 10, demand=0)]
+    assert irs().schedule(view(js, atoms(excl=20.0, shared=20.0))).order[0b11] == (1,)
+    assert "deterministic" in check_policy("fl", Venn(merge_rule="irs"))
+
+
+def test_irs_equal_round_demands_tie_by_request_size_then_arrival():
+    # Venn's JobGroup heap holds (request size, job id) and is scanned from its top for a strictly
+    # smaller remaining demand: among equal remaining demands the smaller request, then the
+    # earlier job, wins, whatever the remaining rounds
+    js = [job(1, SCARCE, 40, 900, demand=5, arrival=0.0), job(2, SCARCE, 40, 3, demand=5, arrival=10.0),
+          job(3, SCARCE, 20, 900, demand=5, arrival=20.0), job(4, SCARCE, 40, 900, demand=4, arrival=30.0)]
+    assert irs().schedule(view(js, atoms(excl=1.0, shared=30.0))).order[0b11] == (4, 3, 1, 2)
