@@ -34,8 +34,11 @@ import itertools
 import json
 import math
 import os
+import tempfile
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,8 @@ from orrery.hwmodels.deployment import fit_problem, replica_perf, tp_problem
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.prices import check_prices, gpu_price_usd_per_h
-from orrery.policies.registry import get_policy_class
+from orrery.policies.registry import get_policy_class, make_policy
+from orrery.policies.serving.base import RUNNING, ServingDecision, ServingPolicy, ServingView
 from orrery.policies.serving.qoe import qoe_from_deficit
 from orrery.sim.cluster_serving import (
     CLUSTER_METRICS,
@@ -57,6 +61,7 @@ from orrery.sim.cluster_serving import (
 )
 from orrery.sim.engine import Simulation
 from orrery.sim.scenario import read_toml
+from orrery.sim.serving_replica import ReplicaState
 from orrery.workloads.serving import ServingWorkload
 
 OBJECTIVES = {"cost": "cost_usd_per_h", "energy": "energy_j", "carbon": "carbon_g"}
@@ -392,8 +397,29 @@ class Monitor:
     feasible: list[tuple[str, dict[str, float]]]  # (key, objective values) known feasible
     cost_usd_per_h: float
     bounds: Bounds | None = None  # the point's work floors: the energy still to come is bounded too
+    feasible_path: str | None = None  # JSON file the search rewrites as feasible points settle
+    _feasible_mtime: int = -1
+
+    def _refresh(self) -> None:
+        """Take up the feasible points settled since this run started (the search rewrites the
+        file atomically; every entry is a finished, feasible simulation, so adding them keeps
+        the dominance test sound). A missing or unreadable file leaves the list as it is."""
+        if not self.feasible_path:
+            return
+        try:
+            mtime = os.stat(self.feasible_path).st_mtime_ns
+            if mtime == self._feasible_mtime:
+                return
+            with open(self.feasible_path) as f:
+                rows = json.load(f)
+        except (OSError, ValueError):
+            return
+        self._feasible_mtime = mtime
+        known = {k for k, _ in self.feasible}
+        self.feasible = self.feasible + [(k, o) for k, o in rows if k not in known]
 
     def __call__(self, p: ClusterProgress) -> str | None:
+        self._refresh()
         r = p.state
         n = r.n
         arrived = r.arrival_s <= p.now_s
@@ -478,14 +504,95 @@ def _ttft_q(metric: str) -> float | None:
 # ----------------------------------------------------------------------------- running points
 
 
+# A point whose scheduler is a key here can be settled by its sibling's run (the value), when
+# that run shows the two schedulers would have taken the same decisions throughout.
+TWINS = {"andes": "vllm_fcfs"}
+
+
+class ShadowScheduler(ServingPolicy):
+    """Runs `primary` (vLLM-FCFS) and watches whether Andes, given the same views, would have
+    decided the same. Andes (`policies/serving/andes.py`) returns vLLM's step whenever it is not
+    under pressure (no request waiting or swapped, or KV use below its trigger and the decode
+    step within the strictest token interval); the two differ otherwise, and in the preemption
+    mode (Andes swaps, vLLM-FCFS recomputes), which only acts when a running request is
+    preempted. So while no view puts Andes under pressure and no decision preempts, the Andes run
+    is the same run, step for step (same running sets, same clock, same energy, same router
+    inputs); `diverged_s` is the first time that no longer holds (None: never)."""
+
+    policy_name = "vllm_fcfs+andes_shadow"
+    fast_forward = True
+
+    def __init__(self, primary: ServingPolicy, andes: ServingPolicy):
+        if not hasattr(andes, "_under_pressure"):
+            raise TypeError("the shadow needs Andes' pressure test")
+        self.primary, self.andes = primary, andes
+        self.diverged_s: float | None = None
+
+    def schedule(self, view: ServingView) -> ServingDecision:
+        dec = self.primary.schedule(view)
+        if self.diverged_s is None:
+            chosen = ReplicaState.chosen(view, dec)
+            preempts = bool(((view.state == RUNNING) & ~chosen).any())
+            if preempts or self.andes._under_pressure(view):
+                self.diverged_s = float(view.now_s)
+        return dec
+
+    def on_finish(self, request_id: int, now_s: float) -> None:
+        self.primary.on_finish(request_id, now_s)
+
+
 def simulate_point(task: dict[str, Any]) -> dict[str, Any]:
-    """Worker: simulate one point (picklable in, picklable out)."""
+    """Worker: simulate one point (picklable in, picklable out). With `task["twin"]` (the key
+    and scheduler params of an Andes sibling) the run watches Andes too and says whether its
+    result is the sibling's as well."""
     t0 = time.perf_counter()
     scn = ClusterServingScenario.model_validate(task["scenario"])
     mon = task.get("monitor")
-    res, stopped = simulate_cluster(scn, monitor=mon, check_every_s=task.get("check_every_s", 60.0))
-    return {"key": task["key"], "metrics": {k: float(v) for k, v in res.metrics.items()},
-            "stopped": stopped, "wall_s": time.perf_counter() - t0}
+    twin = task.get("twin")
+    shadows: list[ShadowScheduler] = []
+    make = None
+    if twin is not None:
+        def make(gi, g):
+            sh = ShadowScheduler(make_policy("serving", g.scheduler, g.scheduler_params),
+                                 make_policy("serving", "andes", twin.get("params") or {}))
+            shadows.append(sh)
+            return sh
+    res, stopped = simulate_cluster(scn, monitor=mon, check_every_s=task.get("check_every_s", 60.0),
+                                    make_scheduler=make)
+    out = {"key": task["key"], "metrics": {k: float(v) for k, v in res.metrics.items()},
+           "stopped": stopped, "wall_s": time.perf_counter() - t0}
+    if twin is not None:
+        div = [s.diverged_s for s in shadows if s.diverged_s is not None]
+        out["twin"] = {"key": twin["key"], "same": not div, "diverged_s": min(div) if div else None}
+    return out
+
+
+class _Submitter:
+    """Submit one task at a time (a worker takes the next point as soon as it is free)."""
+
+    def __init__(self, backend, n_jobs: int):
+        self.backend = backend
+        self.threads = None
+        if getattr(backend, "pool", None) is None and getattr(backend, "client", None) is not None:
+            self.threads = ThreadPoolExecutor(max_workers=n_jobs)  # a thread per Dask task in flight
+
+    def submit(self, fn, task) -> Future:
+        pool = getattr(self.backend, "pool", None)
+        if pool is not None:
+            return pool.submit(fn, task)
+        if self.threads is not None:
+            client = self.backend.client
+            return self.threads.submit(lambda: client.submit(fn, task, pure=False).result())
+        f: Future = Future()
+        try:
+            f.set_result(fn(task))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+            f.set_exception(e)
+        return f
+
+    def close(self) -> None:
+        if self.threads is not None:
+            self.threads.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -564,7 +671,11 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         raise _err(plan.source, "space/constraints",
                    f"no configuration is left to simulate ({', '.join(kinds)}); widen the space or relax "
                    "the constraints")
-    candidates.sort(key=lambda p: (bounds[p.key].cost_usd_per_h, bounds[p.key].energy_floor_j, p.key))
+    # cheapest first (dominance needs a feasible point no dearer); at one cost the lowest power
+    # limit first (it tends to spend the least energy, so it stops its siblings soonest), and a
+    # twin's primary scheduler before the scheduler it can settle
+    candidates.sort(key=lambda p: (bounds[p.key].cost_usd_per_h, p.power_limit_frac, p.scheduler in TWINS,
+                                   bounds[p.key].energy_floor_j, p.key))
     feasible: list[tuple[str, dict[str, float]]] = []
 
     def settle(p: Point, rec: dict) -> None:
@@ -573,6 +684,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         row.update({k: m.get(k, np.nan) for k in CLUSTER_METRICS})
         row["cost_usd_per_h"] = bounds[p.key].cost_usd_per_h
         row["wall_s"] = rec.get("wall_s", np.nan)
+        row["twin_of"] = rec.get("twin_of", "")
         if rec.get("stopped"):
             kind = "dominated" if rec["stopped"].startswith("dominated") else "infeasible"
             row.update(status="stopped", reason_kind=f"{kind} (stopped early)", reason=rec["stopped"])
@@ -591,18 +703,62 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
     n_jobs = max(1, int(getattr(backend, "jobs", 0) or jobs or os.cpu_count() or 1))
     if dask:
         n_jobs = max(n_jobs, backend.describe().get("workers", 1) or 1)
-    simulated = resumed = 0
+    submitter = _Submitter(backend, n_jobs)
+    simulated = resumed = twinned = 0
     queue = list(candidates)
+    by_key = {p.key: p for p in plan.points}
+    cand_keys = {p.key for p in candidates}
+    inflight: dict[Future, Point] = {}
+    inflight_keys: set[str] = set()
+    scratch = None
+    feasible_path = None
+    if prune:  # running monitors read the feasible points settled after they started
+        scratch = tempfile.TemporaryDirectory(prefix="orrery_plan_")
+        feasible_path = os.path.join(scratch.name, "feasible.json")
+
+    def publish() -> None:
+        if feasible_path is None:
+            return
+        tmp = feasible_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(feasible, f)
+        os.replace(tmp, feasible_path)
+
+    def store_rec(rec: dict) -> None:
+        rec["digest"] = digest
+        if store is not None:
+            with store.open("a") as f:
+                f.write(json.dumps(rec, default=float) + "\n")
+
+    def twin_key(p: Point) -> str | None:
+        """The sibling this point's run can settle too (an Andes point of a vLLM-FCFS run)."""
+        for other, primary in TWINS.items():
+            if p.scheduler == primary:
+                k = replace(p, scheduler=other).key
+                if k in cand_keys and "status" not in rows[k] and k not in done and k not in inflight_keys:
+                    return k
+        return None
+
+    def blocked(p: Point) -> bool:
+        """An Andes point waits while its vLLM-FCFS sibling runs (that run may settle it)."""
+        primary = TWINS.get(p.scheduler)
+        return bool(primary) and replace(p, scheduler=primary).key in inflight_keys
+
     try:
-        while queue:
-            wave: list[Point] = []
-            while queue and len(wave) < n_jobs:
-                p = queue.pop(0)
+        while queue or inflight:
+            i = 0
+            while len(inflight) < n_jobs and i < len(queue):
+                p = queue[i]
+                if "status" in rows[p.key]:  # settled meanwhile (by a twin's run)
+                    queue.pop(i)
+                    continue
                 if p.key in done:
+                    queue.pop(i)
                     settle(p, done[p.key])
                     resumed += 1
                     continue
                 if budget_s is not None and time.perf_counter() - t_start > budget_s:
+                    queue.pop(i)
                     rows[p.key].update(status="unvisited", reason_kind="time budget",
                                        reason=f"not reached within the {budget_s:g} s budget")
                     continue
@@ -610,33 +766,54 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
                 lb = {"cost_usd_per_h": b.cost_usd_per_h, "energy_j": b.energy_floor_j, "carbon_g": b.carbon_floor_g}
                 dom = next((k for k, o in feasible if _dominates(o, lb, obj_metrics)), None) if prune else None
                 if dom is not None:
+                    queue.pop(i)
                     rows[p.key].update(status="pruned", reason_kind="dominated",
                                        reason=f"dominated by feasible {dom} (cost, energy floor)")
                     continue
-                wave.append(p)
-            if not wave:
-                continue
-            tasks = []
-            for p in wave:
-                mon = None
+                if prune and blocked(p):
+                    i += 1
+                    continue
+                queue.pop(i)
+                task: dict[str, Any] = {"key": p.key, "scenario": plan.scenario(p).model_dump(mode="json"),
+                                        "check_every_s": check_every_s}
                 if prune:
                     mon = Monitor(plan.constraints, obj_metrics, list(feasible), bounds[p.key].cost_usd_per_h,
-                                  bounds[p.key])
+                                  bounds[p.key], feasible_path)
                     mon._slo_ttft = plan.scenario(p).slo.ttft_s
-                tasks.append({"key": p.key, "scenario": plan.scenario(p).model_dump(mode="json"),
-                              "monitor": mon, "check_every_s": check_every_s})
-            by_key = {p.key: p for p in wave}
-            for rec in backend.map_unordered(simulate_point, tasks):
+                    task["monitor"] = mon
+                    tk = twin_key(p)
+                    if tk is not None:
+                        task["twin"] = {"key": tk, "params": plan.scenario(by_key[tk]).replicas[0].scheduler_params}
+                fut = submitter.submit(simulate_point, task)
+                inflight[fut] = p
+                inflight_keys.add(p.key)
+            if not inflight:
+                continue
+            finished, _ = wait_futures(list(inflight), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                p = inflight.pop(fut)
+                inflight_keys.discard(p.key)
+                rec = fut.result()
                 simulated += 1
-                rec["digest"] = digest
-                if store is not None:
-                    with store.open("a") as f:
-                        f.write(json.dumps(rec, default=float) + "\n")
-                settle(by_key[rec["key"]], rec)
+                twin = rec.pop("twin", None)
+                store_rec(rec)
+                settle(p, rec)
                 if progress is not None:
                     progress(rec, rows[rec["key"]])
+                if twin is not None and twin["same"] and "status" not in rows[twin["key"]]:
+                    trec = {"key": twin["key"], "metrics": rec["metrics"], "stopped": rec["stopped"],
+                            "wall_s": 0.0, "twin_of": p.key}
+                    store_rec(trec)
+                    settle(by_key[twin["key"]], trec)
+                    twinned += 1
+                    if progress is not None:
+                        progress(trec, rows[twin["key"]])
+            publish()
     finally:
+        submitter.close()
         backend.close()
+        if scratch is not None:
+            scratch.cleanup()
 
     table = pd.DataFrame(list(rows.values()))
     feas = table[table["status"] == "feasible"].copy()
@@ -646,7 +823,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         if len(feas):
             order = feas.sort_values([m, *[x for x in obj_metrics if x != m], "key"])
             best[o] = order.iloc[0].to_dict()
-    counts = {"configurations": len(table), "simulated": simulated, "resumed": resumed,
+    counts = {"configurations": len(table), "simulated": simulated, "twinned": twinned, "resumed": resumed,
               "pruned": int((table["status"] == "pruned").sum()),
               "stopped_early": int((table["status"] == "stopped").sum()),
               "feasible": len(feas), "infeasible": int((table["status"] == "infeasible").sum()),

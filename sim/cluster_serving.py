@@ -188,9 +188,13 @@ def _fitting_perf(gi: int, g, max_len: int):
 
 
 def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None,
-                     check_every_s: float = DEFAULT_CHECK_EVERY_S) -> tuple[RunResult, str | None]:
+                     check_every_s: float = DEFAULT_CHECK_EVERY_S,
+                     make_scheduler: Callable[[int, ReplicaGroup], Any] | None = None,
+                     ) -> tuple[RunResult, str | None]:
     """Run `scn`; with a `monitor`, stop as soon as it returns a reason. Returns the result
-    (metrics of the run so far when stopped) and the stop reason (None: ran to completion)."""
+    (metrics of the run so far when stopped) and the stop reason (None: ran to completion).
+    `make_scheduler(group index, group)` builds each replica's serving policy instead of the
+    registry (the deployment search passes a scheduler that also watches a second one)."""
     sim = Simulation(scn.seed)
     max_len = _max_len(scn)
     reqs = scn.workload.generate(sim.rng["arrivals"], sim.rng["lengths"])
@@ -210,7 +214,8 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
         mean_ctx = float(np.mean(reqs.prompt_tokens + reqs.output_tokens / 2.0))
         cap = decode_capacity_tok_s(perf, g.max_num_seqs, mean_ctx, g.gpu_memory_utilization)
         for _ in range(g.count):
-            policy = make_policy("serving", g.scheduler, g.scheduler_params)
+            policy = (make_scheduler(gi, g) if make_scheduler is not None
+                      else make_policy("serving", g.scheduler, g.scheduler_params))
             rep = SimReplica(len(replicas), sim, rep_scn, perf, policy, state, max_len)
             replicas.append(rep)
             meta.append({"group": gi, "gpu": get_gpu(g.gpu).name, "tp": g.gpus_per_replica, "capacity_tok_s": cap,
