@@ -57,6 +57,8 @@ from orrery.sim.cluster_serving import (
     CLUSTER_METRICS,
     ClusterProgress,
     ClusterServingScenario,
+    carbon_trace,
+    min_intensity,
     simulate_cluster,
 )
 from orrery.sim.engine import Simulation
@@ -68,6 +70,7 @@ OBJECTIVES = {"cost": "cost_usd_per_h", "energy": "energy_j", "carbon": "carbon_
 SPACE_KEYS = ("gpu", "tp", "ep", "replicas", "max_num_seqs", "scheduler", "router", "power_limit_frac")
 ANALYTIC = ("cost_usd_per_h", "n_gpus")  # constraint metrics known before simulating
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
+LB_ROUNDING = 1e-9  # floors are lowered by this relative margin: sums in another order round differently
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -314,6 +317,7 @@ class Demand:
     mean_context: float
     span_s: float
     deadline_span_s: float  # first arrival to the last moment a reader expects a token
+    first_arrival_s: float = 0.0
 
 
 def trace_demand(plan: Plan) -> Demand:
@@ -327,7 +331,7 @@ def trace_demand(plan: Plan) -> Demand:
     due = reqs.arrival_s + qoe.ttft_exp_s + reqs.output_tokens / tds
     return Demand(len(reqs), float(reqs.prompt_tokens.sum()), float(reqs.output_tokens.sum()),
                   float(np.mean(reqs.prompt_tokens + reqs.output_tokens / 2.0)), span,
-                  float(due.max() - reqs.arrival_s.min()))
+                  float(due.max() - reqs.arrival_s.min()), float(reqs.arrival_s.min()))
 
 
 @dataclass
@@ -343,7 +347,12 @@ class Bounds:
     busy_extra_w: float = 0.0  # floor on (busy - idle) power of a replica (all its GPUs)
 
 
-def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bounds:
+def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict,
+             span_ci: float | None = None) -> Bounds:
+    """Analytic bounds of point `p`. Carbon floor: the idle floor (every GPU draws at least its
+    idle power from the first to the last arrival) at `span_ci`, the mean intensity over that
+    span (default: `min_ci`), and the busy floor above idle at `min_ci`, the trace's lowest."""
+    span_ci = min_ci if span_ci is None else span_ci
     n_gpus = p.gpus_per_replica * p.replicas
     cost = n_gpus * gpu_price_usd_per_h(p.gpu, prices)
     problem = tp_problem(plan.model, p.tp, p.ep)
@@ -356,7 +365,8 @@ def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bo
     max_len = min(get_model(plan.model).max_context_tokens, plan.workload.max_total_tokens)
     idle = float(perf.power_w(0, busy=False))
     e_floor = idle * n_gpus * d.span_s
-    c_floor = e_floor * min_ci / 3.6e6
+    c_floor = e_floor * span_ci / 3.6e6
+    c_idle = c_floor
     problem = fit_problem(perf, max_len)
     if problem:
         return Bounds(cost, n_gpus, e_floor, c_floor, math.inf, problem)
@@ -369,12 +379,14 @@ def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bo
     p_busy = min(float(perf.power_w(1)), float(perf.prefill_power_w(1)))
     extra_w = max(0.0, p_busy - idle) * p.gpus_per_replica
     e_floor += extra_w * busy_floor_s
-    c_floor = e_floor * min_ci / 3.6e6
+    c_floor = c_idle + extra_w * busy_floor_s * min_ci / 3.6e6
     kv = perf.kv_capacity_tokens()
     b = max(1.0, min(float(p.max_num_seqs), kv / max(d.mean_context, 1.0)))
     decode_s = d.output_tokens / b * float(perf.decode_time_s(b, b * d.mean_context))
     chunk = float(max(max_len, 2048))  # vLLM's max_num_batched_tokens default
     prefill_s = d.prompt_tokens / chunk * perf.prefill_time_s(int(chunk), 1)
+    e_floor *= 1 - LB_ROUNDING
+    c_floor *= 1 - LB_ROUNDING
     return Bounds(cost, n_gpus, e_floor, c_floor, (decode_s + prefill_s) / p.replicas, None,
                   per_tok_decode, per_tok_prefill, extra_w)
 
@@ -439,9 +451,16 @@ class Monitor:
                 if ub < c.bound:
                     return f"slo_attainment <= {ub:.4g} < {c.bound:g} (t={p.now_s:.0f} s)"
         if self.feasible:
-            e_lb = p.busy_energy_j + p.idle_energy_floor_j + self._future_busy_extra_j(p)
-            lb = {"cost_usd_per_h": self.cost_usd_per_h, "energy_j": e_lb,
-                  "carbon_g": e_lb * p.min_intensity_g_per_kwh / 3.6e6}
+            future_j = self._future_busy_extra_j(p)
+            e_lb = p.busy_energy_j + p.idle_energy_floor_j + future_j
+            # carbon: idle power over the arrival span at its own intensity, the busy energy above
+            # idle so far at the lowest intensity since the first arrival, the rest at the
+            # trace's lowest (never above what the run's carbon accounting charges)
+            c_lb = max(e_lb * p.min_intensity_g_per_kwh / 3.6e6,
+                       p.idle_carbon_floor_g + (p.busy_extra_j * p.min_intensity_past_g_per_kwh
+                                                + future_j * p.min_intensity_g_per_kwh) / 3.6e6)
+            lb = {"cost_usd_per_h": self.cost_usd_per_h, "energy_j": e_lb * (1 - LB_ROUNDING),
+                  "carbon_g": c_lb * (1 - LB_ROUNDING)}
             for key, obj in self.feasible:
                 if _dominates(obj, lb, self.objectives):
                     return f"dominated by {key} (energy already >= {e_lb:.4g} J at t={p.now_s:.0f} s)"
@@ -605,11 +624,16 @@ class SearchResult:
     out: Path | None = None
 
 
-def _min_intensity(plan: Plan, horizon_s: float) -> float:
-    from orrery.traces.carbon import load_carbon_trace
-
-    spec = plan.base.get("carbon_trace") or f"constant:{plan.base.get('carbon_intensity_g_per_kwh', 400.0)}"
-    return float(np.min(load_carbon_trace(spec, duration_s=max(horizon_s, 86400.0), seed=plan.seed).values_g_per_kwh))
+def _span_intensity(plan: Plan, d: Demand) -> tuple[float, float]:
+    """(mean carbon intensity over [first arrival, last arrival], lowest intensity) of the very
+    trace the runs use (same spec, seed and length as `simulate_cluster` loads)."""
+    scn = plan.scenario(plan.points[0])
+    trace = carbon_trace(scn, d.first_arrival_s + d.span_s + 3600.0)
+    t0 = d.first_arrival_s + scn.carbon_start_s
+    lowest = float(np.min(trace.values_g_per_kwh))
+    if d.span_s <= 0:
+        return min_intensity(trace, t0, t0), lowest
+    return float(trace.integral(t0, t0 + d.span_s)) / d.span_s, lowest
 
 
 def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None, dask: str | None = None,
@@ -625,7 +649,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
     t_start = time.perf_counter()
     out_dir = Path(out) if out is not None else None
     demand = trace_demand(plan)
-    min_ci = _min_intensity(plan, demand.span_s + 3600.0)
+    span_ci, min_ci = _span_intensity(plan, demand)
     prices = plan.base.get("prices_usd_per_gpu_h") or {}
     obj_metrics = [OBJECTIVES[o] for o in plan.objectives]
     digest = plan.digest() + ("" if prune else "-exhaustive")
@@ -646,7 +670,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
     bounds: dict[str, Bounds] = {}
     analytic_cons = [c for c in plan.constraints if c.metric in ANALYTIC]
     for p in plan.points:
-        b = analytic(plan, p, demand, min_ci, prices)
+        b = analytic(plan, p, demand, min_ci, prices, span_ci)
         bounds[p.key] = b
         row = {"key": p.key, **{k: getattr(p, k) for k in SPACE_KEYS}, "n_gpus": b.n_gpus,
                "cost_usd_per_h": b.cost_usd_per_h, "work_s": b.work_s}
