@@ -451,22 +451,27 @@ class Monitor:
                 if ub < c.bound:
                     return f"slo_attainment <= {ub:.4g} < {c.bound:g} (t={p.now_s:.0f} s)"
         if self.feasible:
-            future_j = self._future_busy_extra_j(p)
-            e_lb = p.busy_energy_j + p.idle_energy_floor_j + future_j
-            # carbon: idle power over the arrival span at its own intensity, the busy energy above
-            # idle so far at the lowest intensity since the first arrival, the rest at the
-            # trace's lowest (never above what the run's carbon accounting charges)
-            c_lb = max(e_lb * p.min_intensity_g_per_kwh / 3.6e6,
-                       p.idle_carbon_floor_g + (p.busy_extra_j * p.min_intensity_past_g_per_kwh
-                                                + future_j * p.min_intensity_g_per_kwh) / 3.6e6)
-            lb = {"cost_usd_per_h": self.cost_usd_per_h, "energy_j": e_lb * (1 - LB_ROUNDING),
-                  "carbon_g": c_lb * (1 - LB_ROUNDING)}
+            lb = self.lower_bounds(p)
+            e_lb = lb["energy_j"]
             for key, obj in self.feasible:
                 if _dominates(obj, lb, self.objectives):
                     return f"dominated by {key} (energy already >= {e_lb:.4g} J at t={p.now_s:.0f} s)"
         return None
 
     _slo_ttft: float | None = None
+
+    def lower_bounds(self, p: ClusterProgress) -> dict[str, float]:
+        """Floors of the run's final objectives, whatever it does after `p.now_s`."""
+        future_j = self._future_busy_extra_j(p)
+        e_lb = p.busy_energy_j + p.idle_energy_floor_j + future_j
+        # carbon: idle power over the arrival span at its own intensity, the busy energy above
+        # idle so far at the lowest intensity since the first arrival, the rest at the trace's
+        # lowest (never above what the run's carbon accounting charges)
+        c_lb = max(e_lb * p.min_intensity_g_per_kwh / 3.6e6,
+                   p.idle_carbon_floor_g + (p.busy_extra_j * p.min_intensity_past_g_per_kwh
+                                            + future_j * p.min_intensity_g_per_kwh) / 3.6e6)
+        return {"cost_usd_per_h": self.cost_usd_per_h, "energy_j": e_lb * (1 - LB_ROUNDING),
+                "carbon_g": c_lb * (1 - LB_ROUNDING)}
 
     def _future_busy_extra_j(self, p: ClusterProgress) -> float:
         """(busy - idle) power x a floor on the busy time the tokens not yet delivered still need

@@ -32,7 +32,8 @@ def _same(a, b) -> bool:
 
 
 def test_search_matches_exhaustive_on_60_points():
-    plan = load_plan(plan_dict())
+    # the carbon trace's hour changes 3 s into the runs: the time-resolved carbon floor is at work
+    plan = load_plan(plan_dict(scenario={"carbon_start_s": 3597.0}))
     assert len(plan.points) == 60
     fast = search(plan, jobs=2, check_every_s=1.0)  # two workers: monitors also read the live feasible set
     full = search(plan, jobs=1, prune=False)
@@ -54,6 +55,48 @@ def test_search_matches_exhaustive_on_60_points():
     for k in twins.index:
         for m in CLUSTER_METRICS:
             assert _same(float(f.loc[k, m]), float(g.loc[k, m])), (k, m)
+    # the analytic floors that prune by dominance are below every simulated energy and carbon
+    from orrery.experiments.plan import _span_intensity, analytic, trace_demand
+
+    dem = trace_demand(plan)
+    span_ci, min_ci = _span_intensity(plan, dem)
+    assert span_ci > min_ci
+    pts = {p.key: p for p in plan.points}
+    ran = g[g["status"].isin(["feasible", "infeasible"])]
+    for k, row in ran.iterrows():
+        b = analytic(plan, pts[k], dem, min_ci, {}, span_ci)
+        assert b.energy_floor_j <= row["energy_j"] and b.carbon_floor_g <= row["carbon_g"], k
+
+
+def test_monitor_floors_hold_at_every_check():
+    """The monitor's energy and carbon floors, at every check of a run, are below the run's final
+    energy and carbon (runs that cross an hour of the carbon trace; one overloaded)."""
+    from orrery.experiments.plan import Monitor, _span_intensity, analytic, trace_demand
+    from orrery.sim.cluster_serving import simulate_cluster
+
+    plan = load_plan(plan_dict(scenario={"carbon_start_s": 3597.0}))
+    dem = trace_demand(plan)
+    span_ci, min_ci = _span_intensity(plan, dem)
+    checked = 0
+    for key in ("A100-SXM4-80GB/tp1/x1/b8/vllm_fcfs/least_outstanding_tokens/pl1",
+                "H100-SXM5-80GB/tp1/x3/b8/andes/least_outstanding_tokens/pl1",
+                "L4/tp2/x2/b8/vllm_fcfs/least_outstanding_tokens/pl1"):
+        p = next(q for q in plan.points if q.key == key)
+        b = analytic(plan, p, dem, min_ci, {}, span_ci)
+        mon = Monitor([], ["cost_usd_per_h", "energy_j", "carbon_g"], [], b.cost_usd_per_h, b)
+        seen = []
+
+        def record(prog, mon=mon, seen=seen):
+            seen.append(mon.lower_bounds(prog))
+
+        res, stopped = simulate_cluster(plan.scenario(p), monitor=record, check_every_s=0.5)
+        assert stopped is None and len(seen) >= 3
+        for lb in seen:
+            assert lb["energy_j"] <= res.metrics["energy_j"] and lb["carbon_g"] <= res.metrics["carbon_g"], key
+        checked += 1
+        # the floors close in: the last check is within 40 % of the final carbon
+        assert seen[-1]["carbon_g"] >= 0.6 * res.metrics["carbon_g"]
+    assert checked == 3
 
 
 def test_andes_twin_not_used_when_andes_decides_otherwise():
