@@ -10,21 +10,27 @@ objectives to minimise (cost $/h, energy J, carbon g). The search
    whose analytic work bound exceeds the trace's deadline span: `capacity below demand` (the
    busy time each replica needs at its best batch exceeds the time from the first arrival to
    the last token a reader expects, by more than `capacity_slack_s`: the backlog only grows);
-2. visits the rest cheapest first and skips a point that a known-feasible point dominates on
-   the objectives' lower bounds (cost is exact; energy >= idle power x GPUs x trace span;
-   carbon >= that energy x the lowest intensity);
-3. simulates the remaining points (local process pool or Dask) with a monitor that stops a run
-   as soon as its outcome is decided: a constraint can no longer hold (upper bound on mean QoE
-   from the QoE already lost, requests already past the TTFT limit) or the energy already
-   spent makes it dominated;
+2. visits the rest cheapest first (at one cost, the lowest power limit first) and skips a
+   point that a known-feasible point dominates on the objectives' lower bounds (cost is exact;
+   energy >= idle power x GPUs x arrival span + a floor on the busy energy above idle; carbon
+   >= that idle energy at the arrival span's own intensity + the busy floor at the trace's
+   lowest intensity);
+3. simulates the remaining points (local process pool or Dask; a worker takes the next point
+   as soon as it is free) with a monitor that stops a run as soon as its outcome is decided: a
+   constraint can no longer hold (upper bound on mean QoE from the QoE already lost, requests
+   already past the TTFT limit) or the energy and carbon already spent make it dominated by a
+   feasible point (also those settled after the run started: the search republishes them);
+   a vLLM-FCFS run also settles its Andes sibling when a shadow of Andes, fed the same views,
+   would have decided the same throughout (`ShadowScheduler`: Andes is vLLM's step whenever it
+   is not under pressure; then the two runs are one, bit for bit);
 4. keeps every finished point in `DIR/points.jsonl` (re-running resumes), and writes the
    Pareto set (`pareto.csv`, `pareto.png`), the best point per objective and the rejection
    reasons by region (`rejections.csv`, `summary.json`).
 
-Pruning by dominance and the monitors' bounds never drop a Pareto point (they only skip or stop
-points that are strictly dominated or infeasible); the capacity rule is the one modelling
-assumption (an hour of sustained overload misses any sensible QoE target), checked against
-exhaustive simulation in the tests.
+Pruning by dominance, the monitors' bounds and twins never drop a Pareto point (they only skip
+or stop points that are strictly dominated or infeasible, or reuse a run that is provably the
+same); the capacity rule is the one modelling assumption (an hour of sustained overload misses
+any sensible QoE target). All are checked against exhaustive simulation in the tests.
 """
 
 from __future__ import annotations
