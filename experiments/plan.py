@@ -461,10 +461,12 @@ class Monitor:
             e_lb = lb["energy_j"]
             for key, obj in self.feasible:
                 if _dominates(obj, lb, self.objectives):
+                    self.stop_energy_lb_j = e_lb
                     return f"dominated by {key} (energy already >= {e_lb:.4g} J at t={p.now_s:.0f} s)"
         return None
 
     _slo_ttft: float | None = None
+    stop_energy_lb_j: float | None = None  # the energy floor that proved the run dominated
 
     def lower_bounds(self, p: ClusterProgress) -> dict[str, float]:
         """Floors of the run's final objectives, whatever it does after `p.now_s`."""
@@ -591,6 +593,8 @@ def simulate_point(task: dict[str, Any]) -> dict[str, Any]:
                                     make_scheduler=make)
     out = {"key": task["key"], "metrics": {k: float(v) for k, v in res.metrics.items()},
            "stopped": stopped, "wall_s": time.perf_counter() - t0}
+    if getattr(mon, "stop_energy_lb_j", None) is not None:
+        out["energy_lb_j"] = float(mon.stop_energy_lb_j)
     if twin is not None:
         div = [s.diverged_s for s in shadows if s.diverged_s is not None]
         out["twin"] = {"key": twin["key"], "same": not div, "diverged_s": min(div) if div else None}
@@ -684,7 +688,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         b = analytic(plan, p, demand, min_ci, prices, span_ci)
         bounds[p.key] = b
         row = {"key": p.key, **{k: getattr(p, k) for k in SPACE_KEYS}, "n_gpus": b.n_gpus,
-               "cost_usd_per_h": b.cost_usd_per_h, "work_s": b.work_s}
+               "cost_usd_per_h": b.cost_usd_per_h, "work_s": b.work_s, "energy_floor_j": b.energy_floor_j}
         if b.problem:
             kind = "invalid parallelism" if b.problem.startswith("invalid parallelism") else "does not fit"
             row.update(status="pruned", reason_kind=kind, reason=b.problem)
@@ -720,6 +724,8 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         row["cost_usd_per_h"] = bounds[p.key].cost_usd_per_h
         row["wall_s"] = rec.get("wall_s", np.nan)
         row["twin_of"] = rec.get("twin_of", "")
+        if rec.get("energy_lb_j") is not None:  # a run stopped as dominated: the floor that proved it
+            row["energy_floor_j"] = max(row["energy_floor_j"], float(rec["energy_lb_j"]))
         if rec.get("stopped"):
             kind = "dominated" if rec["stopped"].startswith("dominated") else "infeasible"
             row.update(status="stopped", reason_kind=f"{kind} (stopped early)", reason=rec["stopped"])
@@ -838,6 +844,8 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
                 if twin is not None and twin["same"] and "status" not in rows[twin["key"]]:
                     trec = {"key": twin["key"], "metrics": rec["metrics"], "stopped": rec["stopped"],
                             "wall_s": 0.0, "twin_of": p.key}
+                    if "energy_lb_j" in rec:
+                        trec["energy_lb_j"] = rec["energy_lb_j"]
                     store_rec(trec)
                     settle(by_key[twin["key"]], trec)
                     twinned += 1
@@ -906,6 +914,16 @@ def plot_front(plan: Plan, res: SearchResult, path: Path) -> Path:
     # stopped runs are left out: their energy is only what they had spent when stopped
     sim = t[(t["status"] == "infeasible") & t["energy_j"].notna()] if "energy_j" in t else t[:0]
     feas = t[t["status"] == "feasible"]
+    # points dominated without a full run: at the energy floor that proved it (analytic when
+    # pruned, the monitor's when stopped)
+    dom = t[t["reason_kind"].astype(str).str.startswith("dominated")] if "energy_floor_j" in t else t[:0]
+    pf0 = res.pareto
+    if len(dom) and len(pf0):
+        x_max = 2.5 * float(pf0["cost_usd_per_h"].max())
+        y_max = 2.0 * float(pf0["energy_j"].max()) / 3.6e6
+        near = dom[(dom["cost_usd_per_h"] <= x_max) & (dom["energy_floor_j"] / 3.6e6 <= y_max)]
+        ax.scatter(near["cost_usd_per_h"], near["energy_floor_j"] / 3.6e6, marker="^", s=14, c="#dddddd",
+                   label=f"dominated: energy floor that proved it ({len(dom)}; {len(dom) - len(near)} off the chart)")
     if len(sim):
         ax.scatter(sim["cost_usd_per_h"], sim["energy_j"] / 3.6e6, marker="x", s=18, c="#bbbbbb",
                    label="misses a constraint")
