@@ -582,8 +582,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     res = search(plan, out, jobs=args.jobs, dask=args.dask, prune=not args.exhaustive, progress=progress,
                  budget_s=args.budget_s)
     c = res.counts
-    print(f"{c['configurations']} configurations: {c['simulated']} simulated ({c['stopped_early']} stopped "
-          f"early), {c['resumed']} resumed, {c['pruned']} pruned without simulating, {c.get('unvisited', 0)} not reached; "
+    print(f"{c['configurations']} configurations: {c['simulated']} simulated, {c.get('twinned', 0)} settled by "
+          f"a twin's run ({c['stopped_early']} stopped early), {c['resumed']} resumed, {c['pruned']} pruned without simulating, {c.get('unvisited', 0)} not reached; "
           f"{c['feasible']} feasible, "
           f"{len(res.pareto)} on the Pareto front; {res.wall_s:.1f} s")
     for o, r in res.best.items():

@@ -10,21 +10,27 @@ objectives to minimise (cost $/h, energy J, carbon g). The search
    whose analytic work bound exceeds the trace's deadline span: `capacity below demand` (the
    busy time each replica needs at its best batch exceeds the time from the first arrival to
    the last token a reader expects, by more than `capacity_slack_s`: the backlog only grows);
-2. visits the rest cheapest first and skips a point that a known-feasible point dominates on
-   the objectives' lower bounds (cost is exact; energy >= idle power x GPUs x trace span;
-   carbon >= that energy x the lowest intensity);
-3. simulates the remaining points (local process pool or Dask) with a monitor that stops a run
-   as soon as its outcome is decided: a constraint can no longer hold (upper bound on mean QoE
-   from the QoE already lost, requests already past the TTFT limit) or the energy already
-   spent makes it dominated;
+2. visits the rest cheapest first (at one cost, the lowest power limit first) and skips a
+   point that a known-feasible point dominates on the objectives' lower bounds (cost is exact;
+   energy >= idle power x GPUs x arrival span + a floor on the busy energy above idle; carbon
+   >= that idle energy at the arrival span's own intensity + the busy floor at the trace's
+   lowest intensity);
+3. simulates the remaining points (local process pool or Dask; a worker takes the next point
+   as soon as it is free) with a monitor that stops a run as soon as its outcome is decided: a
+   constraint can no longer hold (upper bound on mean QoE from the QoE already lost, requests
+   already past the TTFT limit) or the energy and carbon already spent make it dominated by a
+   feasible point (also those settled after the run started: the search republishes them);
+   a vLLM-FCFS run also settles its Andes sibling when a shadow of Andes, fed the same views,
+   would have decided the same throughout (`ShadowScheduler`: Andes is vLLM's step whenever it
+   is not under pressure; then the two runs are one, bit for bit);
 4. keeps every finished point in `DIR/points.jsonl` (re-running resumes), and writes the
    Pareto set (`pareto.csv`, `pareto.png`), the best point per objective and the rejection
    reasons by region (`rejections.csv`, `summary.json`).
 
-Pruning by dominance and the monitors' bounds never drop a Pareto point (they only skip or stop
-points that are strictly dominated or infeasible); the capacity rule is the one modelling
-assumption (an hour of sustained overload misses any sensible QoE target), checked against
-exhaustive simulation in the tests.
+Pruning by dominance, the monitors' bounds and twins never drop a Pareto point (they only skip
+or stop points that are strictly dominated or infeasible, or reuse a run that is provably the
+same); the capacity rule is the one modelling assumption (an hour of sustained overload misses
+any sensible QoE target). All are checked against exhaustive simulation in the tests.
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ import itertools
 import json
 import math
 import os
+import tempfile
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +56,27 @@ from orrery.hwmodels.deployment import fit_problem, replica_perf, tp_problem
 from orrery.hwmodels.gpus import get_gpu
 from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.prices import check_prices, gpu_price_usd_per_h
-from orrery.policies.registry import get_policy_class
+from orrery.policies.registry import get_policy_class, make_policy
+from orrery.policies.serving.base import RUNNING, ServingDecision, ServingPolicy, ServingView
 from orrery.policies.serving.qoe import qoe_from_deficit
 from orrery.sim.cluster_serving import (
     CLUSTER_METRICS,
     ClusterProgress,
     ClusterServingScenario,
+    carbon_trace,
+    min_intensity,
     simulate_cluster,
 )
 from orrery.sim.engine import Simulation
 from orrery.sim.scenario import read_toml
+from orrery.sim.serving_replica import ReplicaState
 from orrery.workloads.serving import ServingWorkload
 
 OBJECTIVES = {"cost": "cost_usd_per_h", "energy": "energy_j", "carbon": "carbon_g"}
 SPACE_KEYS = ("gpu", "tp", "ep", "replicas", "max_num_seqs", "scheduler", "router", "power_limit_frac")
 ANALYTIC = ("cost_usd_per_h", "n_gpus")  # constraint metrics known before simulating
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
+LB_ROUNDING = 1e-9  # floors are lowered by this relative margin: sums in another order round differently
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -309,6 +323,7 @@ class Demand:
     mean_context: float
     span_s: float
     deadline_span_s: float  # first arrival to the last moment a reader expects a token
+    first_arrival_s: float = 0.0
 
 
 def trace_demand(plan: Plan) -> Demand:
@@ -322,7 +337,7 @@ def trace_demand(plan: Plan) -> Demand:
     due = reqs.arrival_s + qoe.ttft_exp_s + reqs.output_tokens / tds
     return Demand(len(reqs), float(reqs.prompt_tokens.sum()), float(reqs.output_tokens.sum()),
                   float(np.mean(reqs.prompt_tokens + reqs.output_tokens / 2.0)), span,
-                  float(due.max() - reqs.arrival_s.min()))
+                  float(due.max() - reqs.arrival_s.min()), float(reqs.arrival_s.min()))
 
 
 @dataclass
@@ -338,7 +353,12 @@ class Bounds:
     busy_extra_w: float = 0.0  # floor on (busy - idle) power of a replica (all its GPUs)
 
 
-def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bounds:
+def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict,
+             span_ci: float | None = None) -> Bounds:
+    """Analytic bounds of point `p`. Carbon floor: the idle floor (every GPU draws at least its
+    idle power from the first to the last arrival) at `span_ci`, the mean intensity over that
+    span (default: `min_ci`), and the busy floor above idle at `min_ci`, the trace's lowest."""
+    span_ci = min_ci if span_ci is None else span_ci
     n_gpus = p.gpus_per_replica * p.replicas
     cost = n_gpus * gpu_price_usd_per_h(p.gpu, prices)
     problem = tp_problem(plan.model, p.tp, p.ep)
@@ -351,7 +371,8 @@ def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bo
     max_len = min(get_model(plan.model).max_context_tokens, plan.workload.max_total_tokens)
     idle = float(perf.power_w(0, busy=False))
     e_floor = idle * n_gpus * d.span_s
-    c_floor = e_floor * min_ci / 3.6e6
+    c_floor = e_floor * span_ci / 3.6e6
+    c_idle = c_floor
     problem = fit_problem(perf, max_len)
     if problem:
         return Bounds(cost, n_gpus, e_floor, c_floor, math.inf, problem)
@@ -364,12 +385,14 @@ def analytic(plan: Plan, p: Point, d: Demand, min_ci: float, prices: dict) -> Bo
     p_busy = min(float(perf.power_w(1)), float(perf.prefill_power_w(1)))
     extra_w = max(0.0, p_busy - idle) * p.gpus_per_replica
     e_floor += extra_w * busy_floor_s
-    c_floor = e_floor * min_ci / 3.6e6
+    c_floor = c_idle + extra_w * busy_floor_s * min_ci / 3.6e6
     kv = perf.kv_capacity_tokens()
     b = max(1.0, min(float(p.max_num_seqs), kv / max(d.mean_context, 1.0)))
     decode_s = d.output_tokens / b * float(perf.decode_time_s(b, b * d.mean_context))
     chunk = float(max(max_len, 2048))  # vLLM's max_num_batched_tokens default
     prefill_s = d.prompt_tokens / chunk * perf.prefill_time_s(int(chunk), 1)
+    e_floor *= 1 - LB_ROUNDING
+    c_floor *= 1 - LB_ROUNDING
     return Bounds(cost, n_gpus, e_floor, c_floor, (decode_s + prefill_s) / p.replicas, None,
                   per_tok_decode, per_tok_prefill, extra_w)
 
@@ -392,8 +415,29 @@ class Monitor:
     feasible: list[tuple[str, dict[str, float]]]  # (key, objective values) known feasible
     cost_usd_per_h: float
     bounds: Bounds | None = None  # the point's work floors: the energy still to come is bounded too
+    feasible_path: str | None = None  # JSON file the search rewrites as feasible points settle
+    _feasible_mtime: int = -1
+
+    def _refresh(self) -> None:
+        """Take up the feasible points settled since this run started (the search rewrites the
+        file atomically; every entry is a finished, feasible simulation, so adding them keeps
+        the dominance test sound). A missing or unreadable file leaves the list as it is."""
+        if not self.feasible_path:
+            return
+        try:
+            mtime = os.stat(self.feasible_path).st_mtime_ns
+            if mtime == self._feasible_mtime:
+                return
+            with open(self.feasible_path) as f:
+                rows = json.load(f)
+        except (OSError, ValueError):
+            return
+        self._feasible_mtime = mtime
+        known = {k for k, _ in self.feasible}
+        self.feasible = self.feasible + [(k, o) for k, o in rows if k not in known]
 
     def __call__(self, p: ClusterProgress) -> str | None:
+        self._refresh()
         r = p.state
         n = r.n
         arrived = r.arrival_s <= p.now_s
@@ -413,15 +457,29 @@ class Monitor:
                 if ub < c.bound:
                     return f"slo_attainment <= {ub:.4g} < {c.bound:g} (t={p.now_s:.0f} s)"
         if self.feasible:
-            e_lb = p.busy_energy_j + p.idle_energy_floor_j + self._future_busy_extra_j(p)
-            lb = {"cost_usd_per_h": self.cost_usd_per_h, "energy_j": e_lb,
-                  "carbon_g": e_lb * p.min_intensity_g_per_kwh / 3.6e6}
+            lb = self.lower_bounds(p)
+            e_lb = lb["energy_j"]
             for key, obj in self.feasible:
                 if _dominates(obj, lb, self.objectives):
+                    self.stop_energy_lb_j = e_lb
                     return f"dominated by {key} (energy already >= {e_lb:.4g} J at t={p.now_s:.0f} s)"
         return None
 
     _slo_ttft: float | None = None
+    stop_energy_lb_j: float | None = None  # the energy floor that proved the run dominated
+
+    def lower_bounds(self, p: ClusterProgress) -> dict[str, float]:
+        """Floors of the run's final objectives, whatever it does after `p.now_s`."""
+        future_j = self._future_busy_extra_j(p)
+        e_lb = p.busy_energy_j + p.idle_energy_floor_j + future_j
+        # carbon: idle power over the arrival span at its own intensity, the busy energy above
+        # idle so far at the lowest intensity since the first arrival, the rest at the trace's
+        # lowest (never above what the run's carbon accounting charges)
+        c_lb = max(e_lb * p.min_intensity_g_per_kwh / 3.6e6,
+                   p.idle_carbon_floor_g + (p.busy_extra_j * p.min_intensity_past_g_per_kwh
+                                            + future_j * p.min_intensity_g_per_kwh) / 3.6e6)
+        return {"cost_usd_per_h": self.cost_usd_per_h, "energy_j": e_lb * (1 - LB_ROUNDING),
+                "carbon_g": c_lb * (1 - LB_ROUNDING)}
 
     def _future_busy_extra_j(self, p: ClusterProgress) -> float:
         """(busy - idle) power x a floor on the busy time the tokens not yet delivered still need
@@ -478,14 +536,97 @@ def _ttft_q(metric: str) -> float | None:
 # ----------------------------------------------------------------------------- running points
 
 
+# A point whose scheduler is a key here can be settled by its sibling's run (the value), when
+# that run shows the two schedulers would have taken the same decisions throughout.
+TWINS = {"andes": "vllm_fcfs"}
+
+
+class ShadowScheduler(ServingPolicy):
+    """Runs `primary` (vLLM-FCFS) and watches whether Andes, given the same views, would have
+    decided the same. Andes (`policies/serving/andes.py`) returns vLLM's step whenever it is not
+    under pressure (no request waiting or swapped, or KV use below its trigger and the decode
+    step within the strictest token interval); the two differ otherwise, and in the preemption
+    mode (Andes swaps, vLLM-FCFS recomputes), which only acts when a running request is
+    preempted. So while no view puts Andes under pressure and no decision preempts, the Andes run
+    is the same run, step for step (same running sets, same clock, same energy, same router
+    inputs); `diverged_s` is the first time that no longer holds (None: never)."""
+
+    policy_name = "vllm_fcfs+andes_shadow"
+    fast_forward = True
+
+    def __init__(self, primary: ServingPolicy, andes: ServingPolicy):
+        if not hasattr(andes, "_under_pressure"):
+            raise TypeError("the shadow needs Andes' pressure test")
+        self.primary, self.andes = primary, andes
+        self.diverged_s: float | None = None
+
+    def schedule(self, view: ServingView) -> ServingDecision:
+        dec = self.primary.schedule(view)
+        if self.diverged_s is None:
+            chosen = ReplicaState.chosen(view, dec)
+            preempts = bool(((view.state == RUNNING) & ~chosen).any())
+            if preempts or self.andes._under_pressure(view):
+                self.diverged_s = float(view.now_s)
+        return dec
+
+    def on_finish(self, request_id: int, now_s: float) -> None:
+        self.primary.on_finish(request_id, now_s)
+
+
 def simulate_point(task: dict[str, Any]) -> dict[str, Any]:
-    """Worker: simulate one point (picklable in, picklable out)."""
+    """Worker: simulate one point (picklable in, picklable out). With `task["twin"]` (the key
+    and scheduler params of an Andes sibling) the run watches Andes too and says whether its
+    result is the sibling's as well."""
     t0 = time.perf_counter()
     scn = ClusterServingScenario.model_validate(task["scenario"])
     mon = task.get("monitor")
-    res, stopped = simulate_cluster(scn, monitor=mon, check_every_s=task.get("check_every_s", 60.0))
-    return {"key": task["key"], "metrics": {k: float(v) for k, v in res.metrics.items()},
-            "stopped": stopped, "wall_s": time.perf_counter() - t0}
+    twin = task.get("twin")
+    shadows: list[ShadowScheduler] = []
+    make = None
+    if twin is not None:
+        def make(gi, g):
+            sh = ShadowScheduler(make_policy("serving", g.scheduler, g.scheduler_params),
+                                 make_policy("serving", "andes", twin.get("params") or {}))
+            shadows.append(sh)
+            return sh
+    res, stopped = simulate_cluster(scn, monitor=mon, check_every_s=task.get("check_every_s", 60.0),
+                                    make_scheduler=make)
+    out = {"key": task["key"], "metrics": {k: float(v) for k, v in res.metrics.items()},
+           "stopped": stopped, "wall_s": time.perf_counter() - t0}
+    if getattr(mon, "stop_energy_lb_j", None) is not None:
+        out["energy_lb_j"] = float(mon.stop_energy_lb_j)
+    if twin is not None:
+        div = [s.diverged_s for s in shadows if s.diverged_s is not None]
+        out["twin"] = {"key": twin["key"], "same": not div, "diverged_s": min(div) if div else None}
+    return out
+
+
+class _Submitter:
+    """Submit one task at a time (a worker takes the next point as soon as it is free)."""
+
+    def __init__(self, backend, n_jobs: int):
+        self.backend = backend
+        self.threads = None
+        if getattr(backend, "pool", None) is None and getattr(backend, "client", None) is not None:
+            self.threads = ThreadPoolExecutor(max_workers=n_jobs)  # a thread per Dask task in flight
+
+    def submit(self, fn, task) -> Future:
+        pool = getattr(self.backend, "pool", None)
+        if pool is not None:
+            return pool.submit(fn, task)
+        if self.threads is not None:
+            client = self.backend.client
+            return self.threads.submit(lambda: client.submit(fn, task, pure=False).result())
+        f: Future = Future()
+        try:
+            f.set_result(fn(task))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+            f.set_exception(e)
+        return f
+
+    def close(self) -> None:
+        if self.threads is not None:
+            self.threads.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -498,11 +639,16 @@ class SearchResult:
     out: Path | None = None
 
 
-def _min_intensity(plan: Plan, horizon_s: float) -> float:
-    from orrery.traces.carbon import load_carbon_trace
-
-    spec = plan.base.get("carbon_trace") or f"constant:{plan.base.get('carbon_intensity_g_per_kwh', 400.0)}"
-    return float(np.min(load_carbon_trace(spec, duration_s=max(horizon_s, 86400.0), seed=plan.seed).values_g_per_kwh))
+def _span_intensity(plan: Plan, d: Demand) -> tuple[float, float]:
+    """(mean carbon intensity over [first arrival, last arrival], lowest intensity) of the very
+    trace the runs use (same spec, seed and length as `simulate_cluster` loads)."""
+    scn = plan.scenario(plan.points[0])
+    trace = carbon_trace(scn, d.first_arrival_s + d.span_s + 3600.0)
+    t0 = d.first_arrival_s + scn.carbon_start_s
+    lowest = float(np.min(trace.values_g_per_kwh))
+    if d.span_s <= 0:
+        return min_intensity(trace, t0, t0), lowest
+    return float(trace.integral(t0, t0 + d.span_s)) / d.span_s, lowest
 
 
 def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None, dask: str | None = None,
@@ -518,7 +664,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
     t_start = time.perf_counter()
     out_dir = Path(out) if out is not None else None
     demand = trace_demand(plan)
-    min_ci = _min_intensity(plan, demand.span_s + 3600.0)
+    span_ci, min_ci = _span_intensity(plan, demand)
     prices = plan.base.get("prices_usd_per_gpu_h") or {}
     obj_metrics = [OBJECTIVES[o] for o in plan.objectives]
     digest = plan.digest() + ("" if prune else "-exhaustive")
@@ -539,10 +685,10 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
     bounds: dict[str, Bounds] = {}
     analytic_cons = [c for c in plan.constraints if c.metric in ANALYTIC]
     for p in plan.points:
-        b = analytic(plan, p, demand, min_ci, prices)
+        b = analytic(plan, p, demand, min_ci, prices, span_ci)
         bounds[p.key] = b
         row = {"key": p.key, **{k: getattr(p, k) for k in SPACE_KEYS}, "n_gpus": b.n_gpus,
-               "cost_usd_per_h": b.cost_usd_per_h, "work_s": b.work_s}
+               "cost_usd_per_h": b.cost_usd_per_h, "work_s": b.work_s, "energy_floor_j": b.energy_floor_j}
         if b.problem:
             kind = "invalid parallelism" if b.problem.startswith("invalid parallelism") else "does not fit"
             row.update(status="pruned", reason_kind=kind, reason=b.problem)
@@ -564,7 +710,11 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         raise _err(plan.source, "space/constraints",
                    f"no configuration is left to simulate ({', '.join(kinds)}); widen the space or relax "
                    "the constraints")
-    candidates.sort(key=lambda p: (bounds[p.key].cost_usd_per_h, bounds[p.key].energy_floor_j, p.key))
+    # cheapest first (dominance needs a feasible point no dearer); at one cost the lowest power
+    # limit first (it tends to spend the least energy, so it stops its siblings soonest), and a
+    # twin's primary scheduler before the scheduler it can settle
+    candidates.sort(key=lambda p: (bounds[p.key].cost_usd_per_h, p.power_limit_frac, p.scheduler in TWINS,
+                                   bounds[p.key].energy_floor_j, p.key))
     feasible: list[tuple[str, dict[str, float]]] = []
 
     def settle(p: Point, rec: dict) -> None:
@@ -573,6 +723,9 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         row.update({k: m.get(k, np.nan) for k in CLUSTER_METRICS})
         row["cost_usd_per_h"] = bounds[p.key].cost_usd_per_h
         row["wall_s"] = rec.get("wall_s", np.nan)
+        row["twin_of"] = rec.get("twin_of", "")
+        if rec.get("energy_lb_j") is not None:  # a run stopped as dominated: the floor that proved it
+            row["energy_floor_j"] = max(row["energy_floor_j"], float(rec["energy_lb_j"]))
         if rec.get("stopped"):
             kind = "dominated" if rec["stopped"].startswith("dominated") else "infeasible"
             row.update(status="stopped", reason_kind=f"{kind} (stopped early)", reason=rec["stopped"])
@@ -591,18 +744,62 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
     n_jobs = max(1, int(getattr(backend, "jobs", 0) or jobs or os.cpu_count() or 1))
     if dask:
         n_jobs = max(n_jobs, backend.describe().get("workers", 1) or 1)
-    simulated = resumed = 0
+    submitter = _Submitter(backend, n_jobs)
+    simulated = resumed = twinned = 0
     queue = list(candidates)
+    by_key = {p.key: p for p in plan.points}
+    cand_keys = {p.key for p in candidates}
+    inflight: dict[Future, Point] = {}
+    inflight_keys: set[str] = set()
+    scratch = None
+    feasible_path = None
+    if prune:  # running monitors read the feasible points settled after they started
+        scratch = tempfile.TemporaryDirectory(prefix="orrery_plan_")
+        feasible_path = os.path.join(scratch.name, "feasible.json")
+
+    def publish() -> None:
+        if feasible_path is None:
+            return
+        tmp = feasible_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(feasible, f)
+        os.replace(tmp, feasible_path)
+
+    def store_rec(rec: dict) -> None:
+        rec["digest"] = digest
+        if store is not None:
+            with store.open("a") as f:
+                f.write(json.dumps(rec, default=float) + "\n")
+
+    def twin_key(p: Point) -> str | None:
+        """The sibling this point's run can settle too (an Andes point of a vLLM-FCFS run)."""
+        for other, primary in TWINS.items():
+            if p.scheduler == primary:
+                k = replace(p, scheduler=other).key
+                if k in cand_keys and "status" not in rows[k] and k not in done and k not in inflight_keys:
+                    return k
+        return None
+
+    def blocked(p: Point) -> bool:
+        """An Andes point waits while its vLLM-FCFS sibling runs (that run may settle it)."""
+        primary = TWINS.get(p.scheduler)
+        return bool(primary) and replace(p, scheduler=primary).key in inflight_keys
+
     try:
-        while queue:
-            wave: list[Point] = []
-            while queue and len(wave) < n_jobs:
-                p = queue.pop(0)
+        while queue or inflight:
+            i = 0
+            while len(inflight) < n_jobs and i < len(queue):
+                p = queue[i]
+                if "status" in rows[p.key]:  # settled meanwhile (by a twin's run)
+                    queue.pop(i)
+                    continue
                 if p.key in done:
+                    queue.pop(i)
                     settle(p, done[p.key])
                     resumed += 1
                     continue
                 if budget_s is not None and time.perf_counter() - t_start > budget_s:
+                    queue.pop(i)
                     rows[p.key].update(status="unvisited", reason_kind="time budget",
                                        reason=f"not reached within the {budget_s:g} s budget")
                     continue
@@ -610,33 +807,56 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
                 lb = {"cost_usd_per_h": b.cost_usd_per_h, "energy_j": b.energy_floor_j, "carbon_g": b.carbon_floor_g}
                 dom = next((k for k, o in feasible if _dominates(o, lb, obj_metrics)), None) if prune else None
                 if dom is not None:
+                    queue.pop(i)
                     rows[p.key].update(status="pruned", reason_kind="dominated",
                                        reason=f"dominated by feasible {dom} (cost, energy floor)")
                     continue
-                wave.append(p)
-            if not wave:
-                continue
-            tasks = []
-            for p in wave:
-                mon = None
+                if prune and blocked(p):
+                    i += 1
+                    continue
+                queue.pop(i)
+                task: dict[str, Any] = {"key": p.key, "scenario": plan.scenario(p).model_dump(mode="json"),
+                                        "check_every_s": check_every_s}
                 if prune:
                     mon = Monitor(plan.constraints, obj_metrics, list(feasible), bounds[p.key].cost_usd_per_h,
-                                  bounds[p.key])
+                                  bounds[p.key], feasible_path)
                     mon._slo_ttft = plan.scenario(p).slo.ttft_s
-                tasks.append({"key": p.key, "scenario": plan.scenario(p).model_dump(mode="json"),
-                              "monitor": mon, "check_every_s": check_every_s})
-            by_key = {p.key: p for p in wave}
-            for rec in backend.map_unordered(simulate_point, tasks):
+                    task["monitor"] = mon
+                    tk = twin_key(p)
+                    if tk is not None:
+                        task["twin"] = {"key": tk, "params": plan.scenario(by_key[tk]).replicas[0].scheduler_params}
+                fut = submitter.submit(simulate_point, task)
+                inflight[fut] = p
+                inflight_keys.add(p.key)
+            if not inflight:
+                continue
+            finished, _ = wait_futures(list(inflight), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                p = inflight.pop(fut)
+                inflight_keys.discard(p.key)
+                rec = fut.result()
                 simulated += 1
-                rec["digest"] = digest
-                if store is not None:
-                    with store.open("a") as f:
-                        f.write(json.dumps(rec, default=float) + "\n")
-                settle(by_key[rec["key"]], rec)
+                twin = rec.pop("twin", None)
+                store_rec(rec)
+                settle(p, rec)
                 if progress is not None:
                     progress(rec, rows[rec["key"]])
+                if twin is not None and twin["same"] and "status" not in rows[twin["key"]]:
+                    trec = {"key": twin["key"], "metrics": rec["metrics"], "stopped": rec["stopped"],
+                            "wall_s": 0.0, "twin_of": p.key}
+                    if "energy_lb_j" in rec:
+                        trec["energy_lb_j"] = rec["energy_lb_j"]
+                    store_rec(trec)
+                    settle(by_key[twin["key"]], trec)
+                    twinned += 1
+                    if progress is not None:
+                        progress(trec, rows[twin["key"]])
+            publish()
     finally:
+        submitter.close()
         backend.close()
+        if scratch is not None:
+            scratch.cleanup()
 
     table = pd.DataFrame(list(rows.values()))
     feas = table[table["status"] == "feasible"].copy()
@@ -646,7 +866,7 @@ def search(plan: Plan, out: str | Path | None = None, *, jobs: int | None = None
         if len(feas):
             order = feas.sort_values([m, *[x for x in obj_metrics if x != m], "key"])
             best[o] = order.iloc[0].to_dict()
-    counts = {"configurations": len(table), "simulated": simulated, "resumed": resumed,
+    counts = {"configurations": len(table), "simulated": simulated, "twinned": twinned, "resumed": resumed,
               "pruned": int((table["status"] == "pruned").sum()),
               "stopped_early": int((table["status"] == "stopped").sum()),
               "feasible": len(feas), "infeasible": int((table["status"] == "infeasible").sum()),
@@ -694,6 +914,16 @@ def plot_front(plan: Plan, res: SearchResult, path: Path) -> Path:
     # stopped runs are left out: their energy is only what they had spent when stopped
     sim = t[(t["status"] == "infeasible") & t["energy_j"].notna()] if "energy_j" in t else t[:0]
     feas = t[t["status"] == "feasible"]
+    # points dominated without a full run: at the energy floor that proved it (analytic when
+    # pruned, the monitor's when stopped)
+    dom = t[t["reason_kind"].astype(str).str.startswith("dominated")] if "energy_floor_j" in t else t[:0]
+    pf0 = res.pareto
+    if len(dom) and len(pf0):
+        x_max = 2.5 * float(pf0["cost_usd_per_h"].max())
+        y_max = 2.0 * float(pf0["energy_j"].max()) / 3.6e6
+        near = dom[(dom["cost_usd_per_h"] <= x_max) & (dom["energy_floor_j"] / 3.6e6 <= y_max)]
+        ax.scatter(near["cost_usd_per_h"], near["energy_floor_j"] / 3.6e6, marker="^", s=14, c="#dddddd",
+                   label=f"dominated: energy floor that proved it ({len(dom)}; {len(dom) - len(near)} off the chart)")
     if len(sim):
         ax.scatter(sim["cost_usd_per_h"], sim["energy_j"] / 3.6e6, marker="x", s=18, c="#bbbbbb",
                    label="misses a constraint")

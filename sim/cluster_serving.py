@@ -17,6 +17,7 @@ caller (the deployment search) stop a run early once its outcome is decided; the
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -145,7 +146,13 @@ class ClusterProgress:
     idle_energy_floor_j: float  # idle energy the remaining span will cost at least
     first_arrival_s: float
     last_arrival_s: float
-    min_intensity_g_per_kwh: float
+    min_intensity_g_per_kwh: float  # lowest intensity of the whole carbon trace
+    # for a time-resolved carbon floor: every replica draws at least its idle power over
+    # [first arrival, max(last arrival, now)]; busy iterations so far drew busy_extra_j above
+    # idle within [first arrival, now]; later ones come at or after now
+    idle_carbon_floor_g: float = 0.0
+    busy_extra_j: float = 0.0
+    min_intensity_past_g_per_kwh: float = 0.0  # lowest intensity over [first arrival, now]
 
 
 Monitor = Callable[[ClusterProgress], str | None]
@@ -165,12 +172,26 @@ def _router(scn: ClusterServingScenario):
     return make_policy("routing", scn.policy, params)
 
 
-def _carbon(scn: ClusterServingScenario, horizon_s: float):
+def carbon_trace(scn: ClusterServingScenario, horizon_s: float):
+    """The carbon-intensity trace a run of `scn` whose last arrival is before `horizon_s` uses."""
     from orrery.traces.carbon import load_carbon_trace
 
     spec = scn.carbon_trace or f"constant:{scn.carbon_intensity_g_per_kwh}"
     trace = load_carbon_trace(spec, duration_s=max(horizon_s + scn.carbon_start_s, 86400.0), seed=scn.seed)
     return trace
+
+
+_carbon = carbon_trace
+
+
+def min_intensity(trace, t0_s: float, t1_s: float) -> float:
+    """Lowest intensity the (repeating) trace takes over [t0, t1] (trace time)."""
+    v = trace.values_g_per_kwh
+    if not t1_s - t0_s < trace.duration_s:
+        return float(v.min())
+    k0 = int(math.floor(t0_s / trace.interval_s))
+    k1 = int(math.floor(t1_s / trace.interval_s))
+    return float(v[np.arange(k0, k1 + 1) % len(v)].min())
 
 
 def _max_len(scn: ClusterServingScenario) -> int:
@@ -188,9 +209,13 @@ def _fitting_perf(gi: int, g, max_len: int):
 
 
 def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None,
-                     check_every_s: float = DEFAULT_CHECK_EVERY_S) -> tuple[RunResult, str | None]:
+                     check_every_s: float = DEFAULT_CHECK_EVERY_S,
+                     make_scheduler: Callable[[int, ReplicaGroup], Any] | None = None,
+                     ) -> tuple[RunResult, str | None]:
     """Run `scn`; with a `monitor`, stop as soon as it returns a reason. Returns the result
-    (metrics of the run so far when stopped) and the stop reason (None: ran to completion)."""
+    (metrics of the run so far when stopped) and the stop reason (None: ran to completion).
+    `make_scheduler(group index, group)` builds each replica's serving policy instead of the
+    registry (the deployment search passes a scheduler that also watches a second one)."""
     sim = Simulation(scn.seed)
     max_len = _max_len(scn)
     reqs = scn.workload.generate(sim.rng["arrivals"], sim.rng["lengths"])
@@ -210,7 +235,8 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
         mean_ctx = float(np.mean(reqs.prompt_tokens + reqs.output_tokens / 2.0))
         cap = decode_capacity_tok_s(perf, g.max_num_seqs, mean_ctx, g.gpu_memory_utilization)
         for _ in range(g.count):
-            policy = make_policy("serving", g.scheduler, g.scheduler_params)
+            policy = (make_scheduler(gi, g) if make_scheduler is not None
+                      else make_policy("serving", g.scheduler, g.scheduler_params))
             rep = SimReplica(len(replicas), sim, rep_scn, perf, policy, state, max_len)
             replicas.append(rep)
             meta.append({"group": gi, "gpu": get_gpu(g.gpu).name, "tp": g.gpus_per_replica, "capacity_tok_s": cap,
@@ -269,14 +295,18 @@ def simulate_cluster(scn: ClusterServingScenario, monitor: Monitor | None = None
 
     def watch():
         min_ci = float(np.min(carbon.values_g_per_kwh))
+        idle_total_w = float((idle_w * tps).sum())
         while True:
             yield sim.timeout(check_every_s)
             if arrivals_done.triggered and not any(rep.state.live for rep in replicas):
                 return
             busy = np.array([rep.busy_s for rep in replicas])
             floor = float((idle_w * tps * np.maximum(0.0, (last_s - first_s) - busy)).sum())
-            prog = ClusterProgress(sim.now, state, float(sum(rep.energy_j for rep in replicas)), floor,
-                                   first_s, last_s, min_ci)
+            busy_e = float(sum(rep.energy_j for rep in replicas))
+            idle_c = idle_total_w * float(carbon.integral(first_s + c0, max(last_s, sim.now) + c0)) / 3.6e6
+            prog = ClusterProgress(sim.now, state, busy_e, floor, first_s, last_s, min_ci, idle_c,
+                                   max(0.0, busy_e - float((idle_w * tps * busy).sum())),
+                                   min_intensity(carbon, first_s + c0, sim.now + c0))
             reason = monitor(prog)
             if reason:
                 raise _Stopped(reason)

@@ -10,6 +10,7 @@ import pytest
 from orrery.core.errors import OrreryInputError
 from orrery.experiments.cli import main
 from orrery.experiments.plan import load_plan, search
+from orrery.sim.cluster_serving import CLUSTER_METRICS
 
 
 def plan_dict(**over):
@@ -26,10 +27,15 @@ def plan_dict(**over):
     return d
 
 
+def _same(a, b) -> bool:
+    return (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)) or a == b
+
+
 def test_search_matches_exhaustive_on_60_points():
-    plan = load_plan(plan_dict())
+    # the carbon trace's hour changes 3 s into the runs: the time-resolved carbon floor is at work
+    plan = load_plan(plan_dict(scenario={"carbon_start_s": 3597.0}))
     assert len(plan.points) == 60
-    fast = search(plan, jobs=1, check_every_s=1.0)
+    fast = search(plan, jobs=2, check_every_s=1.0)  # two workers: monitors also read the live feasible set
     full = search(plan, jobs=1, prune=False)
     # Llama-2-13B's weights do not fit one L4: never simulated, in either mode
     assert full.counts["simulated"] == 50 and full.counts["pruned"] == 10
@@ -40,6 +46,92 @@ def test_search_matches_exhaustive_on_60_points():
     # every pruned or stopped point is indeed not on the exhaustive Pareto front
     skipped = set(fast.points.loc[fast.points["status"].isin(["pruned", "stopped"]), "key"])
     assert not skipped & set(full.pareto["key"])
+    # Andes points settled by their vLLM-FCFS sibling's run (Andes never under pressure there):
+    # every metric equals Andes' own simulation, bit for bit
+    f, g = fast.points.set_index("key"), full.points.set_index("key")
+    twins = f[(f["twin_of"].fillna("") != "") & (f["status"] != "stopped")]
+    assert fast.counts["twinned"] > 0 and len(twins) > 0
+    assert all(k.split("/")[4] == "andes" for k in twins.index)
+    for k in twins.index:
+        for m in CLUSTER_METRICS:
+            assert _same(float(f.loc[k, m]), float(g.loc[k, m])), (k, m)
+    # the analytic floors that prune by dominance are below every simulated energy and carbon
+    from orrery.experiments.plan import _span_intensity, analytic, trace_demand
+
+    dem = trace_demand(plan)
+    span_ci, min_ci = _span_intensity(plan, dem)
+    assert span_ci > min_ci
+    pts = {p.key: p for p in plan.points}
+    ran = g[g["status"].isin(["feasible", "infeasible"])]
+    for k, row in ran.iterrows():
+        b = analytic(plan, pts[k], dem, min_ci, {}, span_ci)
+        assert b.energy_floor_j <= row["energy_j"] and b.carbon_floor_g <= row["carbon_g"], k
+
+
+def test_monitor_floors_hold_at_every_check():
+    """The monitor's energy and carbon floors, at every check of a run, are below the run's final
+    energy and carbon (runs that cross an hour of the carbon trace; one overloaded)."""
+    from orrery.experiments.plan import Monitor, _span_intensity, analytic, trace_demand
+    from orrery.sim.cluster_serving import simulate_cluster
+
+    plan = load_plan(plan_dict(scenario={"carbon_start_s": 3597.0}))
+    dem = trace_demand(plan)
+    span_ci, min_ci = _span_intensity(plan, dem)
+    checked = 0
+    for key in ("A100-SXM4-80GB/tp1/x1/b8/vllm_fcfs/least_outstanding_tokens/pl1",
+                "H100-SXM5-80GB/tp1/x3/b8/andes/least_outstanding_tokens/pl1",
+                "L4/tp2/x2/b8/vllm_fcfs/least_outstanding_tokens/pl1"):
+        p = next(q for q in plan.points if q.key == key)
+        b = analytic(plan, p, dem, min_ci, {}, span_ci)
+        mon = Monitor([], ["cost_usd_per_h", "energy_j", "carbon_g"], [], b.cost_usd_per_h, b)
+        seen = []
+
+        def record(prog, mon=mon, seen=seen):
+            seen.append(mon.lower_bounds(prog))
+
+        res, stopped = simulate_cluster(plan.scenario(p), monitor=record, check_every_s=0.5)
+        assert stopped is None and len(seen) >= 3
+        for lb in seen:
+            assert lb["energy_j"] <= res.metrics["energy_j"] and lb["carbon_g"] <= res.metrics["carbon_g"], key
+        checked += 1
+        # the floors close in: the last check is within 40 % of the final carbon
+        assert seen[-1]["carbon_g"] >= 0.6 * res.metrics["carbon_g"]
+    assert checked == 3
+
+
+def test_andes_twin_not_used_when_andes_decides_otherwise():
+    """Under KV pressure Andes' knapsack picks its own running set: the vLLM-FCFS run's shadow
+    sees it, and the Andes point is simulated on its own (its result differs, so a twin would
+    have been wrong)."""
+    d = plan_dict(trace={"arrival": "poisson", "rate_rps": 20.0, "n_requests": 60, "max_total_tokens": 2048},
+                  space={"gpu": ["l4"], "tp": [2], "replicas": [1], "scheduler": ["vllm_fcfs", "andes"],
+                         "max_num_seqs": [64]},
+                  constraints={"qoe_mean_min": 0.0, "ttft_p99_s_max": 1e9})
+    plan = load_plan(d)
+    fast = search(plan, jobs=1, check_every_s=1.0)
+    full = search(plan, jobs=1, prune=False)
+    assert fast.counts["simulated"] == 2 and fast.counts["twinned"] == 0
+    f, g = fast.points.set_index("key"), full.points.set_index("key")
+    fcfs, andes = (k for k in sorted(f.index, key=lambda k: "andes" in k))
+    assert f.loc[fcfs, "qoe_mean"] != f.loc[andes, "qoe_mean"]
+    for k in (fcfs, andes):
+        for m in ("qoe_mean", "energy_j", "carbon_g", "ttft_p99_s"):
+            assert f.loc[k, m] == g.loc[k, m], (k, m)
+
+
+def test_monitor_takes_up_feasible_points_published_later(tmp_path):
+    from orrery.experiments.plan import Monitor
+
+    path = tmp_path / "feasible.json"
+    mon = Monitor([], ["cost_usd_per_h", "energy_j"], [], 1.0, None, str(path))
+    mon._refresh()  # no file yet: nothing known
+    assert mon.feasible == []
+    path.write_text(json.dumps([["a", {"cost_usd_per_h": 1.0, "energy_j": 5.0, "carbon_g": 1.0}]]))
+    mon._refresh()
+    assert [k for k, _ in mon.feasible] == ["a"]
+    path.write_text("{not json")  # a torn file is ignored, what was known stays
+    mon._refresh()
+    assert [k for k, _ in mon.feasible] == ["a"]
 
 
 def test_resume_and_outputs(tmp_path):
