@@ -195,6 +195,16 @@ class ReplicaState:
         """One token to each request of `run` at `now_s`; returns those now complete."""
         r = self.r
         r.qoe.deliver(run, now_s)
+        if run.size <= 2:  # a prefill of one or two: plain Python
+            done = []
+            for i in run.tolist():
+                g = int(r.generated[i]) + 1
+                r.generated[i] = g
+                if np.isnan(r.first_token_s[i]):
+                    r.first_token_s[i] = now_s
+                if g >= r.output[i]:
+                    done.append(i)
+            return np.array(done, dtype=np.int64)
         r.generated[run] += 1
         fresh = run[np.isnan(r.first_token_s[run])]
         r.first_token_s[fresh] = now_s

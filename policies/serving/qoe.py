@@ -209,6 +209,10 @@ class QoETracker:
         this one (the caller has checked that they arrive before the previous one is read)."""
         if idx.size == 0:
             return
+        if idx.size <= 2:  # one or two requests (a prefill): plain Python, the same floats
+            for i in idx.tolist():
+                self._deliver_one(i, t_s, _joining)
+            return
         rel = t_s - self.arrival_s[idx]
         n = self.seg_n[idx]
         x0 = self.seg_x0[idx]
@@ -228,6 +232,24 @@ class QoETracker:
             self.seg_n[idx_f] = 1 + _joining
             self.seg_late[idx_f] = _late(rel, self.ttft_exp_s[idx_f] + self.delivered[idx_f] / self.tds[idx_f])
         self.delivered[idx] += 1 + _joining
+
+    def _deliver_one(self, i: int, t_s: float, joining: int) -> None:
+        """`deliver` for one request, on Python floats (the same IEEE operations)."""
+        rel = t_s - float(self.arrival_s[i])
+        n = int(self.seg_n[i])
+        x0 = float(self.seg_x0[i])
+        step = float(self.step_s[i])
+        if n != 0 and not rel > x0 + n * step:
+            self.seg_n[i] = n + (1 + joining)
+        else:
+            if n > 0:
+                self.closed_sum_s[i] += n * x0 + step * (n * (n - 1) // 2)
+                self.closed_deficit[i] += n * float(self.seg_late[i])
+            self.seg_x0[i] = rel
+            self.seg_n[i] = 1 + joining
+            late = rel - (float(self.ttft_exp_s[i]) + int(self.delivered[i]) / float(self.tds[i]))
+            self.seg_late[i] = late if late > LATE_TOLERANCE_S else 0.0
+        self.delivered[i] += 1 + joining
 
     def deliver_many(self, idx: np.ndarray, times_s) -> None:
         """A token at each of the sorted absolute times `times_s` to every request in idx;
