@@ -48,8 +48,8 @@ __all__ = ["QoESpec", "RequestState", "ServingHardware", "ServingScenario", "Spe
            "TokenLatency", "build_perf_model", "run_serving", "summarize_requests"]
 
 MAX_MACRO_ITERATIONS = 2048  # decode iterations one macro step may cover
-MACRO_FIRST_CHUNK = 8  # iterations planned at a macro step's start (most end sooner, cut by an arrival)
-MACRO_SCALAR_MAX = 16  # chunks up to this long take scalar latency calls (numpy costs more below it)
+MACRO_FIRST_CHUNK = 4  # iterations planned at a macro step's start (half end sooner, cut by an arrival)
+MACRO_SCALAR_MAX = 12  # chunks up to this long take scalar latency calls (numpy costs more below it)
 
 
 class TokenLatency:
@@ -300,7 +300,7 @@ class SimReplica:
         free = rs.total_blocks - rs.used_blocks
         hist = None
         if free < B * -(-k // block):  # the KV cache may fill: walk the block boundaries
-            hist = np.bincount(ctx0 % block, minlength=block).tolist()
+            hist = _residues(ctx0, block)
             used, total, fit = rs.used_blocks, rs.total_blocks, 0
             while fit < k:
                 used += hist[-fit % block]  # requests whose context crosses a block boundary
@@ -322,9 +322,9 @@ class SimReplica:
         i0 = len(mac.durs)
         n = min(n, mac.k - i0)
         B, c0 = mac.B, mac.ctx_sum + mac.B * i0
-        if n <= MACRO_SCALAR_MAX:
-            dec = self._decode_s
-            durs = [dec(B, c0 + B * i) for i in range(n)]
+        if n <= MACRO_SCALAR_MAX:  # TokenLatency.decode_time_s's scalar path, one call less
+            dec, per = self.perf.decode_time_s, self._per_step
+            durs = [dec(B, c0 + B * i) / per for i in range(n)]
         else:
             ctx = (c0 + B * np.arange(n, dtype=np.int64)).astype(float)
             durs = np.asarray(self.latency.decode_time_s(np.full(n, float(B)), ctx), dtype=float).tolist()
@@ -347,8 +347,8 @@ class SimReplica:
         """The end of a planned chunk, or of the iteration an arrival cut: plan the next
         chunk, or commit the iterations that ran and decide again."""
         mac = self._macro
-        if not mac.cut and mac.m < mac.k:
-            self._extend(mac, MAX_MACRO_ITERATIONS)
+        if not mac.cut and mac.m < mac.k:  # 4 iterations, then 12 more, then the rest at once
+            self._extend(mac, MACRO_SCALAR_MAX if mac.m < MACRO_SCALAR_MAX else MAX_MACRO_ITERATIONS)
             return
         self._macro = None
         self._commit(mac, mac.m)
@@ -371,7 +371,7 @@ class SimReplica:
         block = rs.block
         hist = mac.hist
         if hist is None:
-            hist = np.bincount(mac.ctx0 % block, minlength=block).tolist()
+            hist = _residues(mac.ctx0, block)
         used = rs.used_blocks
         used_i = []
         for i in range(m):  # blocks in use after each iteration
@@ -383,7 +383,7 @@ class SimReplica:
             self._tok_tab.extend(request=np.tile(run, m), t_s=np.repeat(e, B))
         r.generated[run] += m
         # (a running request has had its first token: its prefill iteration delivered it)
-        r.held[run] = -(-(mac.ctx0 + m) // block)
+        r.held[run] = (mac.ctx0 + (m + block - 1)) // block  # ceil((context + m) / block)
         rs.used_blocks = used
         if m == mac.k_fin:
             rs.finish(run[mac.left == m], e[-1], self.policy)
@@ -404,6 +404,17 @@ class _Macro:
         self.ends: list[float] = []
         self.m = 0
         self.cut = False
+
+
+def _residues(ctx: np.ndarray, block: int) -> list[int]:
+    """hist[x] = #{r: ctx_r % block == x}: after iteration i (1-based) of a macro step the
+    requests with ctx % block == (1 - i) % block hold one more KV block."""
+    if ctx.size > 64:
+        return np.bincount(ctx % block, minlength=block).tolist()
+    hist = [0] * block
+    for c in ctx.tolist():
+        hist[c % block] += 1
+    return hist
 
 
 def _seq_sum(x0: float, xs: np.ndarray) -> float:

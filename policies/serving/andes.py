@@ -71,10 +71,13 @@ class Andes(ServingPolicy):
         used = view.kv_blocks_total - view.kv_blocks_free
         if used >= self.kv_trigger * view.kv_blocks_total:
             return True
-        running = view.state == RUNNING
-        if running.any():
-            step = float(view.latency.decode_time_s(int(running.sum()), int(view.context_tokens[running].sum())))
-            return step > 1.0 / float(view.tds_exp_tok_s.max())
+        st = view.state.tolist()
+        n_run = st.count(RUNNING)
+        if n_run:
+            ctx = view.context_tokens.tolist()
+            ctx_run = sum([c for c, s in zip(ctx, st, strict=True) if s == RUNNING])
+            step = float(view.latency.decode_time_s(n_run, ctx_run))
+            return step > 1.0 / float(max(view.tds_exp_tok_s.tolist()))
         return False
 
     # -- the knapsack ---------------------------------------------------------------------

@@ -46,19 +46,20 @@ def admit_in_order(
     Constraints: max_num_seqs, KV blocks after the step, and the prefill token budget for
     requests coming from WAITING. Returns the updated mask (a copy).
     """
-    chosen = chosen.copy()
-    need = step_blocks(view)
-    used = int(need[chosen].sum())
-    n = int(chosen.sum())
     budget = view.max_num_batched_tokens
-    ctx = view.context_tokens
-    waiting = view.state == WAITING
-    prefill_tokens = int(ctx[chosen & waiting].sum())
     cap = view.kv_blocks_total - watermark_blocks
     max_seqs = view.max_num_seqs
-    # plain Python over the candidates (numpy scalars cost more than the loop's work)
+    # plain Python lists (numpy scalars and small-array calls cost more than the loop's work);
+    # blocks after the step: ceil((context + 1) / block) = (context + block) // block
+    b = view.block_size
+    ctx_l = view.context_tokens.tolist()
+    need_l = [(c + b) // b for c in ctx_l]
+    waiting_l = [s == WAITING for s in view.state.tolist()]
+    chosen_l = chosen.tolist()
+    used = sum([x for x, c in zip(need_l, chosen_l, strict=True) if c])
+    n = chosen_l.count(True)
+    prefill_tokens = sum([x for x, c, w in zip(ctx_l, chosen_l, waiting_l, strict=True) if c and w])
     order = order.tolist() if isinstance(order, np.ndarray) else list(order)
-    chosen_l, need_l, ctx_l, waiting_l = chosen.tolist(), need.tolist(), ctx.tolist(), waiting.tolist()
     for j in order:
         if chosen_l[j]:
             continue
@@ -73,11 +74,10 @@ def admit_in_order(
                 break
             continue
         chosen_l[j] = True
-        chosen[j] = True
         used += need_l[j]
         n += 1
         prefill_tokens += tokens
-    return chosen
+    return np.array(chosen_l, dtype=bool)
 
 
 def shrink_to_fit(view: ServingView, chosen: np.ndarray, drop_order: np.ndarray) -> np.ndarray:
