@@ -477,21 +477,33 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
     ]
     arrivals_done = sim.env.event()
 
-    def arrivals():
-        rr = 0
-        for rid, t in enumerate(state.arrival_s.tolist()):
-            if t > sim.now:
-                yield sim.timeout(t - sim.now)
+    times = state.arrival_s.tolist()
+    n_rep, nxt, rr = len(replicas), 0, 0
+
+    def arrive(_ev=None) -> None:
+        """Dispatch the requests that arrived by now; wake at the next arrival (as a timeout
+        of `t - now` lands: the clock values of one simpy process looping over arrivals)."""
+        nonlocal nxt, rr
+        now = sim.now
+        woke = _ev is not None  # woken for request `nxt` (dispatched even if round-off left now < t)
+        while nxt < len(times) and (woke or not times[nxt] > now):
+            woke = False
+            rid = nxt
+            nxt += 1
             if scn.dispatcher == "round_robin":
-                k = rr % len(replicas)
+                k = rr % n_rep
                 rr += 1
             else:  # least_loaded: fewest live requests, then lowest index
-                k = min(range(len(replicas)), key=lambda j: (len(replicas[j].state.live), j))
+                lens = [len(rep.state.live) for rep in replicas]
+                k = lens.index(min(lens))
             state.replica[rid] = k
             replicas[k].add(rid)
-        arrivals_done.succeed()
+        if nxt < len(times):
+            sim.at(now + (times[nxt] - now)).callbacks.append(arrive)
+        else:
+            arrivals_done.succeed()
 
-    sim.process(arrivals())
+    arrive()
     for rep in replicas:
         sim.process(rep.loop(arrivals_done))
     sim.run(until=scn.horizon_s)

@@ -153,7 +153,8 @@ class ReplicaState:
         are recomputed). Raises if the KV blocks in use would exceed the capacity."""
         r, ids, st = self.r, view.ids, view.state
         kvb = self.kv_bytes_per_token
-        pre = ids[(st == RUNNING) & ~chosen]
+        running = st == RUNNING
+        pre = ids[running & ~chosen]
         to_swap = np.zeros(pre.size, bool)
         out_bytes = 0.0
         if pre.size:
@@ -182,11 +183,24 @@ class ReplicaState:
             self.admitted += int((r.generated[admit] == 0).sum())
         else:
             kind, run = "decode", ids[chosen]
-        ctx_tokens = int(r.context(run).sum())
-        r.state[run] = RUNNING
-        new_held = -(-(r.context(run) + 1) // self.block)  # context + the token this step makes
-        self.used_blocks += int((new_held - r.held[run]).sum())
-        r.held[run] = new_held
+        block = self.block
+        if run.size <= 2:  # (a prefill of one or two) plain Python, the same integers
+            ctx_tokens = delta = 0
+            for i in run.tolist():
+                c = int(r.prompt[i]) + int(r.generated[i])
+                ctx_tokens += c
+                r.state[i] = RUNNING
+                h = (c + block) // block  # ceil((context + 1) / block)
+                delta += h - int(r.held[i])
+                r.held[i] = h
+            self.used_blocks += delta
+        else:
+            ctx = r.context(run)
+            ctx_tokens = int(ctx.sum())
+            r.state[run] = RUNNING
+            new_held = (ctx + block) // block  # ceil((context + the token this step makes) / block)
+            self.used_blocks += int((new_held - r.held[run]).sum())
+            r.held[run] = new_held
         if self.used_blocks > self.total_blocks:
             raise RuntimeError(f"KV blocks in use {self.used_blocks} exceed capacity {self.total_blocks}")
         return Step(kind, run, ctx_tokens, pre, to_swap, sin, out_bytes, in_bytes)
