@@ -139,6 +139,9 @@ class ReplicaState:
             return np.ones(ids.size, dtype=bool)  # keeps every live request (no set lookup)
         if running.size == 0 or ids.size == 0:
             return np.zeros(ids.size, dtype=bool)
+        if ids.size <= 64:  # a set of Python ints beats the mark array on small sets
+            keep = set(running.tolist())
+            return np.array([i in keep for i in ids.tolist()], dtype=bool)
         # membership through a mark array over the ids' range (np.isin sorts: slow on small sets)
         lo = int(ids.min())
         mark = np.zeros(int(ids.max()) - lo + 1, dtype=bool)
@@ -153,8 +156,19 @@ class ReplicaState:
         are recomputed). Raises if the KV blocks in use would exceed the capacity."""
         r, ids, st = self.r, view.ids, view.state
         kvb = self.kv_bytes_per_token
-        running = st == RUNNING
-        pre = ids[running & ~chosen]
+        if ids.size <= 64:  # split on Python lists (cheaper than masks on small arrays)
+            parts: tuple[list, list, list] = ([], [], [])  # preempted, swapped in, admitted
+            for i, s, c in zip(ids.tolist(), st.tolist(), chosen.tolist(), strict=True):
+                if s == RUNNING:
+                    if not c:
+                        parts[0].append(i)
+                elif c:
+                    parts[1 if s == SWAPPED else 2].append(i)
+            pre, sin, admit = (np.array(x, dtype=np.int64) for x in parts)
+        else:
+            pre = ids[(st == RUNNING) & ~chosen]
+            sin = ids[(st == SWAPPED) & chosen]
+            admit = ids[(st == WAITING) & chosen]
         to_swap = np.zeros(pre.size, bool)
         out_bytes = 0.0
         if pre.size:
@@ -170,14 +184,12 @@ class ReplicaState:
             out_bytes = float(nbytes[to_swap].sum())
             self.swap_used_bytes += out_bytes
             self.swap_bytes += out_bytes
-        sin = ids[(st == SWAPPED) & chosen]
         in_bytes = 0.0
         if sin.size:
             in_bytes = float((r.context(sin) * kvb).sum())
             self.swap_used_bytes = max(0.0, self.swap_used_bytes - in_bytes)
             self.swap_bytes += in_bytes
             r.state[sin] = RUNNING
-        admit = ids[(st == WAITING) & chosen]
         if admit.size:
             kind, run = "prefill", admit
             self.admitted += int((r.generated[admit] == 0).sum())

@@ -107,13 +107,16 @@ def vllm_step(view: ServingView, priority: np.ndarray | None = None) -> np.ndarr
     if keeps_everyone(view):
         return running  # pure decode that fits: keep everyone (what the steps below return)
     order = np.arange(view.ids.size) if priority is None else priority
-    waiting = view.state == WAITING
-    swapped = view.state == SWAPPED
-    if not swapped.any() and waiting.any():
-        admitted = admit_in_order(view, running, order[waiting[order]], watermark_blocks=0)
-        if (admitted & waiting).any():
+    st = view.state.tolist()
+    swapped_any = SWAPPED in st
+    if not swapped_any and WAITING in st:
+        before = st.count(RUNNING)
+        admitted = admit_in_order(view, running, [j for j in order.tolist() if st[j] == WAITING],
+                                  watermark_blocks=0)
+        if admitted.tolist().count(True) > before:  # some waiting request got in
             return admitted
     chosen = shrink_to_fit(view, running, order[running[order]][::-1])
-    if swapped.any():
+    if swapped_any:
+        swapped = view.state == SWAPPED
         chosen = admit_in_order(view, chosen, order[swapped[order]])
     return chosen

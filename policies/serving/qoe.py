@@ -257,14 +257,14 @@ class QoETracker:
         shorter than every reading step (by a margin far above float round-off), tokens after
         the first join the first one's segment: O(len(idx)) work whatever len(times_s) is."""
         idx = np.asarray(idx)
-        t = np.asarray(times_s, dtype=float)
-        m = t.size
+        t = [float(x) for x in times_s]  # a few times: Python floats (the same differences)
+        m = len(t)
         if idx.size == 0 or m == 0:
             return
-        if m == 1 or float((t[1:] - t[:-1]).max()) <= self.min_step_s - SEGMENT_MARGIN_S:
-            self.deliver(idx, float(t[0]), m - 1)
+        if m == 1 or max([b - a for a, b in zip(t[:-1], t[1:], strict=True)]) <= self.min_step_s - SEGMENT_MARGIN_S:
+            self.deliver(idx, t[0], m - 1)
             return
-        for x in t.tolist():  # slower than reading speed: token by token
+        for x in t:  # slower than reading speed: token by token
             self.deliver(idx, x)
 
     def qoe(self, idx=None, metric: str = DEFAULT_QOE_METRIC) -> np.ndarray:
