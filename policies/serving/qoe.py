@@ -218,7 +218,7 @@ class QoETracker:
         x0 = self.seg_x0[idx]
         step = self.step_s[idx]
         fresh = (n == 0) | (rel > x0 + n * step)  # arrives after the open segment is read
-        if not fresh.any():
+        if True not in fresh.tolist():  # (cheaper than .any() on a batch)
             self.seg_n[idx] = n + (1 + _joining)
         else:
             if not fresh.all():
