@@ -134,17 +134,29 @@ class IterationLog:
         self.power_w.extend(array("d", (power_w,)) * m)
 
     def to_frame(self) -> pd.DataFrame:
-        kinds = np.array(self.KINDS, dtype=object)
         return pd.DataFrame({
             "replica": np.frombuffer(self.replica, dtype=np.int64).copy(),
             "start_s": np.frombuffer(self.start_s, dtype=float).copy(),
             "duration_s": np.frombuffer(self.duration_s, dtype=float).copy(),
-            "kind": kinds[np.frombuffer(self.kind, dtype=np.int8)],
+            "kind": _decode_kinds(np.frombuffer(self.kind, dtype=np.int8), self.KINDS),
             "batch": np.frombuffer(self.batch, dtype=np.int64).copy(),
             "context_tokens": np.frombuffer(self.context_tokens, dtype=np.int64).copy(),
             "kv_blocks_used": np.frombuffer(self.kv_blocks_used, dtype=np.int64).copy(),
             "power_w": np.frombuffer(self.power_w, dtype=float).copy(),
         })
+
+
+def _decode_kinds(codes: np.ndarray, names: tuple[str, ...]):
+    """`names[codes]` as the string column pandas would build from those strings; with
+    arrow-backed strings (pandas >= 3) built by arrow from the codes (no Python object a row)."""
+    objs = np.array(names, dtype=object)
+    ref = pd.Series(objs).array  # (the dtype a frame infers from strings)
+    if isinstance(ref, pd.arrays.ArrowStringArray):
+        import pyarrow as pa
+
+        arr = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(list(names)))
+        return pd.array(arr.cast(pa.array(ref).type), dtype=ref.dtype)
+    return objs[codes]
 
 
 class SimReplica:
