@@ -314,8 +314,8 @@ class SimReplica:
         B = run.size
         gen = view.generated_tokens
         ctx0 = view.prompt_tokens + gen
-        left = r.output[run] - gen
-        k_fin = int(left.min())
+        left = (r.output[run] - gen).tolist()  # (small batches: Python lists beat reductions)
+        k_fin = min(left)
         k = max(1, min(k_fin, MAX_MACRO_ITERATIONS))
         block = rs.block
         free = rs.total_blocks - rs.used_blocks
@@ -331,7 +331,7 @@ class SimReplica:
             if fit == 0:
                 return False
             k = fit
-        mac = _Macro(run, B, ctx0, left, k_fin, k, int(ctx0.sum()), self.sim.now, hist)
+        mac = _Macro(run, B, ctx0, left, k_fin, k, sum(ctx0.tolist()), self.sim.now, hist)
         self._macro = mac
         self._extend(mac, MACRO_FIRST_CHUNK)
         return True
@@ -404,7 +404,8 @@ class SimReplica:
         r.held[run] = (mac.ctx0 + (m + block - 1)) // block  # ceil((context + m) / block)
         rs.used_blocks = used
         if m == mac.k_fin:
-            rs.finish(run[mac.left == m], e[-1], self.policy)
+            done = [i for i, x in zip(run.tolist(), mac.left, strict=True) if x == m]
+            rs.finish(np.array(done, dtype=np.int64), e[-1], self.policy)
 
 
 class _Macro:
