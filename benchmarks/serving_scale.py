@@ -106,11 +106,16 @@ def main() -> None:
         print(json.dumps({"benchmark": "serving_scale_scaling", "rows": rows}))
         return
     out = measure(a, a.requests)
+    # met: the targets in wall seconds (a quiet machine); met_cpu: the same in CPU seconds (the
+    # simulator is single-threaded, so on a loaded machine CPU time is what it would take)
     if a.requests is None:
-        out.update(target_wall_s=TARGET_WALL_S, met=out["wall_s"] <= TARGET_WALL_S)
+        out.update(target_wall_s=TARGET_WALL_S, met=out["wall_s"] <= TARGET_WALL_S,
+                   met_cpu=out["cpu_s"] <= TARGET_WALL_S)
     else:
+        fits = out["peak_gib"] <= TARGET_SCALE_GIB
         out.update(target_wall_s=TARGET_SCALE_WALL_S, target_gib=TARGET_SCALE_GIB,
-                   met=out["wall_s"] <= TARGET_SCALE_WALL_S and out["peak_gib"] <= TARGET_SCALE_GIB)
+                   met=out["wall_s"] <= TARGET_SCALE_WALL_S and fits,
+                   met_cpu=out["cpu_s"] <= TARGET_SCALE_WALL_S and fits)
     print(json.dumps({"benchmark": "serving_scale", **out}))
 
 

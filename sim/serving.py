@@ -1,28 +1,41 @@
 """LLM text-streaming serving simulator: replicas with a paged KV cache, continuous batching.
 
-Each replica is one simpy process that loops over iterations: build a `ServingView`, ask the
-serving policy for the running set, apply admissions (prefill), swap-ins and preemptions
-(recompute or swap), advance the clock by the latency model's iteration time, deliver one
-token to each request that ran, and account GPU energy. The bookkeeping (request states, KV
-blocks, swap space, delivery, finishing) is the replica state machine shared with the real
-engine (`sim/serving_replica.py`); the scenario lives in `sim/serving_scenario.py`. This module
-keeps the simpy processes, the dispatcher, the simulated latency/energy and the macro step.
+Each replica (`SimReplica`) runs iteration by iteration: build a `ServingView`, ask the serving
+policy for the running set, apply admissions (prefill), swap-ins and preemptions (recompute or
+swap), advance the clock by the latency model's iteration time, deliver one token to each
+request that ran, and account GPU energy. The bookkeeping (request states, KV blocks, swap
+space, delivery, finishing) is the replica state machine shared with the real engine
+(`sim/serving_replica.py`); the scenario lives in `sim/serving_scenario.py`. This module keeps
+the event loop, the dispatcher, the simulated latency/energy and the macro step.
+
+Events: a replica is not a simpy process but a set of callbacks on absolute-time events of the
+simulation's heap (the end of an iteration, of a planned chunk of a macro step, an arrival
+while idle); a wake-up superseded by a later decision is dropped when it fires. Arrivals are one
+callback chain with the clock values of a process looping over `timeout(t - now)`.
 
 Macro steps (`fast_forward`, on by default): when every live request is running and the
 policy keeps them all (and its `fast_forward` contract allows it), the running set cannot
 change before a request finishes, the KV cache fills or a request arrives. The replica then
-computes those decode iterations at once (durations from the same latency model on arrays)
-and waits for the last one's end or the next arrival; after an arrival only the iterations up
-to the end of the one in flight happen, as per-iteration scheduling would see it. Results equal
-the per-iteration path bit for bit (same clock values, durations, energy sums and QoE state;
-the QoE tracker's segments make m fast tokens one addition); rows of the `iterations`/`tokens`
-tables may
-interleave differently across replicas (per replica they stay in time order).
+plans those decode iterations in chunks (4 from scalar latency calls, then 128 from one array
+call, then the rest; durations are the same floats either way) and waits for the chunk's
+end or the next arrival; after an arrival only the iterations up to the end of the one in
+flight happen, as per-iteration scheduling would see it. KV blocks follow from the contexts'
+residues modulo the block size (`_blocks_walk`), so a macro step costs O(batch + iterations),
+and what it commits (counters, energy, QoE, KV, the iteration log) is one pass per batch plus
+one Python addition per iteration. Results equal the per-iteration path bit for bit (same clock
+values, durations, energy sums, KV counts and QoE state; the QoE tracker's segments make m fast
+tokens one addition); rows of the `iterations`/`tokens` tables may interleave differently
+across replicas (per replica they stay in time order). The `iterations` log keeps typed columns
+(`IterationLog`, 57 bytes a row), so a million requests' ten million iterations fit in memory.
 """
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
+
 import numpy as np
+import pandas as pd
 
 from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.llm import get_model
@@ -44,6 +57,13 @@ __all__ = ["QoESpec", "RequestState", "ServingHardware", "ServingScenario", "Spe
            "TokenLatency", "build_perf_model", "run_serving", "summarize_requests"]
 
 MAX_MACRO_ITERATIONS = 2048  # decode iterations one macro step may cover
+# Chunks of a macro step: a short first one (half the macro steps at 8 requests/s per replica
+# end within 3 iterations, cut by an arrival), then one array call for 128, then the rest. Chosen
+# on the recorded (iterations run, iterations possible) of the serving_scale runs: ~2.4 us a
+# scalar latency call, ~35 us an array call, ~6 us an extra wake-up on this machine.
+MACRO_FIRST_CHUNK = 4
+MACRO_SECOND_CHUNK = 128
+MACRO_SCALAR_MAX = 12  # chunks up to this long take scalar latency calls (numpy costs more below it)
 
 
 class TokenLatency:
@@ -69,9 +89,89 @@ class TokenLatency:
         return self.perf.swap_time_s(n_bytes)
 
 
+class IterationLog:
+    """The `iterations` table of a serving run, kept as typed columns (`array.array`, 8 bytes a
+    value; the kind as a one-byte code): a macro step of m decode iterations appends m values to
+    each column without Python objects per row. `to_frame` gives the recorder's frame (same
+    columns, dtypes and values as rows appended one by one)."""
+
+    columns = ("replica", "start_s", "duration_s", "kind", "batch", "context_tokens", "kv_blocks_used",
+               "power_w")
+    KINDS = ("decode", "prefill")
+
+    def __init__(self) -> None:
+        self.replica, self.start_s, self.duration_s = array("q"), array("d"), array("d")
+        self.kind, self.batch, self.context_tokens = array("b"), array("q"), array("q")
+        self.kv_blocks_used, self.power_w = array("q"), array("d")
+
+    @classmethod
+    def of(cls, sim: Simulation) -> IterationLog:
+        """The simulation's log (created on first use and shared by its replicas)."""
+        log = sim.rec.tables.get("iterations")
+        if log is None:
+            log = sim.rec.tables["iterations"] = cls()
+        return log
+
+    def __len__(self) -> int:
+        return len(self.start_s)
+
+    def row(self, replica: int, start_s: float, duration_s: float, kind: int, batch: int, ctx: int,
+            used: int, power_w: float) -> None:
+        self.replica.append(replica)
+        self.start_s.append(start_s)
+        self.duration_s.append(duration_s)
+        self.kind.append(kind)
+        self.batch.append(batch)
+        self.context_tokens.append(ctx)
+        self.kv_blocks_used.append(used)
+        self.power_w.append(power_w)
+
+    def decode_rows(self, replica: int, starts: list, durs: list, batch: int, ctx0: int, used: list,
+                    power_w: float) -> None:
+        m = len(durs)
+        self.replica.extend(array("q", (replica,)) * m)  # (repeated values: C-level repeats)
+        self.start_s.extend(starts)
+        self.duration_s.extend(durs)
+        self.kind.frombytes(bytes(m))  # 0: decode
+        self.batch.extend(array("q", (batch,)) * m)
+        self.context_tokens.extend(range(ctx0, ctx0 + batch * m, batch) if batch else [ctx0] * m)
+        self.kv_blocks_used.extend(used)
+        self.power_w.extend(array("d", (power_w,)) * m)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({
+            "replica": np.frombuffer(self.replica, dtype=np.int64).copy(),
+            "start_s": np.frombuffer(self.start_s, dtype=float).copy(),
+            "duration_s": np.frombuffer(self.duration_s, dtype=float).copy(),
+            "kind": _decode_kinds(np.frombuffer(self.kind, dtype=np.int8), self.KINDS),
+            "batch": np.frombuffer(self.batch, dtype=np.int64).copy(),
+            "context_tokens": np.frombuffer(self.context_tokens, dtype=np.int64).copy(),
+            "kv_blocks_used": np.frombuffer(self.kv_blocks_used, dtype=np.int64).copy(),
+            "power_w": np.frombuffer(self.power_w, dtype=float).copy(),
+        })
+
+
+def _decode_kinds(codes: np.ndarray, names: tuple[str, ...]):
+    """`names[codes]` as the string column pandas would build from those strings; with
+    arrow-backed strings (pandas >= 3) built by arrow from the codes (no Python object a row)."""
+    objs = np.array(names, dtype=object)
+    ref = pd.Series(objs).array  # (the dtype a frame infers from strings)
+    if isinstance(ref, pd.arrays.ArrowStringArray):
+        import pyarrow as pa
+
+        arr = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(list(names)))
+        return pd.array(arr.cast(pa.array(ref).type), dtype=ref.dtype)
+    return objs[codes]
+
+
 class SimReplica:
-    """The simulator's side of one replica: a simpy process over a shared `ReplicaState` (single-replica
-    serving runs one; cluster serving, `sim/cluster_serving.py`, runs one per replica behind a router)."""
+    """The simulator's side of one replica over a shared `ReplicaState` (single-replica serving
+    runs one; cluster serving, `sim/cluster_serving.py`, runs one per replica behind a router).
+
+    Event-driven without a simpy process of its own: every wake-up is an absolute-time event on
+    the simulation's heap whose callback runs the replica until its next wake-up (the end of an
+    iteration, of a macro step's chunk, or an arrival when idle). `loop(arrivals_done)` is the
+    process that starts it."""
 
     def __init__(self, index: int, sim: Simulation, scn: ServingScenario, perf: LLMPerfModel,
                  policy: ServingPolicy, reqs: RequestState, max_model_len: int):
@@ -86,189 +186,271 @@ class SimReplica:
             max_num_batched_tokens=hw.max_num_batched_tokens or max(max_model_len, 2048),
             swap_cap_bytes=hw.swap_space_gib * GiB, kv_bytes_per_token=perf.kv_bytes_per_token,
             latency=self.latency, index=index)
-        self.wake = sim.env.event()
         self.busy_s = 0.0
         self.energy_j = 0.0
         self.iterations = 0
         self.record_tokens = scn.record_tokens
         self.fast = scn.fast_forward and bool(getattr(policy, "fast_forward", True))
         self.horizon_s = scn.horizon_s
-        self._macro_ends: np.ndarray | None = None  # iteration ends of the macro step under way
-        self._macro_m = 0  # iterations the macro step runs (fewer when an arrival cuts it)
-        self._macro_cut = False
+        self._decode_s = self.latency.decode_time_s
+        self._per_step = self.latency._per_step
+        self._power_of: dict[int, float] = {}  # decode power by batch size (a pure function of it)
+        self._arrivals_done = None
+        self._started = False
+        self._idle = False  # waiting for an arrival (nothing live, or the policy ran nothing)
+        self._log: IterationLog | None = None
+        self._tok_tab = None
+        self._iter = None  # the iteration in flight (per-iteration path)
+        self._macro: _Macro | None = None  # the macro step under way
+        self._wake_ev = None  # the one wake-up event that counts (earlier ones are dropped)
+
+    # --- events ----------------------------------------------------------------------------
+    def _wake_at(self, t_s: float, fn) -> None:
+        """Call `fn()` at the absolute time `t_s`; supersedes the wake-up pending before."""
+        ev = self.sim.at(t_s)
+        self._wake_ev = ev
+        ev.callbacks.append(lambda e: fn() if e is self._wake_ev else None)
 
     def add(self, rid: int) -> None:
         self.state.add(rid)
-        ends = self._macro_ends
-        if ends is not None:  # in a macro step: wake up at the end of the iteration in flight
-            if self._macro_cut:
+        mac = self._macro
+        if mac is not None:  # in a macro step: stop at the end of the iteration in flight
+            if mac.cut:
                 return  # an earlier arrival already cut it there
-            self._macro_cut = True
+            mac.cut = True
             now = self.sim.now
-            j = min(int(np.searchsorted(ends, now, side="left")), ends.size - 1)
-            self._macro_m = j + 1
-            if ends[j] > now:
-                self._wake_at(float(ends[j]))
-                return
-        if not self.wake.triggered:
-            self.wake.succeed()
+            ends = mac.ends
+            j = min(bisect_left(ends, now), len(ends) - 1)
+            mac.m = j + 1
+            self._wake_at(ends[j], self._end_macro)  # at `now` when an iteration ends right now
+            return
+        if self._idle:
+            self._idle = False
+            self._wake_at(self.sim.now, self._decide)
 
-    def _wake_at(self, t_s: float) -> None:
-        """Trigger the current `wake` event at `t_s` unless something triggered it before."""
-        wake = self.wake
-
-        def fire(_ev) -> None:
-            if not wake.triggered:
-                wake.succeed()
-
-        self.sim.at(t_s).callbacks.append(fire)
-
-    # --- the iteration loop ------------------------------------------------------------------
     def loop(self, arrivals_done):
+        """The process that starts the replica (it then runs on its own wake-up events)."""
+        self._arrivals_done = arrivals_done
+        self._log = IterationLog.of(self.sim)
+        self._tok_tab = self.sim.rec.table("tokens", ["request", "t_s"]) if self.record_tokens else None
+        self._decide()
+        return
+        yield  # a generator (simpy process) that returns at once
+
+    # --- one decision ----------------------------------------------------------------------
+    def _decide(self) -> None:
         sim, perf, rs = self.sim, self.perf, self.state
-        it_tab = sim.rec.table("iterations", ["replica", "start_s", "duration_s", "kind", "batch",
-                                              "context_tokens", "kv_blocks_used", "power_w"])
-        tok_tab = sim.rec.table("tokens", ["request", "t_s"]) if self.record_tokens else None
-        while True:
-            if not rs.live:
-                if arrivals_done.triggered:
-                    return
-                self.wake = sim.env.event()
-                yield self.wake | arrivals_done
-                continue
-            ids = rs.ids()
-            view = rs.view(sim.now, ids)
-            dec = self.policy.schedule(view)
-            if self.check:
-                problems = validate_decision(view, dec)
-                if problems:
-                    raise RuntimeError(f"policy {self.policy.policy_name!r} made an invalid decision "
-                                       f"at t={sim.now:.3f}s on replica {self.i}: {'; '.join(problems)}")
-            chosen = rs.chosen(view, dec)
-            if self.fast and chosen.all() and (view.state == RUNNING).all():
+        if not rs.live:
+            if not self._arrivals_done.triggered:
+                self._idle = True
+            return
+        now = sim.now
+        ids = rs.ids()
+        view = rs.view(now, ids)
+        dec = self.policy.schedule(view)
+        if self.check:
+            problems = validate_decision(view, dec)
+            if problems:
+                raise RuntimeError(f"policy {self.policy.policy_name!r} made an invalid decision "
+                                   f"at t={now:.3f}s on replica {self.i}: {'; '.join(problems)}")
+        running = dec.running
+        keep_all = running is ids or (len(running) == ids.size and np.asarray(running).tolist() == ids.tolist())
+        if keep_all and self.fast:
+            st = view.state.tolist()
+            if st.count(RUNNING) == len(st):
                 # pure decode with nothing waiting: the running set stays until an arrival,
                 # a finish or a full KV cache, so run those iterations as one macro step
-                plan = self._plan_macro(ids)
-                if plan is not None:
-                    yield from self._macro(ids, plan, it_tab, tok_tab)
-                    continue
-            if not chosen.any():
-                if arrivals_done.triggered:
-                    raise RuntimeError(
-                        f"policy {self.policy.policy_name!r} ran nothing with {ids.size} requests "
-                        f"live on replica {self.i} and no arrivals left")
-                self.wake = sim.env.event()
-                yield self.wake
-                continue
-            step = rs.apply(view, dec, chosen)
-            swap_s = 0.0
-            if step.preempted.size:
-                swap_s += float(perf.swap_time_s(step.swap_out_bytes)) if step.swap_out_bytes else 0.0
-            if step.swapped_in.size:
-                swap_s += float(perf.swap_time_s(step.swap_in_bytes))
-            run, ctx_tokens = step.run, step.ctx_tokens
-            if step.kind == "prefill":
-                compute_s = perf.prefill_time_s(ctx_tokens, int(run.size))
-                power = perf.prefill_power_w(ctx_tokens, int(run.size))
-            else:
-                compute_s = float(self.latency.decode_time_s(run.size, ctx_tokens))
-                power = float(perf.power_w(run.size))
-            duration = compute_s + swap_s
-            start = sim.now
-            yield sim.timeout(duration)
-            now = sim.now
-            self.iterations += 1
-            self.busy_s += duration
-            self.energy_j += power * duration * self.n_gpus
-            it_tab.append(self.i, start, duration, step.kind, int(run.size), ctx_tokens, rs.used_blocks, power)
-            if tok_tab is not None:
-                tok_tab.extend(request=run, t_s=np.full(run.size, now))
-            done = rs.deliver(run, now)
-            if done.size:
-                rs.finish(done, now, self.policy)
+                if self._start_macro(ids, view):
+                    return
+        chosen = np.ones(ids.size, dtype=bool) if keep_all else rs.chosen(view, dec)
+        if not chosen.any():
+            if self._arrivals_done.triggered:
+                raise RuntimeError(
+                    f"policy {self.policy.policy_name!r} ran nothing with {ids.size} requests "
+                    f"live on replica {self.i} and no arrivals left")
+            self._idle = True
+            return
+        step = rs.apply(view, dec, chosen)
+        swap_s = 0.0
+        if step.preempted.size:
+            swap_s += float(perf.swap_time_s(step.swap_out_bytes)) if step.swap_out_bytes else 0.0
+        if step.swapped_in.size:
+            swap_s += float(perf.swap_time_s(step.swap_in_bytes))
+        run, ctx_tokens = step.run, step.ctx_tokens
+        if step.kind == "prefill":
+            compute_s = perf.prefill_time_s(ctx_tokens, int(run.size))
+            power = perf.prefill_power_w(ctx_tokens, int(run.size))
+        else:
+            compute_s = float(self._decode_s(run.size, ctx_tokens))
+            power = self._power(int(run.size))
+        duration = compute_s + swap_s
+        self._iter = (step, now, duration, power)
+        self._wake_at(now + duration, self._end_iteration)  # as a timeout of `duration` lands
 
-    # --- the macro-step fast path ----------------------------------------------------------
-    def _plan_macro(self, run: np.ndarray):
-        """Up to k decode iterations of `run` that need no new decision: k is bounded by the
-        first finish, the KV capacity and the horizon. None when not even one fits (the slow
-        path then reports the overflow). O(len(run) + k): no (requests x iterations) arrays."""
-        r, rs = self.r, self.state
-        B = run.size
-        ctx0 = r.prompt[run] + r.generated[run]
-        k = int((r.output[run] - r.generated[run]).min())
-        k = max(1, min(k, MAX_MACRO_ITERATIONS))
-        used = (rs.used_blocks - int(r.held[run].sum())) + _blocks_after(ctx0, rs.block, k)
-        fit = int(np.searchsorted(used, rs.total_blocks, side="right"))  # used is nondecreasing
-        if fit == 0:
-            return None
-        k = min(k, fit)
-        ctx_sum = int(ctx0.sum()) + B * np.arange(k, dtype=np.int64)
-        # the slow path's scalar call, on arrays: same operations, same per-iteration floats
-        durs = self.latency.decode_time_s(np.full(k, float(B)), ctx_sum.astype(float))
-        durs = np.asarray(durs, dtype=float)
-        t0 = self.sim.now
-        ends = np.cumsum(np.concatenate(([t0], durs)))[1:]  # sequential, as the clock advances
-        if self.horizon_s is not None:
-            k = max(1, min(k, int(np.searchsorted(ends, self.horizon_s, side="left"))))
-        return k, t0, durs[:k], ends[:k], ctx_sum[:k], used[:k], ctx0
+    def _power(self, batch: int) -> float:
+        p = self._power_of.get(batch)
+        if p is None:
+            p = self._power_of[batch] = float(self.perf.power_w(batch))
+        return p
 
-    def _macro(self, run, plan, it_tab, tok_tab):
-        """Wait for the planned iterations' end or, when a request arrives (`add`), for the end
-        of the iteration in flight, and commit the iterations that ran. Clock values are the per-iteration path's
-        exactly (absolute-time events on the sequential sums of the durations)."""
-        sim, r, perf, rs = self.sim, self.r, self.perf, self.state
-        k, t0, durs, ends, ctx_sum, used, ctx0 = plan
-        self.wake = sim.env.event()
-        self._macro_ends, self._macro_m, self._macro_cut = ends, k, False
-        self._wake_at(float(ends[-1]))
-        yield self.wake  # at the last iteration's end, or the end of the one an arrival cut
-        self._macro_ends = None
-        m = self._macro_m
-        B = run.size
-        d, e = durs[:m], ends[:m]
-        power = float(perf.power_w(B))
-        self.iterations += m
-        self.busy_s = _seq_sum(self.busy_s, d)
-        self.energy_j = _seq_sum(self.energy_j, power * d * self.n_gpus)
-        starts = np.empty(m)
-        starts[0] = t0
-        starts[1:] = e[:-1]
-        it_tab.extend_columns(np.full(m, self.i), starts, d, np.full(m, "decode"), np.full(m, B),
-                              ctx_sum[:m], used[:m], np.full(m, power))
-        r.qoe.deliver_many(run, e)
-        if tok_tab is not None:
-            tok_tab.extend(request=np.tile(run, m), t_s=np.repeat(e, B))
-        r.generated[run] += m
-        fresh = run[np.isnan(r.first_token_s[run])]
-        r.first_token_s[fresh] = e[0]
-        r.held[run] = -(-(ctx0 + m) // rs.block)
-        rs.used_blocks = int(used[m - 1])
-        now = float(e[-1])
-        done = run[r.generated[run] >= r.output[run]]
+    def _end_iteration(self) -> None:
+        step, start, duration, power = self._iter
+        self._iter = None
+        rs, now = self.state, self.sim.now
+        run = step.run
+        self.iterations += 1
+        self.busy_s += duration
+        self.energy_j += power * duration * self.n_gpus
+        self._log.row(self.i, start, duration, step.kind == "prefill", int(run.size), step.ctx_tokens,
+                      rs.used_blocks, power)
+        if self._tok_tab is not None:
+            self._tok_tab.extend(request=run, t_s=np.full(run.size, now))
+        done = rs.deliver(run, now)
         if done.size:
             rs.finish(done, now, self.policy)
+        self._decide()
+
+    # --- the macro-step fast path ----------------------------------------------------------
+    def _start_macro(self, run: np.ndarray, view) -> bool:
+        """Plan up to k decode iterations of `run` that need no new decision (k is bounded by
+        the first finish, the KV capacity and the horizon) and wait for the first chunk's end.
+        False when not even one fits (the per-iteration path then reports the overflow)."""
+        r, rs = self.r, self.state
+        B = run.size
+        gen = view.generated_tokens
+        ctx0 = view.prompt_tokens + gen
+        left = (r.output[run] - gen).tolist()  # (small batches: Python lists beat reductions)
+        k_fin = min(left)
+        k = max(1, min(k_fin, MAX_MACRO_ITERATIONS))
+        block = rs.block
+        free = rs.total_blocks - rs.used_blocks
+        hist = None
+        if free < B * -(-k // block):  # the KV cache may fill: walk the block boundaries
+            hist = _residues(ctx0, block)
+            used, total, fit = rs.used_blocks, rs.total_blocks, 0
+            while fit < k:
+                used += hist[-fit % block]  # requests whose context crosses a block boundary
+                if used > total:
+                    break
+                fit += 1
+            if fit == 0:
+                return False
+            k = fit
+        mac = _Macro(run, B, ctx0, left, k_fin, k, sum(ctx0.tolist()), self.sim.now, hist)
+        self._macro = mac
+        self._extend(mac, MACRO_FIRST_CHUNK)
+        return True
+
+    def _extend(self, mac: _Macro, n: int) -> None:
+        """Plan the macro step's next `n` iterations (at most up to k and the horizon) and wake
+        at the last one's end. The durations are the per-iteration path's floats: scalar calls
+        for a short chunk, one array call for a long one; ends are the clock's sequential sums."""
+        i0 = len(mac.durs)
+        n = min(n, mac.k - i0)
+        B, c0 = mac.B, mac.ctx_sum + mac.B * i0
+        if n <= MACRO_SCALAR_MAX:  # TokenLatency.decode_time_s's scalar path, one call less
+            dec, per = self.perf.decode_time_s, self._per_step
+            durs = [dec(B, c0 + B * i) / per for i in range(n)]
+        else:
+            ctx = (c0 + B * np.arange(n, dtype=np.int64)).astype(float)
+            durs = np.asarray(self.latency.decode_time_s(np.full(n, float(B)), ctx), dtype=float).tolist()
+        ends = mac.ends
+        t = ends[-1] if ends else mac.t0
+        h = self.horizon_s
+        for d in durs:
+            t += d
+            ends.append(t)
+            if h is not None and t >= h:  # iterations ending at or after the horizon never run
+                if len(ends) > 1:
+                    ends.pop()  # (one does: the per-iteration path starts it)
+                mac.k = len(ends)
+                break
+        mac.durs.extend(durs[:len(ends) - i0])
+        mac.m = len(ends)
+        self._wake_at(ends[-1], self._end_macro)
+
+    def _end_macro(self) -> None:
+        """The end of a planned chunk, or of the iteration an arrival cut: plan the next
+        chunk, or commit the iterations that ran and decide again."""
+        mac = self._macro
+        if not mac.cut and mac.m < mac.k:  # 4 iterations, then 128 more, then the rest at once
+            self._extend(mac, MACRO_SECOND_CHUNK if mac.m <= MACRO_FIRST_CHUNK else MAX_MACRO_ITERATIONS)
+            return
+        self._macro = None
+        self._commit(mac, mac.m)
+        self._decide()
+
+    def _commit(self, mac: _Macro, m: int) -> None:
+        """Commit the first m iterations of a macro step: counters, energy, the iteration log,
+        QoE, tokens, KV blocks; finish the requests that completed. Clock values and sums are
+        the per-iteration path's exactly (sequential float additions)."""
+        r, rs = self.r, self.state
+        run, B = mac.run, mac.B
+        d, e = mac.durs[:m], mac.ends[:m]
+        power = self._power(B)
+        self.iterations += m
+        busy, energy, ng = self.busy_s, self.energy_j, self.n_gpus
+        for x in d:
+            busy += x
+            energy += power * x * ng
+        self.busy_s, self.energy_j = busy, energy
+        block = rs.block
+        hist = mac.hist
+        if hist is None:
+            hist = _residues(mac.ctx0, block)
+        used_i = _blocks_walk(rs.used_blocks, hist, block, m)
+        used = used_i[-1]
+        self._log.decode_rows(self.i, [mac.t0, *e[:-1]], d, B, mac.ctx_sum, used_i, power)
+        r.qoe.deliver_many(run, e)
+        if self._tok_tab is not None:
+            self._tok_tab.extend(request=np.tile(run, m), t_s=np.repeat(e, B))
+        r.generated[run] += m
+        # (a running request has had its first token: its prefill iteration delivered it)
+        r.held[run] = (mac.ctx0 + (m + block - 1)) // block  # ceil((context + m) / block)
+        rs.used_blocks = used
+        if m == mac.k_fin:
+            done = [i for i, x in zip(run.tolist(), mac.left, strict=True) if x == m]
+            rs.finish(np.array(done, dtype=np.int64), e[-1], self.policy)
 
 
-def _seq_sum(x0: float, xs: np.ndarray) -> float:
-    """x0 + xs[0] + xs[1] + ... added in order (the per-iteration path's running sums)."""
-    if xs.size <= 32:
-        for x in xs.tolist():
-            x0 += x
-        return x0
-    return float(np.cumsum(np.concatenate(([x0], xs)))[-1])
+class _Macro:
+    """A macro step under way: `k` planned decode iterations of `run` (B requests, contexts
+    `ctx0`, tokens `left` to go, the first finish after `k_fin`) from `t0`; `durs`/`ends` the
+    iterations planned so far; `m` those that run (fewer when an arrival cut it)."""
+
+    __slots__ = ("run", "B", "ctx0", "left", "k_fin", "k", "ctx_sum", "t0", "hist", "durs", "ends", "m",
+                 "cut")
+
+    def __init__(self, run, B, ctx0, left, k_fin, k, ctx_sum, t0, hist):
+        self.run, self.B, self.ctx0, self.left, self.k_fin, self.k = run, B, ctx0, left, k_fin, k
+        self.ctx_sum, self.t0, self.hist = ctx_sum, t0, hist
+        self.durs: list[float] = []
+        self.ends: list[float] = []
+        self.m = 0
+        self.cut = False
 
 
-def _blocks_after(ctx0: np.ndarray, block: int, k: int) -> np.ndarray:
-    """sum_r ceil((ctx0_r + i) / block) for i = 1..k, in O(len(ctx0) + k + block).
+def _residues(ctx: np.ndarray, block: int) -> list[int]:
+    """hist[x] = #{r: ctx_r % block == x}: after iteration i (1-based) of a macro step the
+    requests with ctx % block == (1 - i) % block hold one more KV block."""
+    if ctx.size > 64:
+        return np.bincount(ctx % block, minlength=block).tolist()
+    hist = [0] * block
+    for c in ctx.tolist():
+        hist[c % block] += 1
+    return hist
 
-    With ctx0_r + block - 1 = block*a_r + b_r and i = block*u + v, each term is
-    a_r + u + [b_r >= block - v]: the sum is sum(a) + B*u + #{r: b_r >= block - v}."""
-    q = ctx0 + (block - 1)
-    a, b = np.divmod(q, block)
-    at_least = np.zeros(block + 1, dtype=np.int64)  # at_least[x] = #{r: b_r >= x}
-    at_least[:block] = np.cumsum(np.bincount(b, minlength=block)[::-1])[::-1]
-    u, v = np.divmod(np.arange(1, k + 1, dtype=np.int64), block)
-    return int(a.sum()) + ctx0.size * u + at_least[block - v]
+
+def _blocks_walk(used0: int, hist: list[int], block: int, m: int) -> list[int]:
+    """KV blocks in use after each of m decode iterations of a batch holding `used0` blocks
+    whose contexts have the residues `hist` (`_residues`): the i-th iteration (1-based) adds a
+    block to the requests with context % block == (1 - i) % block. O(m), not O(m * batch)."""
+    out = []
+    used = used0
+    for i in range(m):
+        used += hist[-i % block]
+        out.append(used)
+    return out
 
 
 def kv_blocks(hw: ServingHardware, perf: LLMPerfModel, max_model_len: int) -> int:
@@ -309,21 +491,33 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
     ]
     arrivals_done = sim.env.event()
 
-    def arrivals():
-        rr = 0
-        for rid, t in enumerate(state.arrival_s.tolist()):
-            if t > sim.now:
-                yield sim.timeout(t - sim.now)
+    times = state.arrival_s.tolist()
+    n_rep, nxt, rr = len(replicas), 0, 0
+
+    def arrive(_ev=None) -> None:
+        """Dispatch the requests that arrived by now; wake at the next arrival (as a timeout
+        of `t - now` lands: the clock values of one simpy process looping over arrivals)."""
+        nonlocal nxt, rr
+        now = sim.now
+        woke = _ev is not None  # woken for request `nxt` (dispatched even if round-off left now < t)
+        while nxt < len(times) and (woke or not times[nxt] > now):
+            woke = False
+            rid = nxt
+            nxt += 1
             if scn.dispatcher == "round_robin":
-                k = rr % len(replicas)
+                k = rr % n_rep
                 rr += 1
             else:  # least_loaded: fewest live requests, then lowest index
-                k = min(range(len(replicas)), key=lambda j: (len(replicas[j].state.live), j))
+                lens = [len(rep.state.live) for rep in replicas]
+                k = lens.index(min(lens))
             state.replica[rid] = k
             replicas[k].add(rid)
-        arrivals_done.succeed()
+        if nxt < len(times):
+            sim.at(now + (times[nxt] - now)).callbacks.append(arrive)
+        else:
+            arrivals_done.succeed()
 
-    sim.process(arrivals())
+    arrive()
     for rep in replicas:
         sim.process(rep.loop(arrivals_done))
     sim.run(until=scn.horizon_s)

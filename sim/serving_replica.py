@@ -139,6 +139,9 @@ class ReplicaState:
             return np.ones(ids.size, dtype=bool)  # keeps every live request (no set lookup)
         if running.size == 0 or ids.size == 0:
             return np.zeros(ids.size, dtype=bool)
+        if ids.size <= 64:  # a set of Python ints beats the mark array on small sets
+            keep = set(running.tolist())
+            return np.array([i in keep for i in ids.tolist()], dtype=bool)
         # membership through a mark array over the ids' range (np.isin sorts: slow on small sets)
         lo = int(ids.min())
         mark = np.zeros(int(ids.max()) - lo + 1, dtype=bool)
@@ -153,7 +156,19 @@ class ReplicaState:
         are recomputed). Raises if the KV blocks in use would exceed the capacity."""
         r, ids, st = self.r, view.ids, view.state
         kvb = self.kv_bytes_per_token
-        pre = ids[(st == RUNNING) & ~chosen]
+        if ids.size <= 64:  # split on Python lists (cheaper than masks on small arrays)
+            parts: tuple[list, list, list] = ([], [], [])  # preempted, swapped in, admitted
+            for i, s, c in zip(ids.tolist(), st.tolist(), chosen.tolist(), strict=True):
+                if s == RUNNING:
+                    if not c:
+                        parts[0].append(i)
+                elif c:
+                    parts[1 if s == SWAPPED else 2].append(i)
+            pre, sin, admit = (np.array(x, dtype=np.int64) for x in parts)
+        else:
+            pre = ids[(st == RUNNING) & ~chosen]
+            sin = ids[(st == SWAPPED) & chosen]
+            admit = ids[(st == WAITING) & chosen]
         to_swap = np.zeros(pre.size, bool)
         out_bytes = 0.0
         if pre.size:
@@ -169,24 +184,35 @@ class ReplicaState:
             out_bytes = float(nbytes[to_swap].sum())
             self.swap_used_bytes += out_bytes
             self.swap_bytes += out_bytes
-        sin = ids[(st == SWAPPED) & chosen]
         in_bytes = 0.0
         if sin.size:
             in_bytes = float((r.context(sin) * kvb).sum())
             self.swap_used_bytes = max(0.0, self.swap_used_bytes - in_bytes)
             self.swap_bytes += in_bytes
             r.state[sin] = RUNNING
-        admit = ids[(st == WAITING) & chosen]
         if admit.size:
             kind, run = "prefill", admit
             self.admitted += int((r.generated[admit] == 0).sum())
         else:
             kind, run = "decode", ids[chosen]
-        ctx_tokens = int(r.context(run).sum())
-        r.state[run] = RUNNING
-        new_held = -(-(r.context(run) + 1) // self.block)  # context + the token this step makes
-        self.used_blocks += int((new_held - r.held[run]).sum())
-        r.held[run] = new_held
+        block = self.block
+        if run.size <= 2:  # (a prefill of one or two) plain Python, the same integers
+            ctx_tokens = delta = 0
+            for i in run.tolist():
+                c = int(r.prompt[i]) + int(r.generated[i])
+                ctx_tokens += c
+                r.state[i] = RUNNING
+                h = (c + block) // block  # ceil((context + 1) / block)
+                delta += h - int(r.held[i])
+                r.held[i] = h
+            self.used_blocks += delta
+        else:
+            ctx = r.context(run)
+            ctx_tokens = int(ctx.sum())
+            r.state[run] = RUNNING
+            new_held = (ctx + block) // block  # ceil((context + the token this step makes) / block)
+            self.used_blocks += int((new_held - r.held[run]).sum())
+            r.held[run] = new_held
         if self.used_blocks > self.total_blocks:
             raise RuntimeError(f"KV blocks in use {self.used_blocks} exceed capacity {self.total_blocks}")
         return Step(kind, run, ctx_tokens, pre, to_swap, sin, out_bytes, in_bytes)
@@ -195,6 +221,16 @@ class ReplicaState:
         """One token to each request of `run` at `now_s`; returns those now complete."""
         r = self.r
         r.qoe.deliver(run, now_s)
+        if run.size <= 2:  # a prefill of one or two: plain Python
+            done = []
+            for i in run.tolist():
+                g = int(r.generated[i]) + 1
+                r.generated[i] = g
+                if np.isnan(r.first_token_s[i]):
+                    r.first_token_s[i] = now_s
+                if g >= r.output[i]:
+                    done.append(i)
+            return np.array(done, dtype=np.int64)
         r.generated[run] += 1
         fresh = run[np.isnan(r.first_token_s[run])]
         r.first_token_s[fresh] = now_s

@@ -25,7 +25,14 @@ from orrery.policies.serving.base import (
     ServingPolicy,
     ServingView,
 )
-from orrery.policies.serving.common import admit_in_order, shrink_to_fit, step_blocks, vllm_step
+from orrery.policies.serving.common import (
+    admit_in_order,
+    all_running,
+    keeps_everyone,
+    shrink_to_fit,
+    step_blocks,
+    vllm_step,
+)
 from orrery.policies.serving.qoe import expected_area, lost_area
 
 
@@ -59,15 +66,18 @@ class Andes(ServingPolicy):
 
     # -- pressure test -------------------------------------------------------------------
     def _under_pressure(self, view: ServingView) -> bool:
-        if not (view.state != RUNNING).any():
+        if all_running(view):
             return False  # nobody to trade places with
         used = view.kv_blocks_total - view.kv_blocks_free
         if used >= self.kv_trigger * view.kv_blocks_total:
             return True
-        running = view.state == RUNNING
-        if running.any():
-            step = float(view.latency.decode_time_s(int(running.sum()), int(view.context_tokens[running].sum())))
-            return step > 1.0 / float(view.tds_exp_tok_s.max())
+        st = view.state.tolist()
+        n_run = st.count(RUNNING)
+        if n_run:
+            ctx = view.context_tokens.tolist()
+            ctx_run = sum([c for c, s in zip(ctx, st, strict=True) if s == RUNNING])
+            step = float(view.latency.decode_time_s(n_run, ctx_run))
+            return step > 1.0 / float(max(view.tds_exp_tok_s.tolist()))
         return False
 
     # -- the knapsack ---------------------------------------------------------------------
@@ -160,6 +170,8 @@ class Andes(ServingPolicy):
     def schedule(self, view: ServingView) -> ServingDecision:
         if not self._under_pressure(view):
             self._plan.clear()
+            if keeps_everyone(view):  # (vllm_step's first case, without building masks)
+                return ServingDecision(view.ids, self.preempt_mode)
             chosen = vllm_step(view)
             return ServingDecision(view.ids[chosen], self.preempt_mode)
         if view.now_s - self._plan_time >= self.replan_interval_s or not self._plan:

@@ -6,10 +6,31 @@ import numpy as np
 
 from orrery.policies.serving.base import RUNNING, SWAPPED, WAITING, ServingView
 
+SMALL = 64  # below this many requests plain Python lists beat numpy calls
+
 
 def step_blocks(view: ServingView) -> np.ndarray:
     """KV blocks each live request needs to run its next iteration (context + one token)."""
     return view.blocks_for(view.context_tokens + 1)
+
+
+def all_running(view: ServingView) -> bool:
+    """Every live request is running (nothing waits or is swapped out)."""
+    st = view.state.tolist()
+    return st.count(RUNNING) == len(st)
+
+
+def keeps_everyone(view: ServingView) -> bool:
+    """Every live request is running, within max_num_seqs, and their next decode step fits in
+    the KV cache: vLLM's step keeps them all (`vllm_step` returns the running mask)."""
+    if view.ids.size > view.max_num_seqs or not all_running(view):
+        return False
+    b = view.block_size
+    if view.ids.size <= SMALL:  # sum of ceil((context + 1) / block) = (context + block) // block
+        need = sum([(c + b) // b for c in (view.prompt_tokens + view.generated_tokens).tolist()])
+    else:
+        need = int(step_blocks(view).sum())
+    return need <= view.kv_blocks_total
 
 
 def admit_in_order(
@@ -25,31 +46,38 @@ def admit_in_order(
     Constraints: max_num_seqs, KV blocks after the step, and the prefill token budget for
     requests coming from WAITING. Returns the updated mask (a copy).
     """
-    chosen = chosen.copy()
-    need = step_blocks(view)
-    used = int(need[chosen].sum())
-    n = int(chosen.sum())
     budget = view.max_num_batched_tokens
-    prefill_tokens = int(view.context_tokens[chosen & (view.state == WAITING)].sum())
     cap = view.kv_blocks_total - watermark_blocks
+    max_seqs = view.max_num_seqs
+    # plain Python lists (numpy scalars and small-array calls cost more than the loop's work);
+    # blocks after the step: ceil((context + 1) / block) = (context + block) // block
+    b = view.block_size
+    ctx_l = view.context_tokens.tolist()
+    need_l = [(c + b) // b for c in ctx_l]
+    waiting_l = [s == WAITING for s in view.state.tolist()]
+    chosen_l = chosen.tolist()
+    used = sum([x for x, c in zip(need_l, chosen_l, strict=True) if c])
+    n = chosen_l.count(True)
+    prefill_tokens = sum([x for x, c, w in zip(ctx_l, chosen_l, waiting_l, strict=True) if c and w])
+    order = order.tolist() if isinstance(order, np.ndarray) else list(order)
     for j in order:
-        if chosen[j]:
+        if chosen_l[j]:
             continue
-        tokens = int(view.context_tokens[j]) if view.state[j] == WAITING else 0
+        tokens = ctx_l[j] if waiting_l[j] else 0
         fits = (
-            n + 1 <= view.max_num_seqs
-            and used + need[j] <= cap
+            n + 1 <= max_seqs
+            and used + need_l[j] <= cap
             and (prefill_tokens + tokens <= budget or (tokens and prefill_tokens == 0))
         )
         if not fits:
             if stop_at_first_misfit:
                 break
             continue
-        chosen[j] = True
-        used += int(need[j])
+        chosen_l[j] = True
+        used += need_l[j]
         n += 1
         prefill_tokens += tokens
-    return chosen
+    return np.array(chosen_l, dtype=bool)
 
 
 def shrink_to_fit(view: ServingView, chosen: np.ndarray, drop_order: np.ndarray) -> np.ndarray:
@@ -76,17 +104,19 @@ def vllm_step(view: ServingView, priority: np.ndarray | None = None) -> np.ndarr
     first (default: arrival order).
     """
     running = view.state == RUNNING
-    if running.all() and view.ids.size <= view.max_num_seqs \
-            and int(step_blocks(view).sum()) <= view.kv_blocks_total:
+    if keeps_everyone(view):
         return running  # pure decode that fits: keep everyone (what the steps below return)
     order = np.arange(view.ids.size) if priority is None else priority
-    waiting = view.state == WAITING
-    swapped = view.state == SWAPPED
-    if not swapped.any() and waiting.any():
-        admitted = admit_in_order(view, running, order[waiting[order]], watermark_blocks=0)
-        if (admitted & waiting).any():
+    st = view.state.tolist()
+    swapped_any = SWAPPED in st
+    if not swapped_any and WAITING in st:
+        before = st.count(RUNNING)
+        admitted = admit_in_order(view, running, [j for j in order.tolist() if st[j] == WAITING],
+                                  watermark_blocks=0)
+        if admitted.tolist().count(True) > before:  # some waiting request got in
             return admitted
     chosen = shrink_to_fit(view, running, order[running[order]][::-1])
-    if swapped.any():
+    if swapped_any:
+        swapped = view.state == SWAPPED
         chosen = admit_in_order(view, chosen, order[swapped[order]])
     return chosen

@@ -165,7 +165,7 @@ class QoETracker:
         self.ttft_exp_s = np.broadcast_to(np.asarray(ttft_exp_s, dtype=float), (n,)).copy()
         self.tds = np.broadcast_to(np.asarray(tds_exp_tok_s, dtype=float), (n,)).copy()
         self.step_s = 1.0 / self.tds  # reading time of one token
-        self.delivered = np.zeros(n, dtype=np.int64)
+        self.closed_n = np.zeros(n, dtype=np.int64)  # tokens of closed segments
         self.seg_x0 = np.zeros(n)  # digest time (rel. to arrival) of the open segment's first token
         self.seg_n = np.zeros(n, dtype=np.int64)  # tokens in the open segment (0: none yet)
         self.seg_late = np.zeros(n)  # lateness of each token of the open segment
@@ -174,6 +174,14 @@ class QoETracker:
         self.min_step_s = float(self.step_s.min()) if n else np.inf
 
     # --- derived state (whole arrays, or `_of(idx)` for a subset) --------------------------
+    @property
+    def delivered(self) -> np.ndarray:
+        """Tokens delivered so far (closed segments plus the open one)."""
+        return self.closed_n + self.seg_n
+
+    def delivered_of(self, idx) -> np.ndarray:
+        return self.closed_n[idx] + self.seg_n[idx]
+
     def digest_last_of(self, idx) -> np.ndarray:
         """Digest time (relative to arrival) of each request's last delivered token; -inf
         before the first. (`lost_area` and the policies' view take it as an absolute time:
@@ -209,12 +217,16 @@ class QoETracker:
         this one (the caller has checked that they arrive before the previous one is read)."""
         if idx.size == 0:
             return
+        if idx.size <= 2:  # one or two requests (a prefill): plain Python, the same floats
+            for i in idx.tolist():
+                self._deliver_one(i, t_s, _joining)
+            return
         rel = t_s - self.arrival_s[idx]
         n = self.seg_n[idx]
         x0 = self.seg_x0[idx]
         step = self.step_s[idx]
         fresh = (n == 0) | (rel > x0 + n * step)  # arrives after the open segment is read
-        if not fresh.any():
+        if True not in fresh.tolist():  # (cheaper than .any() on a batch)
             self.seg_n[idx] = n + (1 + _joining)
         else:
             if not fresh.all():
@@ -224,10 +236,31 @@ class QoETracker:
                 idx_f = idx
             self.closed_sum_s[idx_f] += _segment_sum(x0, n, step)
             self.closed_deficit[idx_f] += n * self.seg_late[idx_f]
+            before = self.closed_n[idx_f] + n  # tokens delivered before this one
+            self.closed_n[idx_f] = before
             self.seg_x0[idx_f] = rel
             self.seg_n[idx_f] = 1 + _joining
-            self.seg_late[idx_f] = _late(rel, self.ttft_exp_s[idx_f] + self.delivered[idx_f] / self.tds[idx_f])
-        self.delivered[idx] += 1 + _joining
+            self.seg_late[idx_f] = _late(rel, self.ttft_exp_s[idx_f] + before / self.tds[idx_f])
+
+    def _deliver_one(self, i: int, t_s: float, joining: int) -> None:
+        """`deliver` for one request, on Python floats (the same IEEE operations)."""
+        rel = t_s - float(self.arrival_s[i])
+        n = int(self.seg_n[i])
+        x0 = float(self.seg_x0[i])
+        step = float(self.step_s[i])
+        if n != 0 and not rel > x0 + n * step:
+            self.seg_n[i] = n + (1 + joining)
+        else:
+            before = int(self.closed_n[i])
+            if n > 0:
+                self.closed_sum_s[i] += n * x0 + step * (n * (n - 1) // 2)
+                self.closed_deficit[i] += n * float(self.seg_late[i])
+                before += n
+                self.closed_n[i] = before
+            self.seg_x0[i] = rel
+            self.seg_n[i] = 1 + joining
+            late = rel - (float(self.ttft_exp_s[i]) + before / float(self.tds[i]))
+            self.seg_late[i] = late if late > LATE_TOLERANCE_S else 0.0
 
     def deliver_many(self, idx: np.ndarray, times_s) -> None:
         """A token at each of the sorted absolute times `times_s` to every request in idx;
@@ -235,24 +268,24 @@ class QoETracker:
         shorter than every reading step (by a margin far above float round-off), tokens after
         the first join the first one's segment: O(len(idx)) work whatever len(times_s) is."""
         idx = np.asarray(idx)
-        t = np.asarray(times_s, dtype=float)
-        m = t.size
+        t = [float(x) for x in times_s]  # a few times: Python floats (the same differences)
+        m = len(t)
         if idx.size == 0 or m == 0:
             return
-        if m == 1 or float((t[1:] - t[:-1]).max()) <= self.min_step_s - SEGMENT_MARGIN_S:
-            self.deliver(idx, float(t[0]), m - 1)
+        if m == 1 or max([b - a for a, b in zip(t[:-1], t[1:], strict=True)]) <= self.min_step_s - SEGMENT_MARGIN_S:
+            self.deliver(idx, t[0], m - 1)
             return
-        for x in t.tolist():  # slower than reading speed: token by token
+        for x in t:  # slower than reading speed: token by token
             self.deliver(idx, x)
 
     def qoe(self, idx=None, metric: str = DEFAULT_QOE_METRIC) -> np.ndarray:
         """Final QoE of finished requests (their delivered count is their length)."""
         sl = slice(None) if idx is None else idx
         if check_metric(metric) == "andes":
-            k = self.delivered[sl]
+            k = self.delivered_of(sl)
             return andes_qoe(self.digest_sum_of(sl), self.digest_last_of(sl), k, k,
                              self.ttft_exp_s[sl], self.tds[sl])
-        return qoe_from_deficit(self.deficit_of(sl), self.delivered[sl], self.tds[sl])
+        return qoe_from_deficit(self.deficit_of(sl), self.delivered_of(sl), self.tds[sl])
 
     def qoe_unfinished(self, length_tokens, now_s: float, idx=None,
                        metric: str = DEFAULT_QOE_METRIC) -> np.ndarray:
@@ -261,7 +294,7 @@ class QoETracker:
         sl = slice(None) if idx is None else idx
         L = np.maximum(np.asarray(length_tokens), 1)
         if check_metric(metric) == "andes":
-            return andes_qoe(self.digest_sum_of(sl), self.digest_last_of(sl), self.delivered[sl], L,
+            return andes_qoe(self.digest_sum_of(sl), self.digest_last_of(sl), self.delivered_of(sl), L,
                              self.ttft_exp_s[sl], self.tds[sl], now_rel_s=now_s - self.arrival_s[sl])
         return qoe_from_deficit(self.deficit_of(sl), L, self.tds[sl])
 
@@ -270,7 +303,7 @@ class QoETracker:
         idx = np.asarray(idx)
         return lost_area(
             now_s, horizon_s, token_interval_s, self.arrival_s[idx], self.ttft_exp_s[idx],
-            self.tds[idx], self.delivered[idx], self.arrival_s[idx] + self.digest_last_of(idx),
+            self.tds[idx], self.delivered_of(idx), self.arrival_s[idx] + self.digest_last_of(idx),
         )
 
 

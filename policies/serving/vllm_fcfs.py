@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from orrery.policies.registry import register
 from orrery.policies.serving.base import PreemptMode, ServingDecision, ServingPolicy, ServingView
-from orrery.policies.serving.common import vllm_step
+from orrery.policies.serving.common import keeps_everyone, vllm_step
 
 
 @register("serving", "vllm_fcfs")
@@ -21,5 +21,7 @@ class VLLMFCFS(ServingPolicy):
         self.preempt_mode = preempt_mode
 
     def schedule(self, view: ServingView) -> ServingDecision:
+        if keeps_everyone(view):  # (vllm_step's first case, without building masks)
+            return ServingDecision(view.ids, self.preempt_mode)
         chosen = vllm_step(view)
         return ServingDecision(view.ids[chosen], self.preempt_mode)

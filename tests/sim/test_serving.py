@@ -198,14 +198,30 @@ def test_fast_path_is_bit_identical_to_per_iteration(policy, rate, seed, util, r
 
 
 def test_macro_plan_kv_blocks_equal_the_per_request_sum():
-    from orrery.sim.serving import _blocks_after
+    from orrery.sim.serving import _blocks_walk, _residues
 
     rng = np.random.default_rng(0)
     for _ in range(50):
         block, k = int(rng.choice([1, 7, 16])), int(rng.integers(1, 200))
-        ctx = rng.integers(0, 3000, int(rng.integers(1, 30)))
-        want = (-(-(ctx[:, None] + np.arange(1, k + 1)) // block)).sum(axis=0)
-        assert np.array_equal(_blocks_after(ctx, block, k), want)
+        ctx = rng.integers(0, 3000, int(rng.integers(1, 100)))  # both sides of _residues' size switch
+        used0 = int((-(-ctx // block)).sum()) + int(rng.integers(0, 50))  # + blocks of other requests
+        want = used0 - (-(-ctx // block)).sum() + (-(-(ctx[:, None] + np.arange(1, k + 1)) // block)).sum(axis=0)
+        assert _blocks_walk(used0, _residues(ctx, block), block, k) == want.tolist()
+
+
+def test_iteration_log_frame_equals_the_recorders_rows():
+    from orrery.sim.recorder import Table
+    from orrery.sim.serving import IterationLog
+
+    log = IterationLog()
+    log.row(0, 0.0, 0.5, 1, 2, 100, 7, 300.0)
+    log.decode_rows(1, [0.5, 0.6], [0.1, 0.2], 3, 40, [8, 9], 250.0)
+    ref = Table("iterations", IterationLog.columns)
+    ref.append(0, 0.0, 0.5, "prefill", 2, 100, 7, 300.0)
+    ref.append(1, 0.5, 0.1, "decode", 3, 40, 8, 250.0)
+    ref.append(1, 0.6, 0.2, "decode", 3, 43, 9, 250.0)
+    assert len(log) == 3
+    pd.testing.assert_frame_equal(log.to_frame(), ref.to_frame(), check_exact=True)
 
 
 @pytest.mark.parametrize("horizon", [3.0, 7.5])
