@@ -174,12 +174,17 @@ class Andes(ServingPolicy):
                 return ServingDecision(view.ids, self.preempt_mode)
             chosen = vllm_step(view)
             return ServingDecision(view.ids[chosen], self.preempt_mode)
-        if view.now_s - self._plan_time >= self.replan_interval_s or not self._plan:
+        chosen = None
+        if view.now_s - self._plan_time < self.replan_interval_s and self._plan:
+            chosen = np.fromiter((i in self._plan for i in view.ids.tolist()), bool, view.ids.size)
+            if not chosen.any():
+                # every planned request has finished: a plan that runs nobody would leave the
+                # GPU idle with live requests until the next arrival, so plan again now
+                chosen = None
+        if chosen is None:
             chosen = self._knapsack(view)
             self._plan = set(view.ids[chosen].tolist())
             self._plan_time = view.now_s
-        else:
-            chosen = np.fromiter((i in self._plan for i in view.ids.tolist()), bool, view.ids.size)
         # respect the token budget for prefills: admit planned waiting requests in value order
         running = view.state == RUNNING
         waiting_planned = chosen & (view.state == WAITING)
