@@ -177,6 +177,7 @@ def check_fl(scn: FLScenario) -> None:
 
 VECTOR_MIN = 256  # longer candidate runs are handed out in numpy steps (priority split)
 SMALL_BATCH = 48  # batches of at most this many check-ins are handed out in plain Python
+SMALL_ROUND = 64  # rounds of at most this many devices are accounted in plain Python, longer in numpy
 PER_INTERVAL_PERIOD_S = 1e15  # a re-check-in period longer than any interval: one check-in each
 
 
@@ -369,6 +370,11 @@ class FLRoundEngine:
         self._sup_py = [0.0] * (self.n_atoms * pool.n_tiers)  # supply added by the small-batch path
         for j in self.jobs:
             j.k = self._k(j)
+            j.max_tier = pool.n_tiers - 1
+        self._order: dict[int, list[JobState]] = {}
+        self._order_src = None  # the decision's order dict the lists were built from
+        self._tier_limited: list[JobState] = []  # jobs whose max_tier the last decision set
+        self._active: list[JobState] = []  # arrived, unfinished jobs by job id
         self._views: dict[int, JobView] = {}
         self._done_pos = 0  # batch positions up to here have been handed out
         self._skip = 0  # check-ins at the next batch's start already handed out
@@ -377,6 +383,7 @@ class FLRoundEngine:
     def job_process(self, j: JobState):
         yield self.env.timeout(j.arrival_s)
         j.active = True
+        self._active = [x for x in self.jobs if x.active]
         self.replan = True
         self._start_round(j, self.env.now)
 
@@ -441,7 +448,9 @@ class FLRoundEngine:
             return
         t = self.env.now
         lim = t + 1e-9
-        n_resp = sum(1 for r in j.round_resp if r <= lim)
+        rr = j.round_resp
+        n_resp = (sum(1 for r in rr if r <= lim) if len(rr) <= SMALL_ROUND
+                  else int(np.count_nonzero(np.array(rr) <= lim)))
         success = n_resp >= self._k(j)
         if j.need > 0:  # still collecting: the rest of the request lapses
             self._set_need(j, 0)
@@ -455,18 +464,34 @@ class FLRoundEngine:
     def _account(self, j: JobState, t_close: float, success: bool) -> None:
         """Release stragglers at the close and add up the device time spent and wasted."""
         j.round_open = False
-        if not j.round_dev:
+        n = len(j.round_dev)
+        if not n:
             return
         busy_until = self.pool.busy_until
-        spent = used = 0.0
-        for d, ta, r, b in zip(j.round_dev, j.round_t, j.round_resp, j.round_busy, strict=True):
-            w = min(b, t_close) - ta
-            w = w if w > 0.0 else 0.0
-            spent += w
-            if r > t_close:  # stragglers are released at the close; their work is discarded
-                busy_until[d] = min(busy_until[d], max(t_close, ta))
-            elif success:
-                used += w
+        if n <= SMALL_ROUND:
+            spent = used = 0.0
+            for d, ta, r, b in zip(j.round_dev, j.round_t, j.round_resp, j.round_busy, strict=True):
+                w = min(b, t_close) - ta
+                w = w if w > 0.0 else 0.0
+                spent += w
+                if r > t_close:  # stragglers are released at the close; their work is discarded
+                    busy_until[d] = min(busy_until[d], max(t_close, ta))
+                elif success:
+                    used += w
+        else:  # the same sums in numpy: cumsum adds in order, as the loop does (bit-identical)
+            ta = np.array(j.round_t)
+            r = np.array(j.round_resp)
+            w = np.minimum(np.array(j.round_busy), t_close) - ta
+            w = np.where(w > 0.0, w, 0.0)
+            spent = float(np.cumsum(w)[-1])
+            late = r > t_close
+            if late.any():
+                d = np.array(j.round_dev, dtype=np.int64)[late]
+                np.minimum.at(busy_until, d, np.maximum(t_close, ta[late]))
+            used = 0.0
+            if success:
+                u = w[~late]
+                used = float(np.cumsum(u)[-1]) if len(u) else 0.0
         self.device_s += spent
         self.wasted_device_s += spent - used
 
@@ -476,10 +501,17 @@ class FLRoundEngine:
             return
         resp = j.round_resp
         k = j.participants
-        fin = sorted(r for r in resp if r != math.inf)
-        t_target = fin[k - 1] if len(fin) >= k else math.inf
-        t_close = max(t_full, min(t_full + j.deadline_s, t_target))
-        responses = sum(1 for r in resp if r <= t_close)
+        if len(resp) <= SMALL_ROUND:
+            fin = sorted(r for r in resp if r != math.inf)
+            t_target = fin[k - 1] if len(fin) >= k else math.inf
+            t_close = max(t_full, min(t_full + j.deadline_s, t_target))
+            responses = sum(1 for r in resp if r <= t_close)
+        else:
+            ra = np.array(resp)
+            fin = ra[ra != math.inf]
+            t_target = float(np.partition(fin, k - 1)[k - 1]) if len(fin) >= k else math.inf
+            t_close = max(t_full, min(t_full + j.deadline_s, t_target))
+            responses = int(np.count_nonzero(ra <= t_close))
         success = responses >= math.ceil(self.scn.rounds.success_fraction * j.participants - 1e-9)
         self._account(j, t_close, success)
         j.queue_delay_s += t_full - j.t_req
@@ -498,6 +530,7 @@ class FLRoundEngine:
         if j.completed >= j.rounds:
             j.finish_s = t
             j.active = False
+            self._active = [x for x in self.jobs if x.active]
             self.n_finished += 1
             self.replan = True
         else:
@@ -535,7 +568,7 @@ class FLRoundEngine:
         rate = self.supply_rate(t)
         tot, rows = rate.sum(axis=1).tolist(), rate.tolist()
         atoms = tuple(AtomView(self.atom_masks[a], tot[a], tuple(rows[a])) for a in range(self.n_atoms))
-        jobs = tuple(self._job_view(j) for j in self.jobs if j.active)
+        jobs = tuple(self._job_view(j) for j in self._active)
         return FLView(t, self.requirements, jobs, atoms, self.tiers, self.scn.rounds.overcommit,
                       self.scn.rounds.deadline_from)
 
@@ -550,42 +583,46 @@ class FLRoundEngine:
         return v
 
     def plan(self, t: float) -> None:
-        self.decision = self.policy.schedule(self.view(t))
+        self.decision = dec = self.policy.schedule(self.view(t))
         self.n_policy_calls += 1
         self.replan = False
         self.last_plan = t
-        order = {}
-        jobs = self.jobs
-        for mask, ids in self.decision.order.items():
-            lst = order[mask] = [jobs[i] for i in ids]
-            for j in lst:  # the executor never trusts a policy with eligibility
-                if not (mask >> j.req) & 1:
-                    raise RuntimeError(f"policy {self.scn.policy!r} gave ineligible devices to job {j.job_id}")
-        self._order = order
-        self._lists = [order.get(m, []) for m in self.atom_masks]
-        self._random = self.decision.split == "random"
+        if dec.order is not self._order_src:  # a policy may hand back the same order object
+            order = {}
+            jobs = self.jobs
+            for mask, ids in dec.order.items():
+                lst = order[mask] = [jobs[i] for i in ids]
+                for j in lst:  # the executor never trusts a policy with eligibility
+                    if not (mask >> j.req) & 1:
+                        raise RuntimeError(f"policy {self.scn.policy!r} gave ineligible devices to job {j.job_id}")
+            self._order = order
+            self._order_src = dec.order
+            self._lists = [order.get(m, []) for m in self.atom_masks]
+        self._random = dec.split == "random"
         top = self.pool.n_tiers - 1
-        for j in self.jobs:
+        for j in self._tier_limited:  # only jobs the previous decision limited
             j.max_tier = top
-        for jid, mt in self.decision.max_tier.items():
+        self._tier_limited = [self.jobs[jid] for jid in dec.max_tier]
+        for jid, mt in dec.max_tier.items():
             self.jobs[jid].max_tier = mt
 
     # -- device hand-out, event-driven ---------------------------------------------------------
     def _takers(self) -> np.ndarray:
         """Per atom, the slowest tier some demanding job on its list admits (-1: none)."""
-        out = np.full(self.n_atoms, -1, dtype=np.int64)
+        out = []
         top = self.pool.n_tiers - 1
-        for a, lst in enumerate(self._lists):
+        rnd = self._random
+        for lst in self._lists:
             best = -1
             for j in lst:
                 if j.need > 0:
-                    mt = top if self._random else j.max_tier
+                    mt = top if rnd else j.max_tier
                     if mt > best:
                         best = mt
                         if best == top:
                             break
-            out[a] = best
-        return out
+            out.append(best)
+        return np.array(out, dtype=np.int64)
 
     def hand_out(self, t0: float, t1: float) -> float:
         """Hand out the check-ins of [t0, t1) in time order; return the time handled up to
@@ -743,13 +780,23 @@ class FLRoundEngine:
         driver keeps batches within one re-check-in period), so none is taken twice."""
         n = len(dev)
         nt = self.pool.n_tiers
-        table = np.full((self.n_atoms, nt), -1, dtype=np.int64)
-        for a, lst in enumerate(self._lists):
-            for k in range(nt):
-                for j in lst:
-                    if j.need > 0 and k <= j.max_tier:
-                        table[a, k] = j.job_id
+        top = nt - 1
+        # per (atom, tier): the first demanding job on the atom's list that admits the tier;
+        # tier limits are cumulative, so one walk of the list fills the row left to right
+        rows = []
+        for lst in self._lists:
+            row = [-1] * nt
+            filled = -1
+            for j in lst:
+                if j.need > 0 and j.max_tier > filled:
+                    mt = min(j.max_tier, top)
+                    for k in range(filled + 1, mt + 1):
+                        row[k] = j.job_id
+                    filled = mt
+                    if filled >= top:
                         break
+            rows.append(row)
+        table = np.array(rows, dtype=np.int64).reshape(self.n_atoms, nt)
         tgt = table[a_idx[cand], tiers[cand]]
         ok = tgt >= 0
         cand, tgt = cand[ok], tgt[ok]
