@@ -567,8 +567,17 @@ class FLRoundEngine:
     def view(self, t: float) -> FLView:
         rate = self.supply_rate(t)
         tot, rows = rate.sum(axis=1).tolist(), rate.tolist()
-        atoms = tuple(AtomView(self.atom_masks[a], tot[a], tuple(rows[a])) for a in range(self.n_atoms))
-        jobs = tuple(self._job_view(j) for j in self._active)
+        masks = self.atom_masks
+        atoms = tuple([AtomView(masks[a], tot[a], tuple(rows[a])) for a in range(self.n_atoms)])
+        views = self._views
+        jobs = []
+        for j in self._active:  # a job's view is rebuilt only when its round state changed
+            v = views.get(j.job_id)
+            if (v is None or v.remaining_demand != j.need or v.completed_rounds != j.completed
+                    or v.round_requested_s != j.t_req):
+                v = self._job_view(j)
+            jobs.append(v)
+        jobs = tuple(jobs)
         return FLView(t, self.requirements, jobs, atoms, self.tiers, self.scn.rounds.overcommit,
                       self.scn.rounds.deadline_from)
 

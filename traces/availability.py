@@ -33,6 +33,7 @@ import numpy as np
 from orrery.core.errors import TraceFormatError, require_file
 
 DAY_S = 86400.0
+RUN_SORT_MIN = 4096  # chunks with at least this many check-ins are sorted by merging runs
 
 
 @dataclass(frozen=True)
@@ -356,8 +357,79 @@ class CheckinStream:
         self._end = np.empty(0)
         self._ptr = 0
         self.total = 0
+        self._act: np.ndarray | None = None  # intervals overlapping the loaded chunk (indices)
+        self._act_lo = self._act_hi = 0
 
     def _load(self, c0: float) -> None:
+        """The check-ins of the chunk [c0, c0 + chunk_s), sorted by time (ties in interval order).
+
+        Two speed-ups over `_load_reference`, with the same result bit for bit: the intervals
+        overlapping the chunk are carried over from the previous chunk when chunks follow each
+        other (only the intervals starting in the new chunk are scanned), and the sort merges
+        sorted runs (per check-in index within an interval: the intervals that started before
+        the chunk, sorted once by their first check-in, and those starting in it, already in
+        start order) instead of sorting every check-in; where two check-ins share a time the
+        plain stable sort decides, so ties keep the reference's order."""
+        av, R = self.av, self.period
+        c1 = c0 + self.chunk_s
+        lo = int(np.searchsorted(av.start_s, c0 - self.max_dur, side="left"))
+        hi = int(np.searchsorted(av.start_s, c1, side="left"))
+        if self._act is not None and self._c1 == c0 and lo >= self._act_lo:
+            prev = self._act[int(np.searchsorted(self._act, lo)):]
+            prev = prev[av.end_s[prev] > c0]
+            new = np.arange(self._act_hi, hi, dtype=np.int64)
+            idx = np.concatenate([prev, new[av.end_s[self._act_hi:hi] > c0]])
+        else:
+            idx = lo + np.flatnonzero(av.end_s[lo:hi] > c0)
+        self._act, self._act_lo, self._act_hi = idx, lo, hi
+        s, e, d = av.start_s[idx], av.end_s[idx], av.device[idx]
+        k0 = np.maximum(0.0, np.ceil((c0 - s) / R))
+        first = s + k0 * R
+        cnt = np.maximum(0.0, np.ceil((np.minimum(e, c1) - first) / R)).astype(np.int64)
+        total = int(cnt.sum())
+        rep = np.repeat(np.arange(len(cnt)), cnt)
+        off = np.cumsum(cnt) - cnt
+        j = np.arange(total) - np.repeat(off, cnt)
+        t = first[rep] + j * R
+        order = self._order_by_runs(t, first, cnt, off, k0 > 0) if total >= RUN_SORT_MIN else None
+        if order is None:
+            order = np.argsort(t, kind="stable")
+        self._t = t[order]
+        self._dev = d[rep][order]
+        self._end = e[rep][order]
+        self._ptr = 0
+        self._c0, self._c1 = c0, c1
+
+    @staticmethod
+    def _order_by_runs(t, first, cnt, off, old) -> np.ndarray | None:
+        """`argsort(t, kind="stable")` when no two check-ins share a time (None otherwise): the
+        check-ins are laid out in sorted runs (per index k within an interval, the intervals
+        that started before the chunk by first check-in, then those starting in it, whose
+        first check-ins are their starts, in start order), which a stable sort merges fast;
+        with all times distinct the sorted order is unique, so it is argsort's."""
+        io = np.flatnonzero(old)
+        io = io[np.argsort(first[io], kind="stable")]
+        inew = np.flatnonzero(~old)
+        parts = []
+        for k in range(int(cnt.max()) if len(cnt) else 0):
+            for ii in (io, inew):
+                sel = ii[cnt[ii] > k]
+                if len(sel):
+                    parts.append(off[sel] + k)
+        if not parts:
+            return None
+        cand = np.concatenate(parts)
+        if len(cand) != len(t):
+            return None
+        order = cand[np.argsort(t[cand], kind="stable")]
+        ts = t[order]
+        if len(ts) > 1 and not (ts[1:] > ts[:-1]).all():
+            return None  # a tie (or a run out of order): the plain stable sort decides
+        return order
+
+    def _load_reference(self, c0: float) -> None:
+        """The plain chunk load (every interval scanned, every check-in sorted), kept to test
+        `_load` against."""
         av, R = self.av, self.period
         c1 = c0 + self.chunk_s
         lo = np.searchsorted(av.start_s, c0 - self.max_dur, side="left")

@@ -126,8 +126,8 @@ class Venn(FLPolicy):
                 if minutes > 0:
                     r = eligible_rate.get(j.requirement)
                     if r is None:
-                        r = eligible_rate[j.requirement] = sum(a.supply_per_s for a in view.atoms
-                                                               if a.eligible_for(j.requirement))
+                        q = j.requirement
+                        r = eligible_rate[q] = sum([a.supply_per_s for a in view.atoms if (a.mask >> q) & 1])
                     rate_per_min = 60.0 * r
                     if REJECT_RATE_FRACTION * j.participants / minutes > rate_per_min and rate_per_min > 0:
                         self._rejected[j.job_id] = j.round_requested_s
