@@ -283,6 +283,10 @@ class JobState:
     round_resp: list = field(default_factory=list)  # response arrival times (inf: dropout)
     round_t: list = field(default_factory=list)  # assignment times
     round_busy: list = field(default_factory=list)  # when each device stops working (resp or leave)
+    # numpy steps add whole arrays (dev, t, resp, busy) here, after the lists' earlier entries
+    # (flushed into a chunk first, so the chunks keep the assignment order)
+    round_chunks: list = field(default_factory=list)
+    round_chunk_n: int = 0
     resp_heap: list = field(default_factory=list)  # request rule: the k earliest responses (negated)
     active: bool = False
     round_open: bool = False
@@ -395,6 +399,7 @@ class FLRoundEngine:
         self._set_need(j, math.ceil(self.scn.rounds.overcommit * j.participants))
         j.t_req = t
         j.round_dev, j.round_resp, j.round_t, j.round_busy, j.resp_heap = [], [], [], [], []
+        j.round_chunks, j.round_chunk_n = [], 0
         j.round_open = True
         j.t_full = math.nan
         if self.replan_on_rounds:
@@ -407,6 +412,29 @@ class FLRoundEngine:
     def _k(self, j: JobState) -> int:
         return math.ceil(self.scn.rounds.success_fraction * j.participants - 1e-9)
 
+    @staticmethod
+    def _round_n(j: JobState) -> int:
+        return len(j.round_dev) + j.round_chunk_n
+
+    @staticmethod
+    def _flush(j: JobState) -> None:
+        """Move the round's per-device lists into a chunk of arrays (assignment order kept)."""
+        if j.round_dev:
+            j.round_chunks.append((np.array(j.round_dev, dtype=np.int64), np.array(j.round_t, dtype=float),
+                                   np.array(j.round_resp, dtype=float), np.array(j.round_busy, dtype=float)))
+            j.round_chunk_n += len(j.round_dev)
+            j.round_dev, j.round_t, j.round_resp, j.round_busy = [], [], [], []
+
+    def _round_arrays(self, j: JobState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(device, assignment time, response, busy until) of the round so far, as arrays."""
+        self._flush(j)
+        ch = j.round_chunks
+        if len(ch) != 1:
+            ch = [tuple(np.concatenate([c[i] for c in ch]) for i in range(4))] if ch else [
+                (np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0))]
+            j.round_chunks = ch
+        return ch[0]
+
     def _schedule_close(self, j: JobState, t_close: float) -> None:
         if t_close >= j.t_close_next:
             return
@@ -416,7 +444,7 @@ class FLRoundEngine:
 
     def _maybe_early_close(self, j: JobState) -> None:
         """The round completes when success_fraction x participants responses are in."""
-        resp = np.asarray(j.round_resp, dtype=float)
+        resp = self._round_arrays(j)[2]
         fin = resp[np.isfinite(resp)]
         k = self._k(j)
         if len(fin) >= k:
@@ -449,8 +477,8 @@ class FLRoundEngine:
         t = self.env.now
         lim = t + 1e-9
         rr = j.round_resp
-        n_resp = (sum(1 for r in rr if r <= lim) if len(rr) <= SMALL_ROUND
-                  else int(np.count_nonzero(np.array(rr) <= lim)))
+        n_resp = (sum(1 for r in rr if r <= lim) if len(rr) <= SMALL_ROUND and not j.round_chunks
+                  else int(np.count_nonzero(self._round_arrays(j)[2] <= lim)))
         success = n_resp >= self._k(j)
         if j.need > 0:  # still collecting: the rest of the request lapses
             self._set_need(j, 0)
@@ -458,17 +486,17 @@ class FLRoundEngine:
         j.queue_delay_s += t_full - j.t_req
         self._account(j, t, success)
         self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t,
-                               len(j.round_dev), n_resp, success)
+                               self._round_n(j), n_resp, success)
         self._close(j, success)
 
     def _account(self, j: JobState, t_close: float, success: bool) -> None:
         """Release stragglers at the close and add up the device time spent and wasted."""
         j.round_open = False
-        n = len(j.round_dev)
+        n = self._round_n(j)
         if not n:
             return
         busy_until = self.pool.busy_until
-        if n <= SMALL_ROUND:
+        if n <= SMALL_ROUND and not j.round_chunks:
             spent = used = 0.0
             for d, ta, r, b in zip(j.round_dev, j.round_t, j.round_resp, j.round_busy, strict=True):
                 w = min(b, t_close) - ta
@@ -479,15 +507,13 @@ class FLRoundEngine:
                 elif success:
                     used += w
         else:  # the same sums in numpy: cumsum adds in order, as the loop does (bit-identical)
-            ta = np.array(j.round_t)
-            r = np.array(j.round_resp)
-            w = np.minimum(np.array(j.round_busy), t_close) - ta
+            d, ta, r, b = self._round_arrays(j)
+            w = np.minimum(b, t_close) - ta
             w = np.where(w > 0.0, w, 0.0)
             spent = float(np.cumsum(w)[-1])
             late = r > t_close
             if late.any():
-                d = np.array(j.round_dev, dtype=np.int64)[late]
-                np.minimum.at(busy_until, d, np.maximum(t_close, ta[late]))
+                np.minimum.at(busy_until, d[late], np.maximum(t_close, ta[late]))
             used = 0.0
             if success:
                 u = w[~late]
@@ -501,13 +527,14 @@ class FLRoundEngine:
             return
         resp = j.round_resp
         k = j.participants
-        if len(resp) <= SMALL_ROUND:
+        n_round = self._round_n(j)
+        if n_round <= SMALL_ROUND and not j.round_chunks:
             fin = sorted(r for r in resp if r != math.inf)
             t_target = fin[k - 1] if len(fin) >= k else math.inf
             t_close = max(t_full, min(t_full + j.deadline_s, t_target))
             responses = sum(1 for r in resp if r <= t_close)
         else:
-            ra = np.array(resp)
+            ra = self._round_arrays(j)[2]
             fin = ra[ra != math.inf]
             t_target = float(np.partition(fin, k - 1)[k - 1]) if len(fin) >= k else math.inf
             t_close = max(t_full, min(t_full + j.deadline_s, t_target))
@@ -515,7 +542,7 @@ class FLRoundEngine:
         success = responses >= math.ceil(self.scn.rounds.success_fraction * j.participants - 1e-9)
         self._account(j, t_close, success)
         j.queue_delay_s += t_full - j.t_req
-        self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t_close, len(resp),
+        self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t_close, n_round,
                                responses, success)
         if t_close < self._t_cut:  # event driver: the next round asks for devices from t_close on
             self._t_cut = t_close
@@ -847,10 +874,9 @@ class FLRoundEngine:
             busy = np.where(drop, e, resp)
             resp = np.where(drop, np.inf, resp)
             self.pool.busy_until[d] = busy
-            j.round_dev.extend(d.tolist())
-            j.round_t.extend(t.tolist())
-            j.round_resp.extend(resp.tolist())
-            j.round_busy.extend(busy.tolist())
+            self._flush(j)
+            j.round_chunks.append((d, t, resp, busy))
+            j.round_chunk_n += m
             self._set_need(j, j.need - m)
             self.n_assigned += m
             self.n_dropouts += int(drop.sum())
