@@ -414,18 +414,19 @@ class CheckinStream:
         if order is None:
             order = np.argsort(t, kind="stable")
         self._t = t[order]
-        self._dev = d[rep][order]
-        self._end = e[rep][order]
+        ro = rep[order]
+        self._dev = d[ro]
+        self._end = e[ro]
         self._ptr = 0
         self._c0, self._c1 = c0, c1
 
     @staticmethod
     def _order_by_runs(t, first, cnt, off, old) -> np.ndarray | None:
-        """`argsort(t, kind="stable")` when no two check-ins share a time (None otherwise): the
-        check-ins are laid out in sorted runs (per index k within an interval, the intervals
-        that started before the chunk by first check-in, then those starting in it, whose
-        first check-ins are their starts, in start order), which a stable sort merges fast;
-        with all times distinct the sorted order is unique, so it is argsort's."""
+        """`argsort(t, kind="stable")`, faster: the check-ins are laid out in sorted runs (per
+        index k within an interval, the intervals that started before the chunk by first
+        check-in, then those starting in it, whose first check-ins are their starts, in start
+        order), which a stable sort merges fast; check-ins sharing a time are then put back in
+        their positions' order, as the stable sort of the plain layout has them."""
         io = np.flatnonzero(old)
         io = io[np.argsort(first[io], kind="stable")]
         inew = np.flatnonzero(~old)
@@ -442,8 +443,16 @@ class CheckinStream:
             return None
         order = cand[np.argsort(t[cand], kind="stable")]
         ts = t[order]
-        if len(ts) > 1 and not (ts[1:] > ts[:-1]).all():
-            return None  # a tie (or a run out of order): the plain stable sort decides
+        eq = ts[1:] == ts[:-1]
+        if eq.any():  # ties: within each group of equal times, positions ascending
+            tied = np.zeros(len(ts), dtype=bool)
+            tied[1:] |= eq
+            tied[:-1] |= eq
+            sub = np.flatnonzero(tied)
+            tv = ts[sub]
+            group = np.cumsum(np.concatenate([[True], tv[1:] != tv[:-1]]))
+            o = order[sub]
+            order[sub] = o[np.lexsort((o, group))]
         return order
 
     def _load_reference(self, c0: float) -> None:
