@@ -841,19 +841,28 @@ class FLRoundEngine:
         t_c = tt[cand]
         stop = int(np.searchsorted(t_c, self._t_cut, side="left"))
         fill_at, fill_job = stop, -1  # the first candidate (index) that fills a round
-        ids = np.unique(tgt[:stop])
-        for jid in ids.tolist():
-            pos = np.flatnonzero(tgt[:stop] == jid)
+        # candidates grouped by job (a stable sort keeps each job's in time order)
+        by_job = np.argsort(tgt[:stop], kind="stable")
+        ids, first, count = np.unique(tgt[:stop][by_job], return_index=True, return_counts=True)
+        ids_l, first_l, count_l = ids.tolist(), first.tolist(), count.tolist()
+        for jid, f, c in zip(ids_l, first_l, count_l, strict=True):
             need = self.jobs[jid].need
-            if len(pos) >= need and pos[need - 1] < fill_at:
-                fill_at, fill_job = int(pos[need - 1]), jid
+            if c >= need:
+                p = int(by_job[f + need - 1])
+                if p < fill_at:
+                    fill_at, fill_job = p, jid
         end = fill_at + 1 if fill_job >= 0 else stop
         # per job: devices, responses; an early close inside the step cuts it
         per = []
         t_cut = self._t_cut
-        for jid in np.unique(tgt[:end]).tolist():
+        for jid, f, c in zip(ids_l, first_l, count_l, strict=True):
+            grp = by_job[f:f + c]
+            if end < stop:
+                grp = grp[grp < end]
+                if len(grp) == 0:
+                    continue
             j = self.jobs[jid]
-            sel = cand[:end][tgt[:end] == jid]
+            sel = cand[grp]
             d, t, e = dev[sel], tt[sel], iend[sel]
             resp = t + (self._spu[d] * j.work_units + j.model_bytes / self._bw_down[d] + j.model_bytes / self._bw_up[d])
             per.append((j, d, t, e, resp))
