@@ -770,6 +770,7 @@ class FLRoundEngine:
         busy = self.pool.busy_until
         lists = self._lists
         rnd = self._random
+        c_pos = cand.tolist()
         c_dev = dev[cand].tolist()
         c_t = tt[cand].tolist()
         c_e = iend[cand].tolist()
@@ -784,7 +785,7 @@ class FLRoundEngine:
                 return n
             d = c_dev[i]
             if busy.item(d) > ti:  # taken earlier in this batch
-                idle[cand[i]] = False
+                idle[c_pos[i]] = False
                 continue
             lst = lists[c_a[i]]
             if rnd:
@@ -799,13 +800,13 @@ class FLRoundEngine:
                         break
                 else:
                     continue
-            self._done_pos = int(cand[i]) + 1
+            self._done_pos = c_pos[i] + 1
             self._give_one(j, d, ti, c_e[i])
             if j.need == 0:
                 if self.n_demanding == 0:
                     return n
                 if left > 64:
-                    return int(cand[i]) + 1
+                    return c_pos[i] + 1
         return n
 
     def _hand_out_vector(self, cand, dev, tt, iend, a_idx, tiers) -> int:
