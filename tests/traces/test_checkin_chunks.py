@@ -58,3 +58,22 @@ def test_chunk_load_property(rows, recheckin_s, chunk_s):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(A, "RUN_SORT_MIN", 1)
         same_chunks(av, recheckin_s, starts, chunk_s)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from([0.0, 1.0, 5.5, 100.0, -0.0]) | st.floats(0, 1e6)),
+                min_size=1, max_size=300))
+def test_order_by_device_start_is_lexsort(rows):
+    # ties on (device, start) keep their input order, as lexsort's stable passes do
+    d, s = (np.array(x) for x in zip(*rows, strict=True))
+    for dev in (d.astype(np.int32), d.astype(np.int64) + 7):
+        assert np.array_equal(A.order_by_device_start(dev, s), np.lexsort((s, dev)))
+
+
+def test_order_by_device_start_on_generated_intervals():
+    rng = np.random.default_rng(4)
+    d = np.concatenate([np.flatnonzero(rng.random(50_000) < 0.5), np.repeat(np.arange(50_000), rng.poisson(1.0, 50_000))] * 5)
+    s = np.round(rng.uniform(0, 5e5, len(d)), 0)  # whole seconds: many ties
+    assert np.array_equal(A.order_by_device_start(d.astype(np.int32), s), np.lexsort((s, d)))
+    many = np.zeros(200, dtype=np.int64)  # one device with many intervals: the lexsort fallback
+    assert np.array_equal(A.order_by_device_start(many, s[:200]), np.lexsort((s[:200], many)))
