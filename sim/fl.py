@@ -202,9 +202,21 @@ class DevicePool:
         self.checkins = 0
         self.idle_checkins = 0
         self._ends_sorted: np.ndarray | None = None
+        self._max_dur_s: float | None = None
 
     def available_at(self, t: float) -> int:
-        """How many devices are available at time t (sorted interval ends cached)."""
+        """How many devices are available at time t: intervals with start <= t < end, counted
+        among those starting in the last max_duration (+1 s, far beyond any rounding) before t,
+        since an interval that started earlier has ended (no sorted copy of all the ends)."""
+        av = self.av
+        if self._max_dur_s is None:
+            self._max_dur_s = av.max_duration_s
+        lo = int(np.searchsorted(av.start_s, t - self._max_dur_s - 1.0, side="left"))
+        hi = int(np.searchsorted(av.start_s, t, side="right"))
+        return int(np.count_nonzero(av.end_s[lo:hi] > t))
+
+    def available_at_reference(self, t: float) -> int:
+        """`available_at` from every interval (sorted ends), kept to test it against."""
         if self._ends_sorted is None:
             self._ends_sorted = np.sort(self.av.end_s)
         return int(np.searchsorted(self.av.start_s, t, side="right")

@@ -68,3 +68,18 @@ def test_venn_remembered_orders_equal_fresh_ones(monkeypatch, policy, rule):
         np.isnan(fast.metrics["jct_mean_s"]) and np.isnan(ref.metrics["jct_mean_s"]))
     assert digest(fast) == digest(ref)
     assert fast.metrics["policy_calls"] == ref.metrics["policy_calls"]
+
+
+def test_available_count_equals_the_sorted_ends_count():
+    # the hourly supply row counts available devices from the recent intervals only
+    from orrery.sim.engine import Simulation
+    from orrery.sim.fl import DevicePool, build_availability, build_population
+
+    scn = dense("fifo")
+    sim = Simulation(0)
+    pool = DevicePool(build_population(scn.population, sim.rng["hardware"]),
+                      build_availability(scn.population, 2 * 86400.0, sim.rng["availability"]), 900.0)
+    ts = np.concatenate([np.arange(0.0, 2 * 86400.0, 997.0), pool.av.start_s[::5000], pool.av.end_s[::5000]])
+    got = [pool.available_at(float(t)) for t in ts]
+    assert got == [pool.available_at_reference(float(t)) for t in ts]
+    assert max(got) > 1000
