@@ -159,8 +159,8 @@ class Venn(FLPolicy):
         """Per atom: the jobs of the groups it serves first, then the other eligible jobs, each
         part in `by_key` order. It depends only on that order, the jobs' requirements and the
         group plan, so it is remembered per (group plan, order): an executor asking again
-        after a round starts mostly sees an order it has seen before (the same dict object
-        comes back, which an executor may use to skip its own rebuild)."""
+        after a round starts often gets an order it has seen before (the same dict object comes
+        back, which an executor may use to skip its own rebuild; nobody may modify it)."""
         key = (tuple(j.job_id for j in by_key), tuple(j.requirement for j in by_key))
         memo = self._order_memo
         if memo.get(None) is not serves:  # a new group plan: forget the orders of the old one
