@@ -187,6 +187,7 @@ def check_fl(scn: FLScenario) -> None:
 
 VECTOR_MIN = 256  # longer candidate runs are handed out in numpy steps (priority split)
 SMALL_BATCH = 48  # batches of at most this many check-ins are handed out in plain Python
+SMALL_ROUND = 64  # rounds of at most this many devices are accounted in plain Python, longer in numpy
 PER_INTERVAL_PERIOD_S = 1e15  # a re-check-in period longer than any interval: one check-in each
 
 
@@ -211,9 +212,21 @@ class DevicePool:
         self.checkins = 0
         self.idle_checkins = 0
         self._ends_sorted: np.ndarray | None = None
+        self._max_dur_s: float | None = None
 
     def available_at(self, t: float) -> int:
-        """How many devices are available at time t (sorted interval ends cached)."""
+        """How many devices are available at time t: intervals with start <= t < end, counted
+        among those starting in the last max_duration (+1 s, far beyond any rounding) before t,
+        since an interval that started earlier has ended (no sorted copy of all the ends)."""
+        av = self.av
+        if self._max_dur_s is None:
+            self._max_dur_s = av.max_duration_s
+        lo = int(np.searchsorted(av.start_s, t - self._max_dur_s - 1.0, side="left"))
+        hi = int(np.searchsorted(av.start_s, t, side="right"))
+        return int(np.count_nonzero(av.end_s[lo:hi] > t))
+
+    def available_at_reference(self, t: float) -> int:
+        """`available_at` from every interval (sorted ends), kept to test it against."""
         if self._ends_sorted is None:
             self._ends_sorted = np.sort(self.av.end_s)
         return int(np.searchsorted(self.av.start_s, t, side="right")
@@ -292,6 +305,10 @@ class JobState:
     round_resp: list = field(default_factory=list)  # response arrival times (inf: dropout)
     round_t: list = field(default_factory=list)  # assignment times
     round_busy: list = field(default_factory=list)  # when each device stops working (resp or leave)
+    # numpy steps add whole arrays (dev, t, resp, busy) here, after the lists' earlier entries
+    # (flushed into a chunk first, so the chunks keep the assignment order)
+    round_chunks: list = field(default_factory=list)
+    round_chunk_n: int = 0
     resp_heap: list = field(default_factory=list)  # request rule: the k earliest responses (negated)
     active: bool = False
     round_open: bool = False
@@ -379,6 +396,11 @@ class FLRoundEngine:
         self._sup_py = [0.0] * (self.n_atoms * pool.n_tiers)  # supply added by the small-batch path
         for j in self.jobs:
             j.k = self._k(j)
+            j.max_tier = pool.n_tiers - 1
+        self._order: dict[int, list[JobState]] = {}
+        self._order_src = None  # the decision's order dict the lists were built from
+        self._tier_limited: list[JobState] = []  # jobs whose max_tier the last decision set
+        self._active: list[JobState] = []  # arrived, unfinished jobs by job id
         self._views: dict[int, JobView] = {}
         self._done_pos = 0  # batch positions up to here have been handed out
         self._skip = 0  # check-ins at the next batch's start already handed out
@@ -387,6 +409,7 @@ class FLRoundEngine:
     def job_process(self, j: JobState):
         yield self.env.timeout(j.arrival_s)
         j.active = True
+        self._active = [x for x in self.jobs if x.active]
         self.replan = True
         self._start_round(j, self.env.now)
 
@@ -398,6 +421,7 @@ class FLRoundEngine:
         self._set_need(j, math.ceil(self.scn.rounds.overcommit * j.participants))
         j.t_req = t
         j.round_dev, j.round_resp, j.round_t, j.round_busy, j.resp_heap = [], [], [], [], []
+        j.round_chunks, j.round_chunk_n = [], 0
         j.round_open = True
         j.t_full = math.nan
         if self.replan_on_rounds:
@@ -418,8 +442,31 @@ class FLRoundEngine:
             return False
         # Venn's GoogleJob.close_round: enough devices dispatched, and enough of those responded
         f = self.scn.rounds.success_fraction
-        n_asg = len(j.round_dev)
+        n_asg = self._round_n(j)
         return n_asg >= f * j.participants - 1e-9 and n_resp >= f * min(n_asg, j.participants) - 1e-9
+
+    @staticmethod
+    def _round_n(j: JobState) -> int:
+        return len(j.round_dev) + j.round_chunk_n
+
+    @staticmethod
+    def _flush(j: JobState) -> None:
+        """Move the round's per-device lists into a chunk of arrays (assignment order kept)."""
+        if j.round_dev:
+            j.round_chunks.append((np.array(j.round_dev, dtype=np.int64), np.array(j.round_t, dtype=float),
+                                   np.array(j.round_resp, dtype=float), np.array(j.round_busy, dtype=float)))
+            j.round_chunk_n += len(j.round_dev)
+            j.round_dev, j.round_t, j.round_resp, j.round_busy = [], [], [], []
+
+    def _round_arrays(self, j: JobState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(device, assignment time, response, busy until) of the round so far, as arrays."""
+        self._flush(j)
+        ch = j.round_chunks
+        if len(ch) != 1:
+            ch = [tuple(np.concatenate([c[i] for c in ch]) for i in range(4))] if ch else [
+                (np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0))]
+            j.round_chunks = ch
+        return ch[0]
 
     def _schedule_close(self, j: JobState, t_close: float) -> None:
         if t_close >= j.t_close_next:
@@ -430,7 +477,7 @@ class FLRoundEngine:
 
     def _maybe_early_close(self, j: JobState) -> None:
         """The round completes when success_fraction x participants responses are in."""
-        resp = np.asarray(j.round_resp, dtype=float)
+        resp = self._round_arrays(j)[2]
         fin = resp[np.isfinite(resp)]
         k = self._k(j)
         if len(fin) >= k:
@@ -462,7 +509,9 @@ class FLRoundEngine:
             return
         t = self.env.now
         lim = t + 1e-9
-        n_resp = sum(1 for r in j.round_resp if r <= lim)
+        rr = j.round_resp
+        n_resp = (sum(1 for r in rr if r <= lim) if len(rr) <= SMALL_ROUND and not j.round_chunks
+                  else int(np.count_nonzero(self._round_arrays(j)[2] <= lim)))
         success = self._success_at_deadline(j, n_resp)
         if j.need > 0:  # still collecting: the rest of the request lapses
             self._set_need(j, 0)
@@ -470,24 +519,38 @@ class FLRoundEngine:
         j.queue_delay_s += t_full - j.t_req
         self._account(j, t, success)
         self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t,
-                               len(j.round_dev), n_resp, success)
+                               self._round_n(j), n_resp, success)
         self._close(j, success)
 
     def _account(self, j: JobState, t_close: float, success: bool) -> None:
         """Release stragglers at the close and add up the device time spent and wasted."""
         j.round_open = False
-        if not j.round_dev:
+        n = self._round_n(j)
+        if not n:
             return
         busy_until = self.pool.busy_until
-        spent = used = 0.0
-        for d, ta, r, b in zip(j.round_dev, j.round_t, j.round_resp, j.round_busy, strict=True):
-            w = min(b, t_close) - ta
-            w = w if w > 0.0 else 0.0
-            spent += w
-            if r > t_close:  # stragglers are released at the close; their work is discarded
-                busy_until[d] = min(busy_until[d], max(t_close, ta))
-            elif success:
-                used += w
+        if n <= SMALL_ROUND and not j.round_chunks:
+            spent = used = 0.0
+            for d, ta, r, b in zip(j.round_dev, j.round_t, j.round_resp, j.round_busy, strict=True):
+                w = min(b, t_close) - ta
+                w = w if w > 0.0 else 0.0
+                spent += w
+                if r > t_close:  # stragglers are released at the close; their work is discarded
+                    busy_until[d] = min(busy_until[d], max(t_close, ta))
+                elif success:
+                    used += w
+        else:  # the same sums in numpy: cumsum adds in order, as the loop does (bit-identical)
+            d, ta, r, b = self._round_arrays(j)
+            w = np.minimum(b, t_close) - ta
+            w = np.where(w > 0.0, w, 0.0)
+            spent = float(np.cumsum(w)[-1])
+            late = r > t_close
+            if late.any():
+                np.minimum.at(busy_until, d[late], np.maximum(t_close, ta[late]))
+            used = 0.0
+            if success:
+                u = w[~late]
+                used = float(np.cumsum(u)[-1]) if len(u) else 0.0
         self.device_s += spent
         self.wasted_device_s += spent - used
 
@@ -497,14 +560,22 @@ class FLRoundEngine:
             return
         resp = j.round_resp
         k = j.participants
-        fin = sorted(r for r in resp if r != math.inf)
-        t_target = fin[k - 1] if len(fin) >= k else math.inf
-        t_close = max(t_full, min(t_full + j.deadline_s, t_target))
-        responses = sum(1 for r in resp if r <= t_close)
+        n_round = self._round_n(j)
+        if n_round <= SMALL_ROUND and not j.round_chunks:
+            fin = sorted(r for r in resp if r != math.inf)
+            t_target = fin[k - 1] if len(fin) >= k else math.inf
+            t_close = max(t_full, min(t_full + j.deadline_s, t_target))
+            responses = sum(1 for r in resp if r <= t_close)
+        else:
+            ra = self._round_arrays(j)[2]
+            fin = ra[ra != math.inf]
+            t_target = float(np.partition(fin, k - 1)[k - 1]) if len(fin) >= k else math.inf
+            t_close = max(t_full, min(t_full + j.deadline_s, t_target))
+            responses = int(np.count_nonzero(ra <= t_close))
         success = responses >= math.ceil(self.scn.rounds.success_fraction * j.participants - 1e-9)
         self._account(j, t_close, success)
         j.queue_delay_s += t_full - j.t_req
-        self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t_close, len(resp),
+        self.rounds_tab.append(j.job_id, j.completed + j.aborted, j.t_req, t_full, t_close, n_round,
                                responses, success)
         if t_close < self._t_cut:  # event driver: the next round asks for devices from t_close on
             self._t_cut = t_close
@@ -519,6 +590,7 @@ class FLRoundEngine:
         if j.completed >= j.rounds:
             j.finish_s = t
             j.active = False
+            self._active = [x for x in self.jobs if x.active]
             self.n_finished += 1
             self.replan = True
         else:
@@ -555,8 +627,17 @@ class FLRoundEngine:
     def view(self, t: float) -> FLView:
         rate = self.supply_rate(t)
         tot, rows = rate.sum(axis=1).tolist(), rate.tolist()
-        atoms = tuple(AtomView(self.atom_masks[a], tot[a], tuple(rows[a])) for a in range(self.n_atoms))
-        jobs = tuple(self._job_view(j) for j in self.jobs if j.active)
+        masks = self.atom_masks
+        atoms = tuple([AtomView(masks[a], tot[a], tuple(rows[a])) for a in range(self.n_atoms)])
+        views = self._views
+        jobs = []
+        for j in self._active:  # a job's view is rebuilt only when its round state changed
+            v = views.get(j.job_id)
+            if (v is None or v.remaining_demand != j.need or v.completed_rounds != j.completed
+                    or v.round_requested_s != j.t_req):
+                v = self._job_view(j)
+            jobs.append(v)
+        jobs = tuple(jobs)
         return FLView(t, self.requirements, jobs, atoms, self.tiers, self.scn.rounds.overcommit,
                       self.scn.rounds.deadline_from)
 
@@ -571,42 +652,46 @@ class FLRoundEngine:
         return v
 
     def plan(self, t: float) -> None:
-        self.decision = self.policy.schedule(self.view(t))
+        self.decision = dec = self.policy.schedule(self.view(t))
         self.n_policy_calls += 1
         self.replan = False
         self.last_plan = t
-        order = {}
-        jobs = self.jobs
-        for mask, ids in self.decision.order.items():
-            lst = order[mask] = [jobs[i] for i in ids]
-            for j in lst:  # the executor never trusts a policy with eligibility
-                if not (mask >> j.req) & 1:
-                    raise RuntimeError(f"policy {self.scn.policy!r} gave ineligible devices to job {j.job_id}")
-        self._order = order
-        self._lists = [order.get(m, []) for m in self.atom_masks]
-        self._random = self.decision.split == "random"
+        if dec.order is not self._order_src:  # a policy may hand back the same order object
+            order = {}
+            jobs = self.jobs
+            for mask, ids in dec.order.items():
+                lst = order[mask] = [jobs[i] for i in ids]
+                for j in lst:  # the executor never trusts a policy with eligibility
+                    if not (mask >> j.req) & 1:
+                        raise RuntimeError(f"policy {self.scn.policy!r} gave ineligible devices to job {j.job_id}")
+            self._order = order
+            self._order_src = dec.order
+            self._lists = [order.get(m, []) for m in self.atom_masks]
+        self._random = dec.split == "random"
         top = self.pool.n_tiers - 1
-        for j in self.jobs:
+        for j in self._tier_limited:  # only jobs the previous decision limited
             j.max_tier = top
-        for jid, mt in self.decision.max_tier.items():
+        self._tier_limited = [self.jobs[jid] for jid in dec.max_tier]
+        for jid, mt in dec.max_tier.items():
             self.jobs[jid].max_tier = mt
 
     # -- device hand-out, event-driven ---------------------------------------------------------
     def _takers(self) -> np.ndarray:
         """Per atom, the slowest tier some demanding job on its list admits (-1: none)."""
-        out = np.full(self.n_atoms, -1, dtype=np.int64)
+        out = []
         top = self.pool.n_tiers - 1
-        for a, lst in enumerate(self._lists):
+        rnd = self._random
+        for lst in self._lists:
             best = -1
             for j in lst:
                 if j.need > 0:
-                    mt = top if self._random else j.max_tier
+                    mt = top if rnd else j.max_tier
                     if mt > best:
                         best = mt
                         if best == top:
                             break
-            out[a] = best
-        return out
+            out.append(best)
+        return np.array(out, dtype=np.int64)
 
     def hand_out(self, t0: float, t1: float) -> float:
         """Hand out the check-ins of [t0, t1) in time order; return the time handled up to
@@ -718,6 +803,7 @@ class FLRoundEngine:
         busy = self.pool.busy_until
         lists = self._lists
         rnd = self._random
+        c_pos = cand.tolist()
         c_dev = dev[cand].tolist()
         c_t = tt[cand].tolist()
         c_e = iend[cand].tolist()
@@ -732,7 +818,7 @@ class FLRoundEngine:
                 return n
             d = c_dev[i]
             if busy.item(d) > ti:  # taken earlier in this batch
-                idle[cand[i]] = False
+                idle[c_pos[i]] = False
                 continue
             lst = lists[c_a[i]]
             if rnd:
@@ -747,13 +833,13 @@ class FLRoundEngine:
                         break
                 else:
                     continue
-            self._done_pos = int(cand[i]) + 1
+            self._done_pos = c_pos[i] + 1
             self._give_one(j, d, ti, c_e[i])
             if j.need == 0:
                 if self.n_demanding == 0:
                     return n
                 if left > 64:
-                    return int(cand[i]) + 1
+                    return c_pos[i] + 1
         return n
 
     def _hand_out_vector(self, cand, dev, tt, iend, a_idx, tiers) -> int:
@@ -764,13 +850,23 @@ class FLRoundEngine:
         driver keeps batches within one re-check-in period), so none is taken twice."""
         n = len(dev)
         nt = self.pool.n_tiers
-        table = np.full((self.n_atoms, nt), -1, dtype=np.int64)
-        for a, lst in enumerate(self._lists):
-            for k in range(nt):
-                for j in lst:
-                    if j.need > 0 and k <= j.max_tier:
-                        table[a, k] = j.job_id
+        top = nt - 1
+        # per (atom, tier): the first demanding job on the atom's list that admits the tier;
+        # tier limits are cumulative, so one walk of the list fills the row left to right
+        rows = []
+        for lst in self._lists:
+            row = [-1] * nt
+            filled = -1
+            for j in lst:
+                if j.need > 0 and j.max_tier > filled:
+                    mt = min(j.max_tier, top)
+                    for k in range(filled + 1, mt + 1):
+                        row[k] = j.job_id
+                    filled = mt
+                    if filled >= top:
                         break
+            rows.append(row)
+        table = np.array(rows, dtype=np.int64).reshape(self.n_atoms, nt)
         tgt = table[a_idx[cand], tiers[cand]]
         ok = tgt >= 0
         cand, tgt = cand[ok], tgt[ok]
@@ -779,19 +875,28 @@ class FLRoundEngine:
         t_c = tt[cand]
         stop = int(np.searchsorted(t_c, self._t_cut, side="left"))
         fill_at, fill_job = stop, -1  # the first candidate (index) that fills a round
-        ids = np.unique(tgt[:stop])
-        for jid in ids.tolist():
-            pos = np.flatnonzero(tgt[:stop] == jid)
+        # candidates grouped by job (a stable sort keeps each job's in time order)
+        by_job = np.argsort(tgt[:stop], kind="stable")
+        ids, first, count = np.unique(tgt[:stop][by_job], return_index=True, return_counts=True)
+        ids_l, first_l, count_l = ids.tolist(), first.tolist(), count.tolist()
+        for jid, f, c in zip(ids_l, first_l, count_l, strict=True):
             need = self.jobs[jid].need
-            if len(pos) >= need and pos[need - 1] < fill_at:
-                fill_at, fill_job = int(pos[need - 1]), jid
+            if c >= need:
+                p = int(by_job[f + need - 1])
+                if p < fill_at:
+                    fill_at, fill_job = p, jid
         end = fill_at + 1 if fill_job >= 0 else stop
         # per job: devices, responses; an early close inside the step cuts it
         per = []
         t_cut = self._t_cut
-        for jid in np.unique(tgt[:end]).tolist():
+        for jid, f, c in zip(ids_l, first_l, count_l, strict=True):
+            grp = by_job[f:f + c]
+            if end < stop:
+                grp = grp[grp < end]
+                if len(grp) == 0:
+                    continue
             j = self.jobs[jid]
-            sel = cand[:end][tgt[:end] == jid]
+            sel = cand[grp]
             d, t, e = dev[sel], tt[sel], iend[sel]
             resp = t + (self._spu[d] * j.work_units + j.model_bytes / self._bw_down[d] + j.model_bytes / self._bw_up[d])
             per.append((j, d, t, e, resp))
@@ -812,10 +917,9 @@ class FLRoundEngine:
             busy = np.where(drop, e, resp)
             resp = np.where(drop, np.inf, resp)
             self.pool.busy_until[d] = busy
-            j.round_dev.extend(d.tolist())
-            j.round_t.extend(t.tolist())
-            j.round_resp.extend(resp.tolist())
-            j.round_busy.extend(busy.tolist())
+            self._flush(j)
+            j.round_chunks.append((d, t, resp, busy))
+            j.round_chunk_n += m
             self._set_need(j, j.need - m)
             self.n_assigned += m
             self.n_dropouts += int(drop.sum())

@@ -115,6 +115,8 @@ class Venn(FLPolicy):
         self.min_rate = float(min_rate_per_s)
         # cached group plan: (active job ids, atom masks, time planned, serves, group supply)
         self._plan: tuple | None = None
+        # remembered per-atom job orders of the current group plan (None -> that plan's serves)
+        self._order_memo: dict = {}
 
     def _reject(self, view: FLView, jobs: list[JobView]) -> list[JobView]:
         """Drop the rounds whose request Venn rejects: eligible check-ins per minute below half
@@ -133,8 +135,8 @@ class Venn(FLPolicy):
                 if minutes > 0:
                     r = eligible_rate.get(j.requirement)
                     if r is None:
-                        r = eligible_rate[j.requirement] = sum(a.supply_per_s for a in view.atoms
-                                                               if a.eligible_for(j.requirement))
+                        q = j.requirement
+                        r = eligible_rate[q] = sum([a.supply_per_s for a in view.atoms if (a.mask >> q) & 1])
                     rate_per_min = 60.0 * r
                     if REJECT_RATE_FRACTION * j.participants / minutes > rate_per_min and rate_per_min > 0:
                         self._rejected[j.job_id] = j.round_requested_s
@@ -153,13 +155,7 @@ class Venn(FLPolicy):
         rate = self._rates(view)
         serves, supply = self._group_plan(view, rate)
         by_key = sorted(jobs, key=self._key(supply))  # keys end with the job id: a total order
-        order: dict[int, tuple[int, ...]] = {}
-        for a in view.atoms:
-            m = a.mask
-            served = serves.get(m, frozenset())
-            first = [j.job_id for j in by_key if (m >> j.requirement) & 1 and j.requirement in served]
-            rest = [j.job_id for j in by_key if (m >> j.requirement) & 1 and j.requirement not in served]
-            order[m] = tuple(first + rest)
+        order = self._atom_order(view, by_key, serves)
 
         max_tier: dict[int, int] = {}
         if self.tier_matching and len(view.tiers) > 1:
@@ -169,6 +165,34 @@ class Venn(FLPolicy):
                 if t < len(view.tiers) - 1:
                     max_tier[j.job_id] = t
         return FLDecision(order=order, max_tier=max_tier)
+
+    def _atom_order(self, view: FLView, by_key: list[JobView], serves: dict[int, frozenset]) -> dict[int, tuple[int, ...]]:
+        """Per atom: the jobs of the groups it serves first, then the other eligible jobs, each
+        part in `by_key` order. It depends only on that order, the jobs' requirements and the
+        group plan, so it is remembered per (group plan, order): an executor asking again
+        after a round starts often gets an order it has seen before (the same dict object comes
+        back, which an executor may use to skip its own rebuild; nobody may modify it)."""
+        key = (tuple(j.job_id for j in by_key), tuple(j.requirement for j in by_key))
+        memo = self._order_memo
+        if memo.get(None) is not serves:  # a new group plan: forget the orders of the old one
+            memo.clear()
+            memo[None] = serves
+        order = memo.get(key)
+        if order is not None:  # the same plan object implies the same atoms (see _group_plan)
+            return order
+        order = {}
+        pairs = list(zip(*key, strict=True))
+        for a in view.atoms:
+            m = a.mask
+            served = serves.get(m, frozenset())
+            first = [jid for jid, r in pairs if (m >> r) & 1 and r in served]
+            rest = [jid for jid, r in pairs if (m >> r) & 1 and r not in served]
+            order[m] = tuple(first + rest)
+        if len(memo) > 4096:
+            memo.clear()
+            memo[None] = serves
+        memo[key] = order
+        return order
 
     def _rates(self, view: FLView) -> dict[int, float]:
         rate = {a.mask: max(a.supply_per_s, 0.0) for a in view.atoms}
