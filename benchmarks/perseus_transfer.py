@@ -30,6 +30,7 @@ import pandas as pd
 
 from orrery.hwmodels.gpu_energy import computation_models_from_profile, load_stage_profile
 from orrery.hwmodels.gpu_energy_transfer import (
+    FAMILY_REF_CLOCK_MHZ,
     SECOND_CLOCK_X,
     _clock_curves,
     clock_curves_uncapped,
@@ -144,15 +145,17 @@ def main() -> None:
         comps = computation_models_from_profile(predicted_profile(dfs[dst], cur))
         cases[f"{src} -> {dst} (max clock, no cap model)"] = compare(
             plans(comps, real[dst], args.microbatches, PROFILES[dst][1]), base[dst])
-        # cap-aware: the uncapped shape (source points below its limit), the target's limit
-        cur = fit_clock_curve("ampere", clock_curves_uncapped(dfs[src], limit_w[src]))
-        for second, label in ((False, "max clock, cap model"), (True, f"max + {SECOND_CLOCK_X} clock, cap model")):
-            comps = computation_models_from_profile(
-                predicted_profile(dfs[dst], cur, power_limit_w=limit_w[dst], second=second))
-            cases[f"{src} -> {dst} ({label})"] = compare(
-                plans(comps, real[dst], args.microbatches, PROFILES[dst][1]), base[dst])
+        # cap-aware: the uncapped shape (source points below its limit), the target's limit;
+        # x relative to each GPU's max clock, or (option) on the family's absolute clock scale
+        for fref, tag in ((0.0, ""), (FAMILY_REF_CLOCK_MHZ["ampere"], ", absolute clock")):
+            cur = fit_clock_curve("ampere", clock_curves_uncapped(dfs[src], limit_w[src], fref), f_ref_mhz=fref)
+            for second, label in ((False, "max clock, cap model"), (True, f"max + {SECOND_CLOCK_X} clock, cap model")):
+                comps = computation_models_from_profile(
+                    predicted_profile(dfs[dst], cur, power_limit_w=limit_w[dst], second=second))
+                cases[f"{src} -> {dst} ({label}{tag})"] = compare(
+                    plans(comps, real[dst], args.microbatches, PROFILES[dst][1]), base[dst])
     for name, c in cases.items():
-        print(f"{name:45s} " + "; ".join(
+        print(f"{name:62s} " + "; ".join(
             f"{k}: saving {v['saving_pct_predicted_plan']:.2f}% vs {v['saving_pct_real_plan']:.2f}% "
             f"({v['saving_diff_points']:+.2f} pt), time {v['time_diff_pct']:+.2f}%" for k, v in c.items()))
     met = all(v["met"] for c in cases.values() for v in c.values())

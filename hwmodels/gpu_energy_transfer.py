@@ -87,6 +87,11 @@ CAP_FRAC = 0.90
 # supports up to 500 W) gives the limit of the Perseus emulation nodes (kronos README.md: A100-80G SXM).
 RAISED_POWER_LIMIT_W = {"A100-SXM4-80GB": 500.0}
 SECOND_CLOCK_X = 0.6  # the optional extra measured clock of the cap-aware transfer check
+# Option (not the default): one absolute clock scale per family, x = f / f_ref, instead of each
+# GPU's own max clock; the reference is the family's A100 max SM clock (gpus.py, 1410 MHz).
+# Own modelling choice: the V/f curve (where energy per op is lowest) sits near the same MHz on
+# both Ampere profiles (A100 SXM energy minimum ~1050 MHz, A40 ~1155 MHz), not at the same x.
+FAMILY_REF_CLOCK_MHZ = {"ampere": 1410.0}
 DEFAULT_OUT = Path("results") / "fit" / "gpu_energy_transfer.json"
 DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent / "params" / "gpu_energy_transfer.json"  # shipped
 
@@ -275,18 +280,25 @@ class ClockCurve:
     x_range: tuple[float, float]
     n_computations: int
     trust: str = "fitted"
+    # 0: x = f / the GPU's own max clock (default). > 0: x = f / f_ref_mhz, one absolute clock
+    # scale for the family (option `FAMILY_REF_CLOCK_MHZ`); clocks above f_ref_mhz are beyond the
+    # last knot, where the shape is held flat (no speed-up predicted beyond the fitted clocks).
+    f_ref_mhz: float = 0.0
+
+    def _x(self, freqs_mhz, f_max_mhz: float):
+        return np.asarray(freqs_mhz, float) / (self.f_ref_mhz or f_max_mhz)
 
     def predict(self, freqs_mhz, f_max_mhz: float, time0_s: float, energy0_j: float):
         """(time, energy) at `freqs_mhz` of a computation measured at `f_max_mhz` (time0_s, energy0_j)."""
-        x = np.asarray(freqs_mhz, float) / f_max_mhz
-        t = time0_s * np.exp(eval_shape(self.log_time, KNOTS_X, x, 1.0))
-        p = energy0_j / time0_s * np.exp(eval_shape(self.log_power, KNOTS_X, x, 1.0))
+        x, x0 = self._x(freqs_mhz, f_max_mhz), float(self._x(f_max_mhz, f_max_mhz))
+        t = time0_s * np.exp(eval_shape(self.log_time, KNOTS_X, x, x0))
+        p = energy0_j / time0_s * np.exp(eval_shape(self.log_power, KNOTS_X, x, x0))
         return t, p * t
 
     def extrapolated(self, freqs_mhz, f_max_mhz: float) -> bool:
         """Whether any clock lies outside the x range the shape was fitted on (e.g. a shape
         fitted on a capped GPU's points below its cap, used above them)."""
-        x = np.asarray(freqs_mhz, float) / f_max_mhz
+        x = self._x(freqs_mhz, f_max_mhz)
         return bool(np.any(x < self.x_range[0] - 1e-9) or np.any(x > self.x_range[1] + 1e-9))
 
     def cap_clock(self, f_max_mhz: float, power0_w: float, second: tuple[float, float, float]) -> float:
@@ -295,11 +307,11 @@ class ClockCurve:
         cap, `second` = (freq_mhz, time_s, energy_j): the uncapped power through that point,
         P(x) = P1 G_P(x) / G_P(x1), reaches `power0_w` at x_cap (1.0 if it never does)."""
         f1, t1, e1 = second
-        x1 = f1 / f_max_mhz
-        grid = np.linspace(x1, 1.0, 401)
+        x1, x0 = float(self._x(f1, f_max_mhz)), float(self._x(f_max_mhz, f_max_mhz))
+        grid = np.linspace(x1, x0, 401)
         pu = e1 / t1 * np.exp(eval_shape(self.log_power, KNOTS_X, grid, x1))
         above = np.nonzero(pu >= power0_w)[0]
-        return float(grid[above[0]]) if len(above) else 1.0
+        return float(grid[above[0]]) if len(above) else x0
 
     def predict_capped(self, freqs_mhz, f_max_mhz: float, time0_s: float, energy0_j: float,
                        power_limit_w: float, second: tuple[float, float, float] | None = None,
@@ -318,12 +330,13 @@ class ClockCurve:
             t, e = self.predict(freqs_mhz, f_max_mhz, time0_s, energy0_j)
             return t, e, 1.0
         if x_cap is None:
-            x_cap = self.cap_clock(f_max_mhz, p0, second) if second is not None else 1.0
-        x = np.minimum(np.asarray(freqs_mhz, float) / f_max_mhz, x_cap)
+            x_cap = (self.cap_clock(f_max_mhz, p0, second) if second is not None
+                     else float(self._x(f_max_mhz, f_max_mhz)))
+        x = np.minimum(self._x(freqs_mhz, f_max_mhz), x_cap)
         kt = kp = 1.0
         if second is not None and depth:
             f1, t1, e1 = second
-            x1 = np.array([f1 / f_max_mhz])
+            x1 = np.atleast_1d(self._x(f1, f_max_mhz))
             gt = float(eval_shape(self.log_time, KNOTS_X, x1, x_cap)[0])
             gp = float(eval_shape(self.log_power, KNOTS_X, x1, x_cap)[0])
             kt = math.log(t1 / time0_s) / gt if abs(gt) > 1e-6 else 1.0
@@ -342,7 +355,7 @@ def _clock_curves(df) -> list[tuple]:
     return out
 
 
-def clock_curves_uncapped(df, power_limit_w: float) -> list[tuple]:
+def clock_curves_uncapped(df, power_limit_w: float, f_ref_mhz: float = 0.0) -> list[tuple]:
     """`_clock_curves` without the points the power limiter throttled (power >= `CAP_FRAC` x
     `power_limit_w`), each computation normalised at its highest clock left (x0, the curve's
     fifth element): the family's uncapped shape, which transfers to a GPU with another limit. A
@@ -354,19 +367,20 @@ def clock_curves_uncapped(df, power_limit_w: float) -> list[tuple]:
         keep = e / t < CAP_FRAC * power_limit_w
         if keep.sum() < 3:
             continue
-        x, t, p = f[keep] / f.max(), t[keep], (e / t)[keep]
+        x, t, p = f[keep] / (f_ref_mhz or f.max()), t[keep], (e / t)[keep]
         out.append(((int(s), str(ins)), x, t / t[-1], p / p[-1], float(x[-1])))
     return out
 
 
-def fit_clock_curve(family: str, curves: list[tuple], slope_penalty: bool = True) -> ClockCurve:
+def fit_clock_curve(family: str, curves: list[tuple], slope_penalty: bool = True,
+                    f_ref_mhz: float = 0.0) -> ClockCurve:
     """Curves are (key, x, t, p) normalised at x = 1, or (key, x, t, p, x0) normalised at x0."""
     ct = [(c[1], c[2], c[4] if len(c) > 4 else 1.0) for c in curves]
     cp = [(c[1], c[3], c[4] if len(c) > 4 else 1.0) for c in curves]
     x = np.concatenate([c[0] for c in ct])
     return ClockCurve(family, tuple(fit_shape(ct, KNOTS_X, slope_penalty).tolist()),
                       tuple(fit_shape(cp, KNOTS_X, slope_penalty).tolist()),
-                      (float(x.min()), float(x.max())), len(curves))
+                      (float(x.min()), float(x.max())), len(curves), f_ref_mhz=float(f_ref_mhz))
 
 
 def _clock_errors(curve: ClockCurve, df) -> dict:

@@ -175,3 +175,23 @@ def test_profile_power_limit_is_per_gpu_and_rejects_impossible_draws():
         gt.profile_power_limit_w(df, "A40", "my_profile")
     cur = gt.fit_clock_curve("ampere", gt.clock_curves_uncapped(_clock_profile(400.0, 300.0)[0], 300.0))
     assert cur.extrapolated(FREQS, FREQS.max()) and not cur.extrapolated(FREQS[:10], FREQS.max())
+
+
+def test_absolute_clock_option_transfers_a_shape_set_in_mhz_to_a_gpu_with_another_max_clock():
+    import pandas as pd
+
+    def prof(f_max):  # static + dynamic power, memory-bound share: the shape is set in MHz, not f / f_max
+        f = np.arange(600.0, f_max + 1, 15.0)
+        t = 0.1 * (0.7 * 1410.0 / f + 0.3)
+        p = 60.0 + 300.0 * (f / 1410.0) ** 3
+        return pd.DataFrame({"stage": 0, "instruction": "forward", "frequency": f, "time": t, "energy": t * p})
+
+    src, dst = prof(1410.0), prof(1110.0)  # a lower-clocked GPU of the same family, no cap
+    f, t, e = (dst[c].to_numpy(float) for c in ("frequency", "time", "energy"))
+    errs = {}
+    for fref in (0.0, 1410.0):
+        cur = gt.fit_clock_curve("ampere", gt.clock_curves_uncapped(src, 10_000.0, fref), f_ref_mhz=fref)
+        tp, ep, _ = cur.predict_capped(f, f.max(), t[-1], e[-1], 10_000.0)
+        assert tp[-1] == pytest.approx(t[-1]) and ep[-1] == pytest.approx(e[-1])
+        errs[fref] = max(np.max(np.abs(tp / t - 1)), np.max(np.abs(ep / e - 1)))
+    assert errs[1410.0] < 0.03 and errs[0.0] > 3 * errs[1410.0]
