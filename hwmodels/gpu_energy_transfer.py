@@ -20,6 +20,8 @@
     draws >= `CAP_FRAC` of the limit, and uses the uncapped family shape (`clock_curves_uncapped`:
     the points below the source GPU's limit) under it. A max-clock anchor alone does not say
     where x_cap is; one more measured clock (or the clock NVML reported) locates it.
+    Option `f_ref_mhz` (`FAMILY_REF_CLOCK_MHZ`): x = f / one family clock instead of f / each
+    GPU's max, so a shape set in MHz (the V/f curve) transfers between GPUs of different max clocks.
 
 Checks (`--report`): leave-one-workload-out over the (dataset, network) groups of each power-
 limit sweep: the limit Zeus would choose (cost eta E + (1 - eta) P_max T, eta = 0.5) from the
@@ -556,14 +558,19 @@ def fit(files, gpu: str | None = None, report: bool = True) -> dict:
                     res["from"] = [n2 for n2, _, _ in profs if n2 != name]
                     doc["checks"][f"clock/{name}/transfer"] = res
                     # cap-aware: the others' points below their limits, this GPU's limit
-                    unc = [c for n2, g2, d2 in profs if n2 != name
-                           for c in clock_curves_uncapped(d2, profile_power_limit_w(d2, g2, n2))]
-                    cur = fit_clock_curve(fam, unc)
+                    # (option: on the family's absolute clock scale, suffix _absolute_clock)
                     lim = profile_power_limit_w(df, _g, name)
-                    for key, sx in (("transfer_cap_model", None), ("transfer_cap_model_second_clock", SECOND_CLOCK_X)):
-                        r2 = _clock_errors_capped(cur, df, lim, sx)
-                        r2.update({"from": res["from"], "power_limit_w": lim, "second_clock_x": sx})
-                        doc["checks"][f"clock/{name}/{key}"] = r2
+                    for fref, tag in ((0.0, ""), (FAMILY_REF_CLOCK_MHZ.get(fam, 0.0), "_absolute_clock")):
+                        if tag and not fref:
+                            continue
+                        unc = [c for n2, g2, d2 in profs if n2 != name
+                               for c in clock_curves_uncapped(d2, profile_power_limit_w(d2, g2, n2), fref)]
+                        cur = fit_clock_curve(fam, unc, f_ref_mhz=fref)
+                        for key, sx in (("transfer_cap_model", None), ("transfer_cap_model_second_clock", SECOND_CLOCK_X)):
+                            r2 = _clock_errors_capped(cur, df, lim, sx)
+                            r2.update({"from": res["from"], "power_limit_w": lim, "second_clock_x": sx,
+                                       "f_ref_mhz": fref})
+                            doc["checks"][f"clock/{name}/{key}{tag}"] = r2
     return doc
 
 
