@@ -10,7 +10,13 @@ the same plan (fastest, minimum-energy) made on the real profile: energy savings
   - leave-one-stage-out within each bloom profile (clock shape fitted without that computation,
     whose prediction is anchored at its own max-clock point; the others keep their real points)
   - A100 -> A40: the shape fitted on the A100 profile predicts every A40 computation from its
-    max-clock point, and the reverse.
+    max-clock point, and the reverse: (1) with no cap model (the source's shape as fitted, its
+    own power cap included); (2) with the cap model (`ClockCurve.predict_capped`: the source's
+    points below CAP_FRAC x its per-GPU limit give the uncapped shape, the target's limit holds
+    every clock above an effective x_cap), max clock only, where a capped anchor cannot locate
+    x_cap (= (1) up to the fit); (3) the same plus one measured clock (SECOND_CLOCK_X x max),
+    which locates x_cap and rescales the shape's depth through it.
+  Per-GPU limits: A40 300 W, A100 SXM 500 W (`profile_power_limit_w`, the HGX 500 W board).
 Prints one line per case and a final JSON line.
 """
 
@@ -23,7 +29,14 @@ import numpy as np
 import pandas as pd
 
 from orrery.hwmodels.gpu_energy import computation_models_from_profile, load_stage_profile
-from orrery.hwmodels.gpu_energy_transfer import _clock_curves, fit_clock_curve
+from orrery.hwmodels.gpu_energy_transfer import (
+    FAMILY_REF_CLOCK_MHZ,
+    SECOND_CLOCK_X,
+    _clock_curves,
+    clock_curves_uncapped,
+    fit_clock_curve,
+    profile_power_limit_w,
+)
 from orrery.policies.energy.base import ComputationOption, PipelineView
 from orrery.policies.energy.perseus import compute_frontier
 from orrery.traces.paths import resolve_data_path
@@ -31,19 +44,31 @@ from orrery.workloads.training import pipeline_1f1b
 
 PROFILES = {"a100": ("shared:gpu/perseus_stage_profile_bloom+a100_sxm_bf16.csv", 84.0),
             "a40": ("shared:gpu/perseus_stage_profile_bloom+a40_bf16.csv", 70.0)}  # blocking W (gpus.py)
+GPU = {"a100": "A100-SXM4-80GB", "a40": "A40"}  # per-GPU power limits: gpu_energy_transfer.profile_power_limit_w
 TARGET_SAVING_POINTS, TARGET_TIME = 1.5, 0.02
 
 
-def predicted_profile(df: pd.DataFrame, curve, only: tuple[int, str] | None = None) -> pd.DataFrame:
+def predicted_profile(df: pd.DataFrame, curve, only: tuple[int, str] | None = None,
+                      power_limit_w: float | None = None, second: bool = False) -> pd.DataFrame:
     """`df` with time and energy replaced by the curve's prediction from each computation's
-    max-clock point (only for computation `only` when given)."""
+    max-clock point (only for computation `only` when given). With `power_limit_w`, the
+    cap-aware prediction (`ClockCurve.predict_capped`); with `second`, the point nearest
+    `SECOND_CLOCK_X` x max clock is measured too (it locates the cap)."""
     out = df.copy()
     for (s, ins), g in df.groupby(["stage", "instruction"]):
         if only is not None and (int(s), str(ins)) != only:
             continue
+        f = g["frequency"].to_numpy(float)
         top = g.loc[g["frequency"].idxmax()]
-        t, e = curve.predict(g["frequency"].to_numpy(float), float(top["frequency"]), float(top["time"]),
-                             float(top["energy"]))
+        args = (f, float(top["frequency"]), float(top["time"]), float(top["energy"]))
+        if power_limit_w is None:
+            t, e = curve.predict(*args)
+        else:
+            sec = None
+            if second:
+                r = g.iloc[int(np.argmin(np.abs(f - SECOND_CLOCK_X * f.max())))]
+                sec = (float(r["frequency"]), float(r["time"]), float(r["energy"]))
+            t, e, _ = curve.predict_capped(*args, power_limit_w, second=sec)
         out.loc[g.index, "time"] = t
         out.loc[g.index, "energy"] = e
     return out
@@ -114,13 +139,23 @@ def main() -> None:
             comps = computation_models_from_profile(predicted_profile(df, cur, only=key))
             c = compare(plans(comps, real[g], args.microbatches, PROFILES[g][1]), base[g])
             cases[f"{g} leave-out {key[0]}/{key[1]}"] = c
+    limit_w = {g: profile_power_limit_w(df, GPU[g], g) for g, df in dfs.items()}  # A100 SXM 500 W, A40 300 W
     for src, dst in (("a100", "a40"), ("a40", "a100")):
-        cur = fit_clock_curve("ampere", _clock_curves(dfs[src]))
+        cur = fit_clock_curve("ampere", _clock_curves(dfs[src]))  # shape incl. the source's cap
         comps = computation_models_from_profile(predicted_profile(dfs[dst], cur))
-        cases[f"{src} -> {dst} (anchored at max clock)"] = compare(
+        cases[f"{src} -> {dst} (max clock, no cap model)"] = compare(
             plans(comps, real[dst], args.microbatches, PROFILES[dst][1]), base[dst])
+        # cap-aware: the uncapped shape (source points below its limit), the target's limit;
+        # x relative to each GPU's max clock, or (option) on the family's absolute clock scale
+        for fref, tag in ((0.0, ""), (FAMILY_REF_CLOCK_MHZ["ampere"], ", absolute clock")):
+            cur = fit_clock_curve("ampere", clock_curves_uncapped(dfs[src], limit_w[src], fref), f_ref_mhz=fref)
+            for second, label in ((False, "max clock, cap model"), (True, f"max + {SECOND_CLOCK_X} clock, cap model")):
+                comps = computation_models_from_profile(
+                    predicted_profile(dfs[dst], cur, power_limit_w=limit_w[dst], second=second))
+                cases[f"{src} -> {dst} ({label}{tag})"] = compare(
+                    plans(comps, real[dst], args.microbatches, PROFILES[dst][1]), base[dst])
     for name, c in cases.items():
-        print(f"{name:40s} " + "; ".join(
+        print(f"{name:62s} " + "; ".join(
             f"{k}: saving {v['saving_pct_predicted_plan']:.2f}% vs {v['saving_pct_real_plan']:.2f}% "
             f"({v['saving_diff_points']:+.2f} pt), time {v['time_diff_pct']:+.2f}%" for k, v in c.items()))
     met = all(v["met"] for c in cases.values() for v in c.values())

@@ -12,7 +12,16 @@
     smoothness penalty over every workload of the family. One more measured limit (optional)
     rescales the curve's log-depth to pass through it.
 (b) SM clock (Perseus stage profiles). Likewise a computation measured only at the maximum
-    clock (t0, e0) gets t(f) = t0 G_T(x), power e/t = (e0/t0) G_P(x), x = f / f_max, G per family.
+    clock (t0, e0) gets t(f) = t0 G_T(x), power e/t = (e0/t0) G_P(x), x = f / f_max, G per family
+    (piecewise linear in log x; the smoothness penalty is on the change of slope per log knot
+    spacing, so the uneven clock knots do not bend a power law). The profiles' energy is per GPU
+    (see `RAISED_POWER_LIMIT_W`), so a GPU's power limit caps it: `ClockCurve.predict_capped`
+    holds every clock above an effective x_cap at the anchor's time and power when the anchor
+    draws >= `CAP_FRAC` of the limit, and uses the uncapped family shape (`clock_curves_uncapped`:
+    the points below the source GPU's limit) under it. A max-clock anchor alone does not say
+    where x_cap is; one more measured clock (or the clock NVML reported) locates it.
+    Option `f_ref_mhz` (`FAMILY_REF_CLOCK_MHZ`): x = f / one family clock instead of f / each
+    GPU's max, so a shape set in MHz (the V/f curve) transfers between GPUs of different max clocks.
 
 Checks (`--report`): leave-one-workload-out over the (dataset, network) groups of each power-
 limit sweep: the limit Zeus would choose (cost eta E + (1 - eta) P_max T, eta = 0.5) from the
@@ -25,7 +34,9 @@ no limit throttles (lowest limit > `BOUND_U` x the uncapped draw): their true co
 measured best is noise, and a flat prediction ties to the highest limit, which bounds what any
 curve can reach (`ceiling_tie_rule`: 75 % on the V100 sweeps, 77 % on the A40, below the
 target); leave-one-stage-out within a stage profile and, for two
-profiles of one family, transfer from one to the other anchored at the maximum clock.
+profiles of one family, transfer from one to the other anchored at the maximum clock (as fitted;
+`transfer_cap_model`: the cap-aware prediction; `..._second_clock`: plus one clock at
+`SECOND_CLOCK_X` x max). The Perseus plan check is benchmarks/perseus_transfer.py.
 
 Trust: each family records the range of u (and x) it was fitted on; a prediction outside it is
 an extrapolation (`PowerLimitCurve.extrapolated`), and a GPU family without data borrows the
@@ -66,6 +77,23 @@ ETA = 0.5  # Zeus's default knob (NSDI'23: eta = 0.5 in the evaluation)
 STEP_W = 25.0  # Zeus's profiling step
 BOUND_U = 1.05  # a sweep whose lowest limit is above 1.05 x its uncapped draw is never throttled
 TARGET_WITHIN_ONE_STEP = 0.80  # issue #14
+# A stage-profile point drawing >= 90 % of the GPU's power limit is treated as held by the limiter
+# (the A40 bloom profile: 271 W = 0.90 x 300 W at 1410 MHz, where its time starts to flatten; it
+# is flat at 293 W from 1530 MHz up). Own choice from the data; see ClockCurve.predict_capped.
+CAP_FRAC = 0.90
+# Boards of a catalog GPU sold with a higher power limit than gpus.py's default. The stage
+# profiles' energy is per GPU (ml-energy/zeus branch kronos: merak/scripts/generate_profile_csv.py
+# reads one cumulative-energy file per rank; evaluation.ipynb multiplies a stage's energy by `tp`),
+# and the A100 SXM profile draws 464-474 W sustained at 1410 MHz, which a 400 W board cannot: the
+# NVIDIA A100 datasheet (footnote to Max TDP: the HGX A100-80GB custom-thermal-solution SKU
+# supports up to 500 W) gives the limit of the Perseus emulation nodes (kronos README.md: A100-80G SXM).
+RAISED_POWER_LIMIT_W = {"A100-SXM4-80GB": 500.0}
+SECOND_CLOCK_X = 0.6  # the optional extra measured clock of the cap-aware transfer check
+# Option (not the default): one absolute clock scale per family, x = f / f_ref, instead of each
+# GPU's own max clock; the reference is the family's A100 max SM clock (gpus.py, 1410 MHz).
+# Own modelling choice: the V/f curve (where energy per op is lowest) sits near the same MHz on
+# both Ampere profiles (A100 SXM energy minimum ~1050 MHz, A40 ~1155 MHz), not at the same x.
+FAMILY_REF_CLOCK_MHZ = {"ampere": 1410.0}
 DEFAULT_OUT = Path("results") / "fit" / "gpu_energy_transfer.json"
 DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent / "params" / "gpu_energy_transfer.json"  # shipped
 
@@ -83,7 +111,8 @@ def _basis(v: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
     return m
 
 
-def fit_shape(curves: list[tuple[np.ndarray, np.ndarray, float]], knots: tuple[float, ...]) -> np.ndarray:
+def fit_shape(curves: list[tuple[np.ndarray, np.ndarray, float]], knots: tuple[float, ...],
+              slope_penalty: bool = False) -> np.ndarray:
     """Knot values c of log F from curves (coordinate v, value y, anchor coordinate v0): each
     curve's log(y / y(v0)) = B(v) c - B(v0) c. Robust (Cauchy-weighted) least squares with a
     second-difference penalty; c is defined up to a constant, fixed by c at the knot 1.0 = 0."""
@@ -93,7 +122,12 @@ def fit_shape(curves: list[tuple[np.ndarray, np.ndarray, float]], knots: tuple[f
         b.append(np.log(y))
     A, y = np.vstack(a), np.concatenate(b)
     n = len(knots)
-    D = np.diff(np.eye(n), 2, axis=0) * SMOOTH
+    if slope_penalty:  # change of slope in log knot, so a straight line in log-log costs nothing
+        h = np.diff(np.log(knots))
+        S = np.diff(np.eye(n), 1, axis=0) / h[:, None]
+        D = np.diff(S, 1, axis=0) * float(np.mean(h)) * SMOOTH
+    else:  # second difference over the knot index (the power-limit curves, as shipped)
+        D = np.diff(np.eye(n), 2, axis=0) * SMOOTH
     anchor = np.zeros((1, n))
     anchor[0, int(np.argmin(np.abs(np.log(knots))))] = 1.0
     w = np.ones(len(y))
@@ -248,13 +282,70 @@ class ClockCurve:
     x_range: tuple[float, float]
     n_computations: int
     trust: str = "fitted"
+    # 0: x = f / the GPU's own max clock (default). > 0: x = f / f_ref_mhz, one absolute clock
+    # scale for the family (option `FAMILY_REF_CLOCK_MHZ`); clocks above f_ref_mhz are beyond the
+    # last knot, where the shape is held flat (no speed-up predicted beyond the fitted clocks).
+    f_ref_mhz: float = 0.0
+
+    def _x(self, freqs_mhz, f_max_mhz: float):
+        return np.asarray(freqs_mhz, float) / (self.f_ref_mhz or f_max_mhz)
 
     def predict(self, freqs_mhz, f_max_mhz: float, time0_s: float, energy0_j: float):
         """(time, energy) at `freqs_mhz` of a computation measured at `f_max_mhz` (time0_s, energy0_j)."""
-        x = np.asarray(freqs_mhz, float) / f_max_mhz
-        t = time0_s * np.exp(eval_shape(self.log_time, KNOTS_X, x, 1.0))
-        p = energy0_j / time0_s * np.exp(eval_shape(self.log_power, KNOTS_X, x, 1.0))
+        x, x0 = self._x(freqs_mhz, f_max_mhz), float(self._x(f_max_mhz, f_max_mhz))
+        t = time0_s * np.exp(eval_shape(self.log_time, KNOTS_X, x, x0))
+        p = energy0_j / time0_s * np.exp(eval_shape(self.log_power, KNOTS_X, x, x0))
         return t, p * t
+
+    def extrapolated(self, freqs_mhz, f_max_mhz: float) -> bool:
+        """Whether any clock lies outside the x range the shape was fitted on (e.g. a shape
+        fitted on a capped GPU's points below its cap, used above them)."""
+        x = self._x(freqs_mhz, f_max_mhz)
+        return bool(np.any(x < self.x_range[0] - 1e-9) or np.any(x > self.x_range[1] + 1e-9))
+
+    def cap_clock(self, f_max_mhz: float, power0_w: float, second: tuple[float, float, float]) -> float:
+        """Effective clock fraction x_cap at which the power limiter held a computation whose
+        max-clock draw `power0_w` is at the limit, located by one more measured clock below the
+        cap, `second` = (freq_mhz, time_s, energy_j): the uncapped power through that point,
+        P(x) = P1 G_P(x) / G_P(x1), reaches `power0_w` at x_cap (1.0 if it never does)."""
+        f1, t1, e1 = second
+        x1, x0 = float(self._x(f1, f_max_mhz)), float(self._x(f_max_mhz, f_max_mhz))
+        grid = np.linspace(x1, x0, 401)
+        pu = e1 / t1 * np.exp(eval_shape(self.log_power, KNOTS_X, grid, x1))
+        above = np.nonzero(pu >= power0_w)[0]
+        return float(grid[above[0]]) if len(above) else x0
+
+    def predict_capped(self, freqs_mhz, f_max_mhz: float, time0_s: float, energy0_j: float,
+                       power_limit_w: float, second: tuple[float, float, float] | None = None,
+                       x_cap: float | None = None, depth: bool = True):
+        """Like `predict` on a GPU whose power limit is `power_limit_w` (per GPU, as the stage
+        profiles' energy is). If the max-clock draw e0/t0 is below `CAP_FRAC` x the limit, the
+        anchor is uncapped and this is `predict`. Otherwise the limiter held the GPU at an effective
+        clock x_cap < 1 during the anchor measurement: every clock at or above x_cap runs as the
+        anchor did (time t0, power e0/t0), and below it the family's uncapped shape is anchored at
+        x_cap: t(x) = t0 G_T(x) / G_T(x_cap), P(x) = P0 G_P(x) / G_P(x_cap). x_cap comes from
+        `x_cap` (e.g. the clock NVML reported during the anchor run) or from one more measured
+        clock below the cap (`second`, see `cap_clock`); with neither, the cap cannot be located
+        from the anchor alone and x_cap = 1 (= `predict`). Returns (time, energy, x_cap)."""
+        p0 = energy0_j / time0_s
+        if p0 < CAP_FRAC * power_limit_w:
+            t, e = self.predict(freqs_mhz, f_max_mhz, time0_s, energy0_j)
+            return t, e, 1.0
+        if x_cap is None:
+            x_cap = (self.cap_clock(f_max_mhz, p0, second) if second is not None
+                     else float(self._x(f_max_mhz, f_max_mhz)))
+        x = np.minimum(self._x(freqs_mhz, f_max_mhz), x_cap)
+        kt = kp = 1.0
+        if second is not None and depth:
+            f1, t1, e1 = second
+            x1 = np.atleast_1d(self._x(f1, f_max_mhz))
+            gt = float(eval_shape(self.log_time, KNOTS_X, x1, x_cap)[0])
+            gp = float(eval_shape(self.log_power, KNOTS_X, x1, x_cap)[0])
+            kt = math.log(t1 / time0_s) / gt if abs(gt) > 1e-6 else 1.0
+            kp = math.log(e1 / t1 / p0) / gp if abs(gp) > 1e-6 else 1.0
+        t = time0_s * np.exp(kt * eval_shape(self.log_time, KNOTS_X, x, x_cap))
+        p = p0 * np.exp(kp * eval_shape(self.log_power, KNOTS_X, x, x_cap))
+        return t, p * t, float(x_cap)
 
 
 def _clock_curves(df) -> list[tuple]:
@@ -266,12 +357,32 @@ def _clock_curves(df) -> list[tuple]:
     return out
 
 
-def fit_clock_curve(family: str, curves: list[tuple]) -> ClockCurve:
-    ct = [(x, t, 1.0) for _, x, t, _ in curves]
-    cp = [(x, p, 1.0) for _, x, _, p in curves]
+def clock_curves_uncapped(df, power_limit_w: float, f_ref_mhz: float = 0.0) -> list[tuple]:
+    """`_clock_curves` without the points the power limiter throttled (power >= `CAP_FRAC` x
+    `power_limit_w`), each computation normalised at its highest clock left (x0, the curve's
+    fifth element): the family's uncapped shape, which transfers to a GPU with another limit. A
+    computation with fewer than 3 points left is dropped."""
+    out = []
+    for (s, ins), g in df.groupby(["stage", "instruction"], sort=True):
+        g = g.sort_values("frequency")
+        f, t, e = (g[c].to_numpy(float) for c in ("frequency", "time", "energy"))
+        keep = e / t < CAP_FRAC * power_limit_w
+        if keep.sum() < 3:
+            continue
+        x, t, p = f[keep] / (f_ref_mhz or f.max()), t[keep], (e / t)[keep]
+        out.append(((int(s), str(ins)), x, t / t[-1], p / p[-1], float(x[-1])))
+    return out
+
+
+def fit_clock_curve(family: str, curves: list[tuple], slope_penalty: bool = True,
+                    f_ref_mhz: float = 0.0) -> ClockCurve:
+    """Curves are (key, x, t, p) normalised at x = 1, or (key, x, t, p, x0) normalised at x0."""
+    ct = [(c[1], c[2], c[4] if len(c) > 4 else 1.0) for c in curves]
+    cp = [(c[1], c[3], c[4] if len(c) > 4 else 1.0) for c in curves]
     x = np.concatenate([c[0] for c in ct])
-    return ClockCurve(family, tuple(fit_shape(ct, KNOTS_X).tolist()), tuple(fit_shape(cp, KNOTS_X).tolist()),
-                      (float(x.min()), float(x.max())), len(curves))
+    return ClockCurve(family, tuple(fit_shape(ct, KNOTS_X, slope_penalty).tolist()),
+                      tuple(fit_shape(cp, KNOTS_X, slope_penalty).tolist()),
+                      (float(x.min()), float(x.max())), len(curves), f_ref_mhz=float(f_ref_mhz))
 
 
 def _clock_errors(curve: ClockCurve, df) -> dict:
@@ -298,6 +409,50 @@ def leave_one_stage_out(df, family: str) -> dict:
         te += list(np.abs(np.exp(lt) / t - 1))
         ee += list(np.abs(np.exp(lt + lp) / (t * p) - 1))
     return {"n": len(curves), "time_err_median": float(np.median(te)), "time_err_p90": float(np.percentile(te, 90)),
+            "energy_err_median": float(np.median(ee)), "energy_err_p90": float(np.percentile(ee, 90))}
+
+
+def profile_power_limit_w(df, gpu: str, name: str = "stage profile") -> float:
+    """Per-GPU power limit the profile ran under: the catalog GPU's maximum limit, or its
+    documented raised limit (`RAISED_POWER_LIMIT_W`) when the profile draws more than the
+    default; a draw above every documented limit is an error naming the profile."""
+    spec = get_gpu(gpu)
+    p_max = float((df["energy"] / df["time"]).max())
+    if p_max <= spec.power_limit_max_w * 1.02:
+        return float(spec.power_limit_max_w)
+    raised = RAISED_POWER_LIMIT_W.get(spec.name)
+    if raised is not None and p_max <= raised * 1.02:
+        return raised
+    raise OrreryInputError(f"{name}: draws {p_max:.0f} W per GPU, above {spec.name}'s power limit "
+                           f"({spec.power_limit_max_w:g} W): wrong GPU, or energy not per GPU?")
+
+
+def predict_profile_capped(curve: ClockCurve, df, power_limit_w: float, second_x: float | None = None):
+    """(time, energy) arrays, in `df`'s row order, of every computation predicted from its
+    max-clock point by the cap-aware shape (`ClockCurve.predict_capped`); with `second_x`, the
+    clock nearest second_x x max clock is measured too."""
+    t_out = np.empty(len(df))
+    e_out = np.empty(len(df))
+    pos = {ix: i for i, ix in enumerate(df.index)}
+    for (_s, _ins), g in df.groupby(["stage", "instruction"], sort=True):
+        f, t, e = (g[c].to_numpy(float) for c in ("frequency", "time", "energy"))
+        top = int(np.argmax(f))
+        sec = None
+        if second_x is not None:
+            j = int(np.argmin(np.abs(f - second_x * f[top])))
+            sec = (f[j], t[j], e[j])
+        tp, ep, _ = curve.predict_capped(f, f[top], t[top], e[top], power_limit_w, second=sec)
+        rows = [pos[ix] for ix in g.index]
+        t_out[rows] = tp
+        e_out[rows] = ep
+    return t_out, e_out
+
+
+def _clock_errors_capped(curve: ClockCurve, df, power_limit_w: float, second_x: float | None) -> dict:
+    tp, ep = predict_profile_capped(curve, df, power_limit_w, second_x)
+    te = np.abs(tp / df["time"].to_numpy(float) - 1)
+    ee = np.abs(ep / df["energy"].to_numpy(float) - 1)
+    return {"time_err_median": float(np.median(te)), "time_err_p90": float(np.percentile(te, 90)),
             "energy_err_median": float(np.median(ee)), "energy_err_p90": float(np.percentile(ee, 90))}
 
 
@@ -402,6 +557,20 @@ def fit(files, gpu: str | None = None, report: bool = True) -> dict:
                     res = _clock_errors(fit_clock_curve(fam, others), df)
                     res["from"] = [n2 for n2, _, _ in profs if n2 != name]
                     doc["checks"][f"clock/{name}/transfer"] = res
+                    # cap-aware: the others' points below their limits, this GPU's limit
+                    # (option: on the family's absolute clock scale, suffix _absolute_clock)
+                    lim = profile_power_limit_w(df, _g, name)
+                    for fref, tag in ((0.0, ""), (FAMILY_REF_CLOCK_MHZ.get(fam, 0.0), "_absolute_clock")):
+                        if tag and not fref:
+                            continue
+                        unc = [c for n2, g2, d2 in profs if n2 != name
+                               for c in clock_curves_uncapped(d2, profile_power_limit_w(d2, g2, n2), fref)]
+                        cur = fit_clock_curve(fam, unc, f_ref_mhz=fref)
+                        for key, sx in (("transfer_cap_model", None), ("transfer_cap_model_second_clock", SECOND_CLOCK_X)):
+                            r2 = _clock_errors_capped(cur, df, lim, sx)
+                            r2.update({"from": res["from"], "power_limit_w": lim, "second_clock_x": sx,
+                                       "f_ref_mhz": fref})
+                            doc["checks"][f"clock/{name}/{key}{tag}"] = r2
     return doc
 
 

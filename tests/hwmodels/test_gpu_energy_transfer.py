@@ -100,3 +100,98 @@ def test_fit_cli_writes_a_parameter_file_and_rejects_bad_files(tmp_path, capsys)
     assert gt.main([str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "v100_bad.csv" in err and "time_per_epoch" in err and "line 5" in err
+
+
+# ---- power cap in the clock shape (#14 section 2: A100 -> A40) -----------------------------------
+FREQS = np.arange(855.0, 1741.0, 15.0)
+
+
+def _clock_profile(p_max_w: float, limit_w: float, t_max_s: float = 0.1, a: float = 0.8):
+    """A synthetic stage profile of one shape: uncapped time t_max (a / x + 1 - a), power
+    p_max x^2; a power limiter holds every clock whose uncapped draw exceeds `limit_w` at the
+    clock where it equals the limit (x_cap = sqrt(limit / p_max))."""
+    import pandas as pd
+
+    x = FREQS / FREQS.max()
+    x_eff = np.minimum(x, np.sqrt(limit_w / p_max_w))
+    t = t_max_s * (a / x_eff + 1 - a)
+    p = p_max_w * x_eff ** 2
+    rows = [{"stage": s, "instruction": ins, "frequency": f, "time": ti * (1 + 0.3 * s), "energy": ti * (1 + 0.3 * s) * pi}
+            for s in (0, 1) for ins in ("forward", "backward") for f, ti, pi in zip(FREQS, t, p, strict=True)]
+    return pd.DataFrame(rows), x_eff
+
+
+def test_uncapped_curves_drop_the_points_the_limiter_held():
+    df, x_eff = _clock_profile(400.0, 300.0)  # x_cap = 0.866
+    curves = gt.clock_curves_uncapped(df, 300.0)
+    assert len(curves) == 4
+    for _key, x, t, p, x0 in curves:
+        assert x.max() == x0 and np.all(p * 1.0 <= 1.0 + 1e-12) and t[-1] == pytest.approx(1.0)
+        assert x0 < np.sqrt(gt.CAP_FRAC * 300.0 / 400.0) + 1e-9  # nothing at or above 90 % of the limit
+    # a limit nothing reaches keeps every point
+    assert all(len(c[1]) == len(FREQS) for c in gt.clock_curves_uncapped(df, 1000.0))
+
+
+def test_cap_model_predicts_a_capped_gpu_from_an_uncapped_one():
+    src, _ = _clock_profile(400.0, 10_000.0)  # the source GPU never reaches its limit
+    cur = gt.fit_clock_curve("ampere", gt.clock_curves_uncapped(src, 10_000.0))
+    dst, x_eff = _clock_profile(400.0, 300.0, t_max_s=0.25)  # the target GPU's limiter holds x >= 0.866
+    g = dst[(dst.stage == 0) & (dst.instruction == "forward")].sort_values("frequency")
+    f, t, e = (g[c].to_numpy(float) for c in ("frequency", "time", "energy"))
+    i = int(np.argmin(np.abs(f - gt.SECOND_CLOCK_X * f.max())))
+    tc, ec, x_cap = cur.predict_capped(f, f.max(), t[-1], e[-1], 300.0, second=(f[i], t[i], e[i]))
+    assert x_cap == pytest.approx(np.sqrt(0.75), abs=0.01)
+    assert tc[-1] == pytest.approx(t[-1]) and ec[-1] == pytest.approx(e[-1])  # exact at the anchor
+    # a power law costs the slope penalty nothing (the index-based penalty was off by 6 % at 0.5)
+    assert np.max(np.abs(tc / t - 1)) < 0.005 and np.max(np.abs(ec / e - 1)) < 0.005
+    assert np.all(tc[f >= x_cap * f.max()] == t[-1])  # the limiter's flat top
+    # the shape without the cap misses the flat top by far more
+    tn, en = cur.predict(f, f.max(), t[-1], e[-1])
+    assert np.max(np.abs(en / e - 1)) > 0.15
+    # a capped anchor with no way to locate the cap falls back to the plain shape (x_cap = 1)
+    t1, e1, xc1 = cur.predict_capped(f, f.max(), t[-1], e[-1], 300.0)
+    assert xc1 == 1.0 and np.allclose(t1, tn) and np.allclose(e1, en)
+    # an explicit effective clock (e.g. NVML's reading during the anchor run) is used as given
+    _, _, xc2 = cur.predict_capped(f, f.max(), t[-1], e[-1], 300.0, x_cap=0.9)
+    assert xc2 == 0.9
+
+
+def test_cap_model_leaves_an_uncapped_anchor_alone():
+    src, _ = _clock_profile(400.0, 10_000.0)
+    cur = gt.fit_clock_curve("ampere", gt._clock_curves(src))
+    f = FREQS
+    t, e = cur.predict(f, f.max(), 0.1, 30.0)  # 300 W at max clock
+    tc, ec, x_cap = cur.predict_capped(f, f.max(), 0.1, 30.0, 500.0, second=(f[0], 0.2, 20.0))
+    assert x_cap == 1.0 and np.array_equal(t, tc) and np.array_equal(e, ec)
+
+
+def test_profile_power_limit_is_per_gpu_and_rejects_impossible_draws():
+    import pandas as pd
+
+    df = pd.DataFrame({"time": [0.05, 0.1], "energy": [23.7, 46.0]})  # 474 W, 460 W
+    assert gt.profile_power_limit_w(df, "A100-SXM4-80GB") == 500.0  # the HGX 500 W board
+    assert gt.profile_power_limit_w(df * [1.0, 0.5], "A100-SXM4-80GB") == 400.0  # 237 W: the default board
+    with pytest.raises(gt.OrreryInputError, match="my_profile.*A40"):
+        gt.profile_power_limit_w(df, "A40", "my_profile")
+    cur = gt.fit_clock_curve("ampere", gt.clock_curves_uncapped(_clock_profile(400.0, 300.0)[0], 300.0))
+    assert cur.extrapolated(FREQS, FREQS.max()) and not cur.extrapolated(FREQS[:10], FREQS.max())
+
+
+def test_absolute_clock_option_transfers_a_shape_set_in_mhz_to_a_gpu_with_another_max_clock():
+    import pandas as pd
+
+    def prof(f_max):  # static + dynamic power, memory-bound share: the shape is set in MHz, not f / f_max
+        f = np.arange(600.0, f_max + 1, 15.0)
+        t = 0.1 * (0.7 * 1410.0 / f + 0.3)
+        p = 60.0 + 300.0 * (f / 1410.0) ** 3
+        return pd.DataFrame({"stage": 0, "instruction": "forward", "frequency": f, "time": t, "energy": t * p})
+
+    src, dst = prof(1410.0), prof(1110.0)  # a lower-clocked GPU of the same family, no cap
+    f, t, e = (dst[c].to_numpy(float) for c in ("frequency", "time", "energy"))
+    errs = {}
+    for fref in (0.0, 1410.0):
+        cur = gt.fit_clock_curve("ampere", gt.clock_curves_uncapped(src, 10_000.0, fref), f_ref_mhz=fref)
+        tp, ep, _ = cur.predict_capped(f, f.max(), t[-1], e[-1], 10_000.0)
+        assert tp[-1] == pytest.approx(t[-1]) and ep[-1] == pytest.approx(e[-1])
+        errs[fref] = max(np.max(np.abs(tp / t - 1)), np.max(np.abs(ep / e - 1)))
+    assert errs[1410.0] < 0.03 and errs[0.0] > 3 * errs[1410.0]
