@@ -35,6 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# the sibling benchmark: its folder is sys.path[0] when this script runs
+from fl_sparse import scenario as sparse_scenario
+
 PERIOD_S = 432000.0  # Venn replays its 5-day client trace with this period (src/setup_config.py)
 WEEKS = 8
 ROWS = 150_000
@@ -71,18 +74,12 @@ def trace_csv(cache: Path | None = None) -> Path:
 
 
 def scenario(policy: str, trace: Path, seed: int = 0, weeks: int = WEEKS, draws_seed: int = 10, **rounds) -> dict:
-    return {
-        "policy": policy, "seed": seed, "horizon_s": weeks * PERIOD_S,
-        "population": {
-            "n_devices": ROWS, "availability": str(trace), "checkin": "per_interval",
-            "replay_period_s": PERIOD_S,
-            "specs": "shared:fl/aibenchmark_device_specs.csv",
-            "eligibility": "shared:fl/aibenchmark_eligibility_4req.csv",
-        },
-        "rounds": {"overcommit": 1.0, "success_fraction": 0.8, "deadline_from": "request", **rounds},
-        "jobs": {"n_jobs": 50, "preset": "venn_even", "rounds_scale": 0.1, "participants_scale": 0.1,
-                 "venn_draws_seed": draws_seed},
-    }
+    """fl_sparse's scenario of Venn's evaluation, with the paper's 50 jobs, rounds/10 and the
+    artifact's own job draws (`draws_seed`); `rounds` overrides round-rule fields."""
+    s = sparse_scenario(policy, trace, ROWS, weeks, n_jobs=50, seed=seed)
+    s["rounds"].update(rounds)
+    s["jobs"].update(rounds_scale=0.1, venn_draws_seed=draws_seed)
+    return s
 
 
 def run_policy(policy: str, trace: Path, seed: int = 0, draws_seed: int = 10, **rounds) -> dict:
