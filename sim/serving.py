@@ -193,6 +193,9 @@ class SimReplica:
         self.fast = scn.fast_forward and bool(getattr(policy, "fast_forward", True))
         self.horizon_s = scn.horizon_s
         self._decode_s = self.latency.decode_time_s
+        series = getattr(perf, "decode_series_s", None)  # (a calibrated model may lack it)
+        self._decode_series = series if series is not None else (
+            lambda b, c0, n: [perf.decode_time_s(b, c0 + b * i) for i in range(n)])
         self._per_step = self.latency._per_step
         self._power_of: dict[int, float] = {}  # decode power by batch size (a pure function of it)
         self._arrivals_done = None
@@ -348,9 +351,9 @@ class SimReplica:
         i0 = len(mac.durs)
         n = min(n, mac.k - i0)
         B, c0 = mac.B, mac.ctx_sum + mac.B * i0
-        if n <= MACRO_SCALAR_MAX:  # TokenLatency.decode_time_s's scalar path, one call less
-            dec, per = self.perf.decode_time_s, self._per_step
-            durs = [dec(B, c0 + B * i) / per for i in range(n)]
+        if n <= MACRO_SCALAR_MAX:  # TokenLatency.decode_time_s's scalar path, B-only terms once
+            per = self._per_step
+            durs = [t / per for t in self._decode_series(B, c0, n)]
         else:
             ctx = (c0 + B * np.arange(n, dtype=np.int64)).astype(float)
             durs = np.asarray(self.latency.decode_time_s(np.full(n, float(B)), ctx), dtype=float).tolist()
