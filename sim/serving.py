@@ -41,7 +41,8 @@ from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.llm_perf import LLMPerfModel
 from orrery.policies.registry import make_policy
-from orrery.policies.serving.base import RUNNING, ServingPolicy, validate_decision
+from orrery.policies.serving.base import ServingPolicy, validate_decision
+from orrery.policies.serving.common import all_running
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
 from orrery.sim.serving_replica import GiB, ReplicaState, RequestState, summarize_requests
@@ -63,6 +64,7 @@ MAX_MACRO_ITERATIONS = 2048  # decode iterations one macro step may cover
 # scalar latency call, ~35 us an array call, ~6 us an extra wake-up on this machine.
 MACRO_FIRST_CHUNK = 4
 MACRO_SECOND_CHUNK = 128
+PREFILL_CACHE = 1 << 16  # prefill (time, power) pairs a replica remembers
 MACRO_SCALAR_MAX = 12  # chunks up to this long take scalar latency calls (numpy costs more below it)
 
 
@@ -198,6 +200,7 @@ class SimReplica:
             lambda b, c0, n: [perf.decode_time_s(b, c0 + b * i) for i in range(n)])
         self._per_step = self.latency._per_step
         self._power_of: dict[int, float] = {}  # decode power by batch size (a pure function of it)
+        self._prefill_of: dict[tuple[int, int], tuple[float, float]] = {}  # see _prefill
         self._arrivals_done = None
         self._started = False
         self._idle = False  # waiting for an arrival (nothing live, or the policy ran nothing)
@@ -259,8 +262,7 @@ class SimReplica:
         running = dec.running
         keep_all = running is ids or (len(running) == ids.size and np.asarray(running).tolist() == ids.tolist())
         if keep_all and self.fast:
-            st = view.state.tolist()
-            if st.count(RUNNING) == len(st):
+            if all_running(view):
                 # pure decode with nothing waiting: the running set stays until an arrival,
                 # a finish or a full KV cache, so run those iterations as one macro step
                 if self._start_macro(ids, view):
@@ -281,14 +283,25 @@ class SimReplica:
             swap_s += float(perf.swap_time_s(step.swap_in_bytes))
         run, ctx_tokens = step.run, step.ctx_tokens
         if step.kind == "prefill":
-            compute_s = perf.prefill_time_s(ctx_tokens, int(run.size))
-            power = perf.prefill_power_w(ctx_tokens, int(run.size))
+            compute_s, power = self._prefill(ctx_tokens, int(run.size))
         else:
             compute_s = float(self._decode_s(run.size, ctx_tokens))
             power = self._power(int(run.size))
         duration = compute_s + swap_s
         self._iter = (step, now, duration, power)
         self._wake_at(now + duration, self._end_iteration)  # as a timeout of `duration` lands
+
+    def _prefill(self, tokens: int, seqs: int) -> tuple[float, float]:
+        """(time, power) of a prefill iteration, remembered by (tokens, sequences): a pure
+        function of them, and the same prompt lengths recur (at most PREFILL_CACHE entries)."""
+        key = (tokens, seqs)
+        tp = self._prefill_of.get(key)
+        if tp is None:
+            if len(self._prefill_of) >= PREFILL_CACHE:
+                self._prefill_of.clear()
+            perf = self.perf
+            tp = self._prefill_of[key] = (perf.prefill_time_s(tokens, seqs), perf.prefill_power_w(tokens, seqs))
+        return tp
 
     def _power(self, batch: int) -> float:
         p = self._power_of.get(batch)
@@ -495,6 +508,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
     arrivals_done = sim.env.event()
 
     times = state.arrival_s.tolist()
+    states = [rep.state for rep in replicas]
     n_rep, nxt, rr = len(replicas), 0, 0
 
     def arrive(_ev=None) -> None:
@@ -511,7 +525,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
                 k = rr % n_rep
                 rr += 1
             else:  # least_loaded: fewest live requests, then lowest index
-                lens = [len(rep.state.live) for rep in replicas]
+                lens = [len(s.live) for s in states]
                 k = lens.index(min(lens))
             state.replica[rid] = k
             replicas[k].add(rid)

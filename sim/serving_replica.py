@@ -226,7 +226,8 @@ class ReplicaState:
             for i in run.tolist():
                 g = int(r.generated[i]) + 1
                 r.generated[i] = g
-                if np.isnan(r.first_token_s[i]):
+                f = float(r.first_token_s[i])
+                if f != f:  # (NaN: no token yet)
                     r.first_token_s[i] = now_s
                 if g >= r.output[i]:
                     done.append(i)

@@ -15,9 +15,14 @@ def step_blocks(view: ServingView) -> np.ndarray:
 
 
 def all_running(view: ServingView) -> bool:
-    """Every live request is running (nothing waits or is swapped out)."""
-    st = view.state.tolist()
-    return st.count(RUNNING) == len(st)
+    """Every live request is running (nothing waits or is swapped out). Remembered on the
+    view (a view does not change during a decision; a policy and the backend both ask)."""
+    d = view.__dict__
+    flag = d.get("_all_running")
+    if flag is None:
+        st = view.state.tolist()
+        flag = d["_all_running"] = st.count(RUNNING) == len(st)
+    return flag
 
 
 def keeps_everyone(view: ServingView) -> bool:
