@@ -16,7 +16,7 @@ callback chain with the clock values of a process looping over `timeout(t - now)
 Macro steps (`fast_forward`, on by default): when every live request is running and the
 policy keeps them all (and its `fast_forward` contract allows it), the running set cannot
 change before a request finishes, the KV cache fills or a request arrives. The replica then
-plans those decode iterations in chunks (4 from scalar latency calls, then 128 from one array
+plans those decode iterations in chunks (16 from scalar latency calls, then 128 from one array
 call, then the rest; durations are the same floats either way) and waits for the chunk's
 end or the next arrival; after an arrival only the iterations up to the end of the one in
 flight happen, as per-iteration scheduling would see it. KV blocks follow from the contexts'
@@ -58,14 +58,17 @@ __all__ = ["QoESpec", "RequestState", "ServingHardware", "ServingScenario", "Spe
            "TokenLatency", "build_perf_model", "run_serving", "summarize_requests"]
 
 MAX_MACRO_ITERATIONS = 2048  # decode iterations one macro step may cover
-# Chunks of a macro step: a short first one (half the macro steps at 8 requests/s per replica
-# end within 3 iterations, cut by an arrival), then one array call for 128, then the rest. Chosen
-# on the recorded (iterations run, iterations possible) of the serving_scale runs: ~2.4 us a
-# scalar latency call, ~35 us an array call, ~6 us an extra wake-up on this machine.
-MACRO_FIRST_CHUNK = 4
+# Chunks of a macro step: a first one from scalar latency calls (38% of the macro steps at 8
+# requests/s per replica end after one iteration, cut by an arrival; 94% within 16), then one
+# array call for 128, then the rest. Chosen on the recorded (iterations run, iterations possible)
+# of a serving_scale run (30k requests, 32 replicas) through a cost model measured on this
+# machine: ~1.9 us + ~0.4 us an iteration for a scalar chunk (`decode_series_s`), ~31 us an
+# array call, ~6 us a wake-up; 16/128 models 11.8 us a macro step against 15.0 for 4/128
+# (flat from 16 to 48).
+MACRO_FIRST_CHUNK = 16
 MACRO_SECOND_CHUNK = 128
 PREFILL_CACHE = 1 << 16  # prefill (time, power) pairs a replica remembers
-MACRO_SCALAR_MAX = 12  # chunks up to this long take scalar latency calls (numpy costs more below it)
+MACRO_SCALAR_MAX = 48  # chunks up to this long take scalar latency calls (numpy costs more below it)
 
 
 class TokenLatency:
@@ -389,7 +392,7 @@ class SimReplica:
         """The end of a planned chunk, or of the iteration an arrival cut: plan the next
         chunk, or commit the iterations that ran and decide again."""
         mac = self._macro
-        if not mac.cut and mac.m < mac.k:  # 4 iterations, then 128 more, then the rest at once
+        if not mac.cut and mac.m < mac.k:  # 16 iterations, then 128 more, then the rest at once
             self._extend(mac, MACRO_SECOND_CHUNK if mac.m <= MACRO_FIRST_CHUNK else MAX_MACRO_ITERATIONS)
             return
         self._macro = None
