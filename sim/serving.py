@@ -337,7 +337,7 @@ class SimReplica:
         r, rs = self.r, self.state
         B = run.size
         gen = view.generated_tokens
-        ctx0 = view.prompt_tokens + gen
+        ctx0 = view.context_tokens  # (prompt + generated)
         left = (r.output[run] - gen).tolist()  # (small batches: Python lists beat reductions)
         k_fin = min(left)
         k = max(1, min(k_fin, MAX_MACRO_ITERATIONS))

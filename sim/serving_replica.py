@@ -268,6 +268,15 @@ class _LazyView(ServingView):
         "kv_blocks_held": lambda r, ids: r.held[ids],
     }
 
+    @property
+    def context_tokens(self) -> np.ndarray:
+        """prompt + generated, computed once per view (the policy and the backend both read it)."""
+        d = self.__dict__
+        c = d.get("_context_tokens")
+        if c is None:
+            c = d["_context_tokens"] = d["prompt_tokens"] + d["generated_tokens"]
+        return c
+
     def __getattr__(self, name: str):
         gather = _LazyView._GATHER.get(name)
         if gather is None or "_src" not in self.__dict__:

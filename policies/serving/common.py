@@ -32,7 +32,7 @@ def keeps_everyone(view: ServingView) -> bool:
         return False
     b = view.block_size
     if view.ids.size <= SMALL:  # sum of ceil((context + 1) / block) = (context + block) // block
-        need = sum([(c + b) // b for c in (view.prompt_tokens + view.generated_tokens).tolist()])
+        need = sum([(c + b) // b for c in view.context_tokens.tolist()])
     else:
         need = int(step_blocks(view).sum())
     return need <= view.kv_blocks_total
