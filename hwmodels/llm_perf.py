@@ -527,6 +527,40 @@ class LLMPerfModel:
             t += self._draft * self._t_scalar(b, b, float(context_tokens))
         return t
 
+    def decode_series_s(self, batch_size: int, context_tokens: int, n: int) -> list[float]:
+        """`[decode_time_s(batch_size, context_tokens + batch_size * i) for i in range(n)]`, the
+        same floats bit for bit (a macro step's decode iterations: the batch stays, each
+        iteration adds one token to every context). The terms that depend on the batch size
+        only are computed once; the per-iteration terms keep `_t_scalar`'s operations in order.
+        A subclass that replaces the step formula, speculative decoding with a draft cost and
+        sliding-window attention take the generic per-iteration calls."""
+        cls = type(self)
+        if (self._draft or self.c.window > 0 or not batch_size > 0 or cls._t_scalar is not LLMPerfModel._t_scalar
+                or cls._core is not LLMPerfModel._core or cls.decode_time_s is not LLMPerfModel.decode_time_s):
+            return [self.decode_time_s(batch_size, context_tokens + batch_size * i) for i in range(n)]
+        c, g1 = self.c, self._g1
+        b = float(batch_size)
+        tok = b * g1  # decode_time_s's scalar path: _t_scalar(b * g1, b, ctx * g1)
+        nl = c.n_layers
+        moe = self._s_moe_n * (1.0 - _pow_same(self._s_keep, tok)) if c.n_experts else 0.0
+        kv_tok = nl * tok
+        mem0 = c.dense_bytes + moe
+        pairs_q = 0.5 * nl * tok * tok / b
+        comp0 = self._s_qu * tok
+        t_comm = self._s_comm0 + self._s_comm1 * tok
+        cpu0, per_seq = self._s_cpu0, self.fam.per_seq_s * b
+        kvl, bw, att, ser = c.kv_bytes_per_token_layer, self._s_bw, self._s_attn, self._s_serial
+        sqrt = math.sqrt
+        out = []
+        for i in range(n):
+            x = float(context_tokens + batch_size * i) * g1  # ctx_total
+            pairs = nl * x
+            t_mem = (mem0 + kvl * (pairs + kv_tok)) * bw
+            t_comp = comp0 + att * (pairs + pairs_q)
+            a2, b2 = t_mem * t_mem, t_comp * t_comp
+            out.append(sqrt(sqrt(a2 * a2 + b2 * b2)) + t_comm + cpu0 + per_seq + ser * (x / b))
+        return out
+
     # ---- power ---------------------------------------------------------------------------
     def power_w(self, batch_size, busy: bool = True):
         """Per-GPU power while decoding `batch_size` sequences of the default context length

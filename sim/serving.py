@@ -16,7 +16,7 @@ callback chain with the clock values of a process looping over `timeout(t - now)
 Macro steps (`fast_forward`, on by default): when every live request is running and the
 policy keeps them all (and its `fast_forward` contract allows it), the running set cannot
 change before a request finishes, the KV cache fills or a request arrives. The replica then
-plans those decode iterations in chunks (4 from scalar latency calls, then 128 from one array
+plans those decode iterations in chunks (16 from scalar latency calls, then 128 from one array
 call, then the rest; durations are the same floats either way) and waits for the chunk's
 end or the next arrival; after an arrival only the iterations up to the end of the one in
 flight happen, as per-iteration scheduling would see it. KV blocks follow from the contexts'
@@ -41,7 +41,8 @@ from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.llm_perf import LLMPerfModel
 from orrery.policies.registry import make_policy
-from orrery.policies.serving.base import RUNNING, ServingPolicy, validate_decision
+from orrery.policies.serving.base import ServingPolicy, validate_decision
+from orrery.policies.serving.common import all_running
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
 from orrery.sim.serving_replica import GiB, ReplicaState, RequestState, summarize_requests
@@ -57,13 +58,17 @@ __all__ = ["QoESpec", "RequestState", "ServingHardware", "ServingScenario", "Spe
            "TokenLatency", "build_perf_model", "run_serving", "summarize_requests"]
 
 MAX_MACRO_ITERATIONS = 2048  # decode iterations one macro step may cover
-# Chunks of a macro step: a short first one (half the macro steps at 8 requests/s per replica
-# end within 3 iterations, cut by an arrival), then one array call for 128, then the rest. Chosen
-# on the recorded (iterations run, iterations possible) of the serving_scale runs: ~2.4 us a
-# scalar latency call, ~35 us an array call, ~6 us an extra wake-up on this machine.
-MACRO_FIRST_CHUNK = 4
+# Chunks of a macro step: a first one from scalar latency calls (38% of the macro steps at 8
+# requests/s per replica end after one iteration, cut by an arrival; 94% within 16), then one
+# array call for 128, then the rest. Chosen on the recorded (iterations run, iterations possible)
+# of a serving_scale run (30k requests, 32 replicas) through a cost model measured on this
+# machine: ~1.9 us + ~0.4 us an iteration for a scalar chunk (`decode_series_s`), ~31 us an
+# array call, ~6 us a wake-up; 16/128 models 11.8 us a macro step against 15.0 for 4/128
+# (flat from 16 to 48).
+MACRO_FIRST_CHUNK = 16
 MACRO_SECOND_CHUNK = 128
-MACRO_SCALAR_MAX = 12  # chunks up to this long take scalar latency calls (numpy costs more below it)
+PREFILL_CACHE = 1 << 16  # prefill (time, power) pairs a replica remembers
+MACRO_SCALAR_MAX = 48  # chunks up to this long take scalar latency calls (numpy costs more below it)
 
 
 class TokenLatency:
@@ -193,8 +198,12 @@ class SimReplica:
         self.fast = scn.fast_forward and bool(getattr(policy, "fast_forward", True))
         self.horizon_s = scn.horizon_s
         self._decode_s = self.latency.decode_time_s
+        series = getattr(perf, "decode_series_s", None)  # (a calibrated model may lack it)
+        self._decode_series = series if series is not None else (
+            lambda b, c0, n: [perf.decode_time_s(b, c0 + b * i) for i in range(n)])
         self._per_step = self.latency._per_step
         self._power_of: dict[int, float] = {}  # decode power by batch size (a pure function of it)
+        self._prefill_of: dict[tuple[int, int], tuple[float, float]] = {}  # see _prefill
         self._arrivals_done = None
         self._started = False
         self._idle = False  # waiting for an arrival (nothing live, or the policy ran nothing)
@@ -256,8 +265,7 @@ class SimReplica:
         running = dec.running
         keep_all = running is ids or (len(running) == ids.size and np.asarray(running).tolist() == ids.tolist())
         if keep_all and self.fast:
-            st = view.state.tolist()
-            if st.count(RUNNING) == len(st):
+            if all_running(view):
                 # pure decode with nothing waiting: the running set stays until an arrival,
                 # a finish or a full KV cache, so run those iterations as one macro step
                 if self._start_macro(ids, view):
@@ -278,14 +286,25 @@ class SimReplica:
             swap_s += float(perf.swap_time_s(step.swap_in_bytes))
         run, ctx_tokens = step.run, step.ctx_tokens
         if step.kind == "prefill":
-            compute_s = perf.prefill_time_s(ctx_tokens, int(run.size))
-            power = perf.prefill_power_w(ctx_tokens, int(run.size))
+            compute_s, power = self._prefill(ctx_tokens, int(run.size))
         else:
             compute_s = float(self._decode_s(run.size, ctx_tokens))
             power = self._power(int(run.size))
         duration = compute_s + swap_s
         self._iter = (step, now, duration, power)
         self._wake_at(now + duration, self._end_iteration)  # as a timeout of `duration` lands
+
+    def _prefill(self, tokens: int, seqs: int) -> tuple[float, float]:
+        """(time, power) of a prefill iteration, remembered by (tokens, sequences): a pure
+        function of them, and the same prompt lengths recur (at most PREFILL_CACHE entries)."""
+        key = (tokens, seqs)
+        tp = self._prefill_of.get(key)
+        if tp is None:
+            if len(self._prefill_of) >= PREFILL_CACHE:
+                self._prefill_of.clear()
+            perf = self.perf
+            tp = self._prefill_of[key] = (perf.prefill_time_s(tokens, seqs), perf.prefill_power_w(tokens, seqs))
+        return tp
 
     def _power(self, batch: int) -> float:
         p = self._power_of.get(batch)
@@ -318,7 +337,7 @@ class SimReplica:
         r, rs = self.r, self.state
         B = run.size
         gen = view.generated_tokens
-        ctx0 = view.prompt_tokens + gen
+        ctx0 = view.context_tokens  # (prompt + generated)
         left = (r.output[run] - gen).tolist()  # (small batches: Python lists beat reductions)
         k_fin = min(left)
         k = max(1, min(k_fin, MAX_MACRO_ITERATIONS))
@@ -348,9 +367,9 @@ class SimReplica:
         i0 = len(mac.durs)
         n = min(n, mac.k - i0)
         B, c0 = mac.B, mac.ctx_sum + mac.B * i0
-        if n <= MACRO_SCALAR_MAX:  # TokenLatency.decode_time_s's scalar path, one call less
-            dec, per = self.perf.decode_time_s, self._per_step
-            durs = [dec(B, c0 + B * i) / per for i in range(n)]
+        if n <= MACRO_SCALAR_MAX:  # TokenLatency.decode_time_s's scalar path, B-only terms once
+            per = self._per_step
+            durs = [t / per for t in self._decode_series(B, c0, n)]
         else:
             ctx = (c0 + B * np.arange(n, dtype=np.int64)).astype(float)
             durs = np.asarray(self.latency.decode_time_s(np.full(n, float(B)), ctx), dtype=float).tolist()
@@ -373,7 +392,7 @@ class SimReplica:
         """The end of a planned chunk, or of the iteration an arrival cut: plan the next
         chunk, or commit the iterations that ran and decide again."""
         mac = self._macro
-        if not mac.cut and mac.m < mac.k:  # 4 iterations, then 128 more, then the rest at once
+        if not mac.cut and mac.m < mac.k:  # 16 iterations, then 128 more, then the rest at once
             self._extend(mac, MACRO_SECOND_CHUNK if mac.m <= MACRO_FIRST_CHUNK else MAX_MACRO_ITERATIONS)
             return
         self._macro = None
@@ -492,6 +511,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
     arrivals_done = sim.env.event()
 
     times = state.arrival_s.tolist()
+    states = [rep.state for rep in replicas]
     n_rep, nxt, rr = len(replicas), 0, 0
 
     def arrive(_ev=None) -> None:
@@ -508,7 +528,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
                 k = rr % n_rep
                 rr += 1
             else:  # least_loaded: fewest live requests, then lowest index
-                lens = [len(rep.state.live) for rep in replicas]
+                lens = [len(s.live) for s in states]
                 k = lens.index(min(lens))
             state.replica[rid] = k
             replicas[k].add(rid)

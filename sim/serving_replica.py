@@ -226,7 +226,8 @@ class ReplicaState:
             for i in run.tolist():
                 g = int(r.generated[i]) + 1
                 r.generated[i] = g
-                if np.isnan(r.first_token_s[i]):
+                f = float(r.first_token_s[i])
+                if f != f:  # (NaN: no token yet)
                     r.first_token_s[i] = now_s
                 if g >= r.output[i]:
                     done.append(i)
@@ -266,6 +267,15 @@ class _LazyView(ServingView):
         "digest_last_s": lambda r, ids: r.arrival_s[ids] + r.qoe.digest_last_of(ids),
         "kv_blocks_held": lambda r, ids: r.held[ids],
     }
+
+    @property
+    def context_tokens(self) -> np.ndarray:
+        """prompt + generated, computed once per view (the policy and the backend both read it)."""
+        d = self.__dict__
+        c = d.get("_context_tokens")
+        if c is None:
+            c = d["_context_tokens"] = d["prompt_tokens"] + d["generated_tokens"]
+        return c
 
     def __getattr__(self, name: str):
         gather = _LazyView._GATHER.get(name)

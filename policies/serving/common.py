@@ -15,9 +15,14 @@ def step_blocks(view: ServingView) -> np.ndarray:
 
 
 def all_running(view: ServingView) -> bool:
-    """Every live request is running (nothing waits or is swapped out)."""
-    st = view.state.tolist()
-    return st.count(RUNNING) == len(st)
+    """Every live request is running (nothing waits or is swapped out). Remembered on the
+    view (a view does not change during a decision; a policy and the backend both ask)."""
+    d = view.__dict__
+    flag = d.get("_all_running")
+    if flag is None:
+        st = view.state.tolist()
+        flag = d["_all_running"] = st.count(RUNNING) == len(st)
+    return flag
 
 
 def keeps_everyone(view: ServingView) -> bool:
@@ -27,7 +32,7 @@ def keeps_everyone(view: ServingView) -> bool:
         return False
     b = view.block_size
     if view.ids.size <= SMALL:  # sum of ceil((context + 1) / block) = (context + block) // block
-        need = sum([(c + b) // b for c in (view.prompt_tokens + view.generated_tokens).tolist()])
+        need = sum([(c + b) // b for c in view.context_tokens.tolist()])
     else:
         need = int(step_blocks(view).sum())
     return need <= view.kv_blocks_total

@@ -191,3 +191,19 @@ def test_scalar_fast_path_equals_the_vectorised_model(name, gpu, kw):
         assert m._t_scalar(tokens, seqs, ctx) == pytest.approx(float(m.step_time_s(tokens, seqs, ctx)), rel=1e-9)
         p = m._p_scalar(tokens, seqs, ctx)
         assert p == pytest.approx(float(m.step_power_w(tokens, seqs, ctx)), rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(["llama-3.1-8b", "llama-2-13b", "Qwen3-30B-A3B", "gpt-oss-20b"]),
+       spec=st.sampled_from([None, SpecDecode(0.7, 3, 0.0), SpecDecode(0.6, 4, 0.05)]),
+       batch=st.integers(1, 256), ctx_per_seq=st.integers(1, 8192), n=st.integers(0, 16))
+def test_decode_series_equals_decode_time_bit_for_bit(model, spec, batch, ctx_per_seq, n):
+    """A macro step's latencies (batch-size terms hoisted) are decode_time_s's floats exactly,
+    on the hoisted path and on the generic one (draft cost, sliding windows)."""
+    m = perf(model, H100, spec_decode=spec)
+    c0 = batch * ctx_per_seq
+    got = m.decode_series_s(batch, c0, n)
+    want = [m.decode_time_s(batch, c0 + batch * i) for i in range(n)]
+    assert len(got) == n
+    assert np.array_equal(np.array(got, dtype=float), np.array(want, dtype=float))
+    assert all(type(x) is float for x in got)
