@@ -211,7 +211,6 @@ class DevicePool:
         self.n_tiers = n_tiers
         self.checkins = 0
         self.idle_checkins = 0
-        self._ends_sorted: np.ndarray | None = None
         self._max_dur_s: float | None = None
 
     def available_at(self, t: float) -> int:
@@ -224,13 +223,6 @@ class DevicePool:
         lo = int(np.searchsorted(av.start_s, t - self._max_dur_s - 1.0, side="left"))
         hi = int(np.searchsorted(av.start_s, t, side="right"))
         return int(np.count_nonzero(av.end_s[lo:hi] > t))
-
-    def available_at_reference(self, t: float) -> int:
-        """`available_at` from every interval (sorted ends), kept to test it against."""
-        if self._ends_sorted is None:
-            self._ends_sorted = np.sort(self.av.end_s)
-        return int(np.searchsorted(self.av.start_s, t, side="right")
-                   - np.searchsorted(self._ends_sorted, t, side="right"))
 
     def idle_checkins_between(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(device, time, interval end) of idle devices checking in during [t0, t1), by time."""

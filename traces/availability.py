@@ -419,7 +419,9 @@ class CheckinStream:
     def _load(self, c0: float) -> None:
         """The check-ins of the chunk [c0, c0 + chunk_s), sorted by time (ties in interval order).
 
-        Two speed-ups over `_load_reference`, with the same result bit for bit: the intervals
+        Two speed-ups over the plain load (scan every interval that may check in, stable-sort
+        every check-in; tests/traces/test_checkin_chunks.py keeps it to test against), with the
+        same result bit for bit: the intervals
         overlapping the chunk are carried over from the previous chunk when chunks follow each
         other (only the intervals starting in the new chunk are scanned), and the sort merges
         sorted runs (per check-in index within an interval: the intervals that started before
@@ -491,30 +493,6 @@ class CheckinStream:
             o = order[sub]
             order[sub] = o[np.lexsort((o, group))]
         return order
-
-    def _load_reference(self, c0: float) -> None:
-        """The plain chunk load (every interval scanned, every check-in sorted), kept to test
-        `_load` against."""
-        av, R = self.av, self.period
-        c1 = c0 + self.chunk_s
-        lo = np.searchsorted(av.start_s, c0 - self.max_dur, side="left")
-        hi = np.searchsorted(av.start_s, c1, side="left")
-        s, e, d = av.start_s[lo:hi], av.end_s[lo:hi], av.device[lo:hi]
-        keep = e > c0
-        s, e, d = s[keep], e[keep], d[keep]
-        k0 = np.maximum(0.0, np.ceil((c0 - s) / R))
-        first = s + k0 * R
-        cnt = np.maximum(0.0, np.ceil((np.minimum(e, c1) - first) / R)).astype(np.int64)
-        total = int(cnt.sum())
-        rep = np.repeat(np.arange(len(cnt)), cnt)
-        j = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        t = first[rep] + j * R
-        order = np.argsort(t, kind="stable")
-        self._t = t[order]
-        self._dev = d[rep][order]
-        self._end = e[rep][order]
-        self._ptr = 0
-        self._c0, self._c1 = c0, c1
 
     def take(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out = self.peek(t0, t1)
