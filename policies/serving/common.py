@@ -14,6 +14,13 @@ def step_blocks(view: ServingView) -> np.ndarray:
     return view.blocks_for(view.context_tokens + 1)
 
 
+def step_blocks_list(view: ServingView, context: list[int] | None = None) -> list[int]:
+    """`step_blocks` as a Python list, for small batches: ceil((context + 1) / block) =
+    (context + block) // block. `context`: the view's context tokens as a list, if at hand."""
+    b = view.block_size
+    return [(c + b) // b for c in (view.context_tokens.tolist() if context is None else context)]
+
+
 def all_running(view: ServingView) -> bool:
     """Every live request is running (nothing waits or is swapped out). Remembered on the
     view (a view does not change during a decision; a policy and the backend both ask)."""
@@ -30,9 +37,8 @@ def keeps_everyone(view: ServingView) -> bool:
     the KV cache: vLLM's step keeps them all (`vllm_step` returns the running mask)."""
     if view.ids.size > view.max_num_seqs or not all_running(view):
         return False
-    b = view.block_size
-    if view.ids.size <= SMALL:  # sum of ceil((context + 1) / block) = (context + block) // block
-        need = sum([(c + b) // b for c in view.context_tokens.tolist()])
+    if view.ids.size <= SMALL:
+        need = sum(step_blocks_list(view))
     else:
         need = int(step_blocks(view).sum())
     return need <= view.kv_blocks_total
@@ -54,11 +60,9 @@ def admit_in_order(
     budget = view.max_num_batched_tokens
     cap = view.kv_blocks_total - watermark_blocks
     max_seqs = view.max_num_seqs
-    # plain Python lists (numpy scalars and small-array calls cost more than the loop's work);
-    # blocks after the step: ceil((context + 1) / block) = (context + block) // block
-    b = view.block_size
+    # plain Python lists (numpy scalars and small-array calls cost more than the loop's work)
     ctx_l = view.context_tokens.tolist()
-    need_l = [(c + b) // b for c in ctx_l]
+    need_l = step_blocks_list(view, ctx_l)
     waiting_l = [s == WAITING for s in view.state.tolist()]
     chosen_l = chosen.tolist()
     used = sum([x for x, c in zip(need_l, chosen_l, strict=True) if c])
