@@ -22,6 +22,11 @@
     where x_cap is; one more measured clock (or the clock NVML reported) locates it.
     Option `f_ref_mhz` (`FAMILY_REF_CLOCK_MHZ`): x = f / one family clock instead of f / each
     GPU's max, so a shape set in MHz (the V/f curve) transfers between GPUs of different max clocks.
+(c) Option: a physical clock model (`VFCurve`, `fit_vf_curve`, `predict_physical`): power
+    S + k f g(f) (static + switching power, g the family's V/f factor on the MHz scale, knee and
+    form fitted on the source GPU), time t_mem + t_comp / f, per computation from its max clock
+    plus two or more uncapped clocks (`PHYSICAL_CLOCKS_X`). benchmarks/perseus_transfer.py reports
+    it beside (b) and the smooth-fit ceiling of each profile; (b) stays the default.
 
 Checks (`--report`): leave-one-workload-out over the (dataset, network) groups of each power-
 limit sweep: the limit Zeus would choose (cost eta E + (1 - eta) P_max T, eta = 0.5) from the
@@ -346,6 +351,126 @@ class ClockCurve:
         t = time0_s * np.exp(kt * eval_shape(self.log_time, KNOTS_X, x, x_cap))
         p = p0 * np.exp(kp * eval_shape(self.log_power, KNOTS_X, x, x_cap))
         return t, p * t, float(x_cap)
+
+
+# ---- option: a physical clock model (CMOS power, memory + compute time) ----------------------------
+# Own modelling choice, not from the Perseus paper or artifact (which only measure profiles): a
+# computation's power is P(f) = S + k f g(f), with S the static (clock-independent) power and
+# k f g(f) the switching power C V(f)^2 f, g(f) = (V(f) / V_knee)^2 = 1 at and below a voltage knee
+# f_knee (DVFS runs at its lowest voltage there) and (1 + a d + b d^2)^2 above it, d = (f - f_knee)
+# in GHz; its time is t(f) = t_mem + t_comp / f. The V/f curve (a, b, f_knee) is one per family on
+# the absolute MHz scale, fitted on the source GPU's points below its power cap (no public V/f
+# table for GA100 or GA102 was at hand, so it is fitted, not taken from a datasheet). A new
+# computation needs S, k, t_mem, t_comp: two uncapped measured clocks besides the maximum fix them
+# (least squares with more), the maximum clock then only locates the cap: the clock where the fitted time reaches the capped
+# anchor's time.
+PHYSICAL_CLOCKS_X = (0.6, 0.7, 0.8)  # the extra measured clocks of the benchmark's physical cases
+
+
+@dataclass(frozen=True)
+class VFCurve:
+    """A family's voltage/frequency factor g(f) = (V(f) / V_knee)^2 of the physical clock model."""
+
+    family: str
+    a_per_ghz: float
+    b_per_ghz2: float
+    f_knee_mhz: float
+
+    def g(self, freqs_mhz) -> np.ndarray:
+        d = np.maximum(np.asarray(freqs_mhz, float) - self.f_knee_mhz, 0.0) / 1000.0
+        return (1.0 + self.a_per_ghz * d + self.b_per_ghz2 * d * d) ** 2
+
+
+def _nonneg_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares of y = A c with c >= 0 (two columns: drop the one that comes out negative)."""
+    c = np.linalg.lstsq(A, y, rcond=None)[0]
+    if np.all(c >= 0):
+        return c
+    out = np.zeros(2)
+    for j in (0, 1):
+        cj = max(float(A[:, j] @ y / (A[:, j] @ A[:, j])), 0.0)
+        if np.sum((A[:, j] * cj - y) ** 2) < np.sum((A @ out - y) ** 2):
+            out = np.zeros(2)
+            out[j] = cj
+    return out
+
+
+def fit_vf_curve(family: str, df, power_limit_w: float) -> VFCurve:
+    """The V/f factor of `VFCurve` from a stage profile's points below `CAP_FRAC` x its per-GPU
+    limit: one (a, b, f_knee) shared by every computation, S and k per computation (linear
+    inside), robust least squares on relative power, the knee on a 25 MHz grid."""
+    from scipy.optimize import least_squares
+
+    cs = []
+    for (_s, _ins), g in df.groupby(["stage", "instruction"], sort=True):
+        f, t, e = (g[c].to_numpy(float) for c in ("frequency", "time", "energy"))
+        keep = e / t < CAP_FRAC * power_limit_w
+        if keep.sum() >= 3:
+            cs.append((f[keep], (e / t)[keep]))
+    if not cs:
+        raise OrreryInputError(f"no computation with 3 clocks below {CAP_FRAC:g} x {power_limit_w:g} W to fit a V/f curve")
+
+    def resid(ab, f_knee):  # S, k per computation by linear least squares (relative) inside
+        vf = VFCurve(family, ab[0], ab[1], f_knee)
+        out = []
+        for f, p in cs:
+            A = np.c_[np.ones(len(f)), f / 1000.0 * vf.g(f)] / p[:, None]
+            out.append(A @ _nonneg_lstsq(A, np.ones(len(f))) - 1.0)
+        return np.concatenate(out)
+
+    best = None
+    # the knee on a grid (a knee above every point has no gradient, so a free knee can get stuck there)
+    f_all = np.concatenate([f for f, _ in cs])
+    for fk in np.arange(np.floor(f_all.min() / 50.0) * 50.0, f_all.max(), 25.0):
+        sol = least_squares(resid, [0.5, 0.5], args=(fk,), loss="soft_l1", f_scale=0.02,
+                            bounds=([0.0, 0.0], [20.0, 50.0]))
+        if best is None or sol.cost < best[0]:
+            best = (sol.cost, fk, sol.x)
+    _, fk, ab = best
+    return VFCurve(family, float(ab[0]), float(ab[1]), float(fk))
+
+
+def predict_physical(vf: VFCurve, freqs_mhz, anchors: list[tuple[float, float, float]],
+                     power_limit_w: float, depth: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """(time, energy, f_eff_mhz) at `freqs_mhz` of a computation measured at `anchors` =
+    [(freq_mhz, time_s, energy_j), ...], the maximum clock among them. The anchors drawing less
+    than `CAP_FRAC` x `power_limit_w` (at least two) fit S, k (power) and t_mem, t_comp (time);
+    a capped maximum-clock anchor holds every clock from f_eff up, where the fitted time reaches
+    its measured time, at its measured time and power (the power below f_eff stays under it).
+    `depth`: the V/f rise above the knee, g - 1, is rescaled so that the power passes through the
+    maximum-clock anchor's draw at f_eff (the limiter holds the clock where P(f_eff) = its
+    draw): the family gives the V/f curve's knee and form, the anchor its depth on this chip."""
+    f = np.asarray(freqs_mhz, float)
+    an = sorted((float(a), float(b), float(c)) for a, b, c in anchors)
+    fa, ta, pa = (np.array(v) for v in zip(*an, strict=True))
+    pa = pa / ta
+    free = pa < CAP_FRAC * power_limit_w
+    if free.sum() < 2:
+        raise OrreryInputError(f"the physical clock model needs two anchors below {CAP_FRAC:g} x the "
+                               f"{power_limit_w:g} W limit, got {int(free.sum())}")
+    tm, tc = _nonneg_lstsq(np.c_[np.ones(free.sum()), 1.0 / fa[free]], ta[free])
+    f_top, t_top, p_top = fa[-1], ta[-1], pa[-1]
+    f_eff = f_top
+    if not free[-1]:  # the clock where the fitted time reaches the capped anchor's (time stays continuous)
+        f_eff = float(np.clip(tc / (t_top - tm), fa[free][-1], f_top)) if t_top > tm and tc > 0 else f_top
+    scale = 1.0
+
+    def g(x):
+        return 1.0 + scale * (vf.g(x) - 1.0)
+
+    for _ in range(8 if depth else 1):
+        S, k = _nonneg_lstsq(np.c_[np.ones(free.sum()), fa[free] / 1000.0 * g(fa[free])], pa[free])
+        rise = float(vf.g(np.array([f_eff]))[0]) - 1.0
+        if not depth or rise < 1e-6 or k <= 0:
+            break
+        scale = float(np.clip(((p_top - S) / (k * f_eff / 1000.0) - 1.0) / rise, 0.2, 5.0))
+    fe = np.minimum(f, f_eff)
+    t = tm + tc / fe
+    p = np.minimum(S + k * fe / 1000.0 * g(fe), max(p_top, float(pa[free].max())))
+    if not free[-1]:
+        t = np.where(f >= f_eff, t_top, t)
+        p = np.where(f >= f_eff, p_top, p)
+    return t, p * t, float(f_eff)
 
 
 def _clock_curves(df) -> list[tuple]:

@@ -195,3 +195,54 @@ def test_absolute_clock_option_transfers_a_shape_set_in_mhz_to_a_gpu_with_anothe
         assert tp[-1] == pytest.approx(t[-1]) and ep[-1] == pytest.approx(e[-1])
         errs[fref] = max(np.max(np.abs(tp / t - 1)), np.max(np.abs(ep / e - 1)))
     assert errs[1410.0] < 0.03 and errs[0.0] > 3 * errs[1410.0]
+
+
+def _physical_profile(a_per_ghz: float, f_knee: float, f_max: float, limit_w: float):
+    """Two computations of the physical clock model (static + C V^2 f power with a V/f knee,
+    memory + compute time); clocks whose power would pass `limit_w` run as the limiter holds them."""
+    import pandas as pd
+
+    vf = gt.VFCurve("ampere", a_per_ghz, 0.0, f_knee)
+    rows = []
+    for ins, (S, k, tm, tc) in {"forward": (80.0, 120.0, 0.02, 80.0), "backward": (60.0, 180.0, 0.01, 150.0)}.items():
+        f = np.arange(800.0, f_max + 1, 15.0)
+        p = S + k * f / 1000.0 * vf.g(f)
+        grid = np.linspace(800.0, f_max, 20001)
+        pg = S + k * grid / 1000.0 * vf.g(grid)
+        f_eff = grid[np.flatnonzero(pg <= limit_w)[-1]]
+        fe = np.minimum(f, f_eff)
+        t, p = tm + tc / fe, np.minimum(p, S + k * f_eff / 1000.0 * vf.g(f_eff))
+        rows += [{"stage": 0, "instruction": ins, "frequency": a, "time": b, "energy": b * c} for a, b, c in zip(f, t, p, strict=True)]
+    return pd.DataFrame(rows), vf
+
+
+def test_physical_vf_curve_is_recovered_from_a_profile():
+    df, vf = _physical_profile(0.6, 1100.0, 1410.0, 10_000.0)
+    got = gt.fit_vf_curve("ampere", df, 10_000.0)
+    assert got.f_knee_mhz == pytest.approx(1100.0, abs=25.0)
+    f = np.arange(800.0, 1411.0, 10.0)
+    assert np.max(np.abs(got.g(f) / vf.g(f) - 1)) < 0.01
+    with pytest.raises(gt.OrreryInputError, match="V/f"):
+        gt.fit_vf_curve("ampere", df, 100.0)  # every point above 90 % of a 100 W limit
+
+
+def test_physical_model_predicts_a_capped_profile_from_three_clocks():
+    """The V/f curve of one GPU, a computation of another (same knee and form, a cap) measured at
+    its max clock and two uncapped clocks: the whole profile follows, the limiter's flat top held."""
+    src, _ = _physical_profile(0.6, 1100.0, 1410.0, 10_000.0)
+    vf = gt.fit_vf_curve("ampere", src, 10_000.0)
+    dst, _ = _physical_profile(0.6, 1100.0, 1740.0, 300.0)
+    g = dst[dst.instruction == "backward"].sort_values("frequency")
+    f, t, e = (g[c].to_numpy(float) for c in ("frequency", "time", "energy"))
+    anchors = [(f[i], t[i], e[i]) for i in (0, 20, len(f) - 1)]  # 800 MHz, 1100 MHz, max
+    assert e[-1] / t[-1] > gt.CAP_FRAC * 300.0  # the max-clock anchor is capped
+    tp, ep, f_eff = gt.predict_physical(vf, f, anchors, 300.0)
+    assert np.max(np.abs(tp / t - 1)) < 0.01 and np.max(np.abs(ep / e - 1)) < 0.02
+    assert tp[-1] == pytest.approx(t[-1]) and ep[-1] == pytest.approx(e[-1])
+    assert f_eff < f.max() and np.all(tp[f >= f_eff] == t[-1])
+    # the plain relative-clock shape from the same source misses the capped target by far more
+    cur = gt.fit_clock_curve("ampere", gt._clock_curves(src))
+    _, en = cur.predict(f, f.max(), t[-1], e[-1])
+    assert np.max(np.abs(en / e - 1)) > 0.1
+    with pytest.raises(gt.OrreryInputError, match="two anchors"):
+        gt.predict_physical(vf, f, anchors[1:], 300.0)  # one uncapped anchor cannot fix S and k
