@@ -82,6 +82,9 @@ ETA = 0.5  # Zeus's default knob (NSDI'23: eta = 0.5 in the evaluation)
 STEP_W = 25.0  # Zeus's profiling step
 BOUND_U = 1.05  # a sweep whose lowest limit is above 1.05 x its uncapped draw is never throttled
 TARGET_WITHIN_ONE_STEP = 0.80  # issue #14
+# Option "shift" of `PowerLimitCurve.predict` (own choice): the grid of log beta, the ratio of the
+# draw the limiter acts on to the sweep's average draw at the maximum limit (+-0.7: 0.5x-2x).
+SHIFT_LOG_BETA = np.linspace(-0.7, 0.7, 281)
 # A stage-profile point drawing >= 90 % of the GPU's power limit is treated as held by the limiter
 # (the A40 bloom profile: 271 W = 0.90 x 300 W at 1410 MHz, where its time starts to flatten; it
 # is flat at 293 W from 1530 MHz up). Own choice from the data; see ClockCurve.predict_capped.
@@ -164,12 +167,32 @@ class PowerLimitCurve:
     trust: str = "fitted"  # "fitted" or "borrowed" (a family without data: mean of the fitted ones)
 
     def predict(self, pl_w, pl_max_w: float, time0_s: float, power0_w: float,
-                second: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                second: tuple[float, float, float] | None = None,
+                second_mode: str = "depth") -> tuple[np.ndarray, np.ndarray]:
         """(time, power) at limits `pl_w` of a workload measured at `pl_max_w` (time0_s, power0_w);
-        `second` = (limit, time, power) measured at one more limit rescales the curve's depth."""
+        `second` = (limit, time, power) measured at one more limit rescales the curve's depth
+        (`second_mode` "depth", the default), or (option "shift") locates where the limit starts
+        to bite: u = pl / (beta P0), beta the workload's effective draw seen by the limiter over its
+        average (beta > 1 for a bursty workload whose peaks meet the limit above its average draw),
+        chosen so the time curve passes through the second point (log beta in [-0.7, 0.7]; ties:
+        nearest beta = 1). Own modelling choice, see `SHIFT_LOG_BETA`."""
         pl = np.atleast_1d(np.asarray(pl_w, float))
         if not (time0_s > 0 and power0_w > 0 and pl_max_w > 0):
             raise OrreryInputError("the anchor needs time > 0, power > 0 and a maximum limit > 0")
+        if second is not None and second_mode == "shift":
+            pl2, t2, _p2 = second
+            b = np.exp(SHIFT_LOG_BETA)
+            c = np.asarray(self.log_time)
+            err = np.abs(_basis(pl2 / (b * power0_w), KNOTS_U) @ c - _basis(pl_max_w / (b * power0_w), KNOTS_U) @ c
+                         - math.log(t2 / time0_s))
+            ok = np.flatnonzero(err <= err.min() + 1e-12)
+            power0_eff = float(b[ok[np.argmin(np.abs(SHIFT_LOG_BETA[ok]))]]) * power0_w
+            u0 = pl_max_w / power0_eff
+            lt = eval_shape(self.log_time, KNOTS_U, pl / power0_eff, u0)
+            lp = eval_shape(self.log_power, KNOTS_U, pl / power0_eff, u0)
+            return time0_s * np.exp(lt), np.minimum(power0_w * np.exp(lp), np.maximum(pl, power0_w))
+        if second_mode not in ("depth", "shift"):
+            raise OrreryInputError(f"second_mode {second_mode!r}: expected 'depth' or 'shift'")
         u0 = pl_max_w / power0_w
         lt = eval_shape(self.log_time, KNOTS_U, pl / power0_w, u0)
         lp = eval_shape(self.log_power, KNOTS_U, pl / power0_w, u0)
@@ -222,11 +245,12 @@ def _group(key: str) -> str:
 
 
 def leave_one_workload_out(points: dict[str, dict], family: str, eta: float = ETA,
-                           second: str | None = None, others: list[dict] = (), ceiling: bool = True) -> dict:
+                           second: str | None = None, others: list[dict] = (), ceiling: bool = True,
+                           second_mode: str = "depth") -> dict:
     """Hold out each (dataset, network) group of `points` (all its batch sizes and optimizers),
     fit the family shape on the rest and on `others` (the family's other sweeps), predict the
-    held-out sweeps from their maximum-limit point (and, with `second` = 'min', their
-    minimum-limit point too). `ceiling`: also how often each sweep's own smooth fit (the
+    held-out sweeps from their maximum-limit point (and, with `second` = 'min', 'second_lowest'
+    or 'middle', that limit's point too, used as `second_mode` says). `ceiling`: also how often each sweep's own smooth fit (the
     committed per-workload curve form) picks within one step (the measurement-noise ceiling)."""
     groups = sorted({_group(k) for k in points})
     rows = []
@@ -239,8 +263,9 @@ def leave_one_workload_out(points: dict[str, dict], family: str, eta: float = ET
             if _group(k) != g:
                 continue
             pl, t, p = d["power_limit_w"], d["time_s"], d["power_w"]
-            sec = (float(pl[0]), float(t[0]), float(p[0])) if second == "min" else None
-            T, P = curve.predict(pl, float(pl[-1]), float(t[-1]), float(p[-1]), sec)
+            j = {"min": 0, "second_lowest": 1, "middle": len(pl) // 2}.get(second) if second else None
+            sec = (float(pl[j]), float(t[j]), float(p[j])) if j is not None else None
+            T, P = curve.predict(pl, float(pl[-1]), float(t[-1]), float(p[-1]), sec, second_mode)
             best, chosen = zeus_choice(pl, t, p, eta), zeus_choice(pl, T, P, eta)
             cost = eta * p * t + (1 - eta) * pl.max() * t
             regret = float(cost[np.flatnonzero(pl == chosen)[0]] / cost.min() - 1.0)
@@ -263,7 +288,7 @@ def leave_one_workload_out(points: dict[str, dict], family: str, eta: float = ET
     reg = np.array([r["cost_regret"] for r in rows])
     te = np.array([r["time_err_median"] for r in rows])
     pe = np.array([r["power_err_median"] for r in rows])
-    return {"n": len(rows), "groups": len(groups), "eta": eta, "anchors": "max" + (" + min" if second else ""),
+    return {"n": len(rows), "groups": len(groups), "eta": eta, "anchors": "max" + (f" + {second}" if second else ""),
             "within_one_step": float(ok.mean()), "target": TARGET_WITHIN_ONE_STEP,
             "met": bool(ok.mean() >= TARGET_WITHIN_ONE_STEP),
             "own_fit_within_one_step": (float(np.mean([r["own_fit_within_one_step"] for r in rows]))

@@ -246,3 +246,28 @@ def test_physical_model_predicts_a_capped_profile_from_three_clocks():
     assert np.max(np.abs(en / e - 1)) > 0.1
     with pytest.raises(gt.OrreryInputError, match="two anchors"):
         gt.predict_physical(vf, f, anchors[1:], 300.0)  # one uncapped anchor cannot fix S and k
+
+
+def test_shift_option_locates_where_a_bursty_workload_starts_to_slow():
+    """A workload whose peaks meet the limit above its average draw (beta = 1.4) slows at limits
+    the family shape (in u = limit / average draw) calls safe; one more measured limit, used to
+    shift u, finds beta, and the predicted curve follows the sweep; the depth rescale cannot."""
+    items = [sweep(p0) for p0 in (120.0, 160.0, 200.0, 220.0)]
+    curve = gt.fit_power_limit_curve("volta", items)
+    beta, p0 = 1.4, 130.0
+    seen = np.minimum(beta * p0, 0.9 * LIMITS)  # the power the limiter acts on
+    t, p = 50.0 * (beta * p0 / seen) ** 0.8, seen / beta
+    sec = (LIMITS[1], t[1], p[1])
+    T0, _ = curve.predict(LIMITS, 250.0, t[-1], p[-1])
+    Td, _ = curve.predict(LIMITS, 250.0, t[-1], p[-1], second=sec)
+    Ts, _ = curve.predict(LIMITS, 250.0, t[-1], p[-1], second=sec, second_mode="shift")
+    err = {k: float(np.max(np.abs(v / t - 1))) for k, v in (("max", T0), ("depth", Td), ("shift", Ts))}
+    assert err["shift"] < 0.03 and err["max"] > 0.2 and err["depth"] > 3 * err["shift"]
+    assert Ts[1] == pytest.approx(t[1], rel=0.01) and Ts[-1] == pytest.approx(t[-1])
+    # an unthrottled workload keeps its flat curve (beta near 1 when the second point says nothing)
+    flat = sweep(60.0)
+    Tf, _ = curve.predict(LIMITS, 250.0, flat["time_s"][-1], flat["power_w"][-1],
+                          second=(LIMITS[1], flat["time_s"][1], flat["power_w"][1]), second_mode="shift")
+    assert np.allclose(Tf, flat["time_s"][-1], rtol=1e-3)
+    with pytest.raises(gt.OrreryInputError, match="second_mode"):
+        curve.predict(LIMITS, 250.0, 1.0, 100.0, second=sec, second_mode="nope")
