@@ -1,6 +1,6 @@
 """Check: Perseus plans made on *predicted* stage profiles, replayed on the measured ones (#14).
 
-    python benchmarks/perseus_transfer.py [--microbatches 12]
+    python benchmarks/perseus_transfer.py [--microbatches 12] [--a100 CSV --a40 CSV]
 
 A new model's stages are measured only at the maximum SM clock; the GPU family's clock shape
 (`orrery.hwmodels.gpu_energy_transfer.ClockCurve`) predicts every other clock. Perseus plans on
@@ -150,8 +150,12 @@ def compare(pred: dict, real: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--microbatches", type=int, default=12)
+    ap.add_argument("--a100", metavar="CSV", default=PROFILES["a100"][0],
+                    help="A100 SXM stage profile (default: the bloom one); e.g. another model's profile of the "
+                         "Perseus artifact (ml-energy/zeus branch kronos, sosp24_data/emulation/stage_profile/)")
+    ap.add_argument("--a40", metavar="CSV", default=PROFILES["a40"][0], help="A40 stage profile (default: bloom)")
     args = ap.parse_args()
-    dfs = {g: load_stage_profile(resolve_data_path(p)) for g, (p, _) in PROFILES.items()}
+    dfs = {g: load_stage_profile(resolve_data_path(getattr(args, g))) for g in PROFILES}
     real = {g: computation_models_from_profile(df) for g, df in dfs.items()}
     base = {g: plans(real[g], real[g], args.microbatches, PROFILES[g][1]) for g in dfs}
     cases = {}
@@ -197,6 +201,7 @@ def main() -> None:
             f"({v['saving_diff_points']:+.2f} pt), time {v['time_diff_pct']:+.2f}%" for k, v in c.items()))
     met = all(v["met"] for c in cases.values() for v in c.values())
     print(json.dumps({"benchmark": "perseus_transfer", "microbatches": args.microbatches,
+                      "profiles": {"a100": str(args.a100), "a40": str(args.a40)},
                       "target_saving_points": TARGET_SAVING_POINTS, "target_time_pct": TARGET_TIME * 100,
                       "cases": cases, "ceiling_smooth_fit": ceiling, "met": met}))
 
