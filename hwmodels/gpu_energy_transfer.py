@@ -85,6 +85,7 @@ TARGET_WITHIN_ONE_STEP = 0.80  # issue #14
 # Option "shift" of `PowerLimitCurve.predict` (own choice): the grid of log beta, the ratio of the
 # draw the limiter acts on to the sweep's average draw at the maximum limit (+-0.7: 0.5x-2x).
 SHIFT_LOG_BETA = np.linspace(-0.7, 0.7, 281)
+SHIFT_TOL = 0.01  # |log time| misfit within which betas tie (1 %, under the sweeps' run-to-run spread)
 # A stage-profile point drawing >= 90 % of the GPU's power limit is treated as held by the limiter
 # (the A40 bloom profile: 271 W = 0.90 x 300 W at 1410 MHz, where its time starts to flatten; it
 # is flat at 293 W from 1530 MHz up). Own choice from the data; see ClockCurve.predict_capped.
@@ -174,8 +175,8 @@ class PowerLimitCurve:
         (`second_mode` "depth", the default), or (option "shift") locates where the limit starts
         to bite: u = pl / (beta P0), beta the workload's effective draw seen by the limiter over its
         average (beta > 1 for a bursty workload whose peaks meet the limit above its average draw),
-        chosen so the time curve passes through the second point (log beta in [-0.7, 0.7]; ties:
-        nearest beta = 1). Own modelling choice, see `SHIFT_LOG_BETA`."""
+        chosen so the time curve passes through the second point (log beta in [-0.7, 0.7]; betas
+        within `SHIFT_TOL` of the best fit tie, and the one nearest 1 wins). Own modelling choice."""
         pl = np.atleast_1d(np.asarray(pl_w, float))
         if not (time0_s > 0 and power0_w > 0 and pl_max_w > 0):
             raise OrreryInputError("the anchor needs time > 0, power > 0 and a maximum limit > 0")
@@ -185,7 +186,7 @@ class PowerLimitCurve:
             c = np.asarray(self.log_time)
             err = np.abs(_basis(pl2 / (b * power0_w), KNOTS_U) @ c - _basis(pl_max_w / (b * power0_w), KNOTS_U) @ c
                          - math.log(t2 / time0_s))
-            ok = np.flatnonzero(err <= err.min() + 1e-12)
+            ok = np.flatnonzero(err <= err.min() + SHIFT_TOL)  # betas the second point cannot tell apart
             power0_eff = float(b[ok[np.argmin(np.abs(SHIFT_LOG_BETA[ok]))]]) * power0_w
             u0 = pl_max_w / power0_eff
             lt = eval_shape(self.log_time, KNOTS_U, pl / power0_eff, u0)

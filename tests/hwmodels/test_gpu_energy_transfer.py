@@ -43,6 +43,9 @@ def test_leave_one_workload_out_picks_the_best_limit_on_a_shared_shape():
     assert cv["n"] == 8 and cv["groups"] == 4
     assert cv["within_one_step"] == 1.0 and cv["met"]
     assert gt.zeus_choice(LIMITS, np.ones(7), np.full(7, 50.0)) == 250.0  # ties: the higher limit
+    for second, mode in (("min", "depth"), ("second_lowest", "shift"), ("middle", "shift")):
+        cv2 = gt.leave_one_workload_out(pts, "volta", second=second, second_mode=mode, ceiling=False)
+        assert cv2["within_one_step"] == 1.0 and cv2["anchors"] == f"max + {second}"
 
 
 def test_flat_sweeps_bound_what_any_curve_can_reach():
