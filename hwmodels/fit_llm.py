@@ -67,6 +67,7 @@ REQUIRED = ("gpu_model", "num_gpus", "avg_batch_size", "avg_output_len", "median
             "output_throughput_tokens_per_sec")
 METRICS = ("itl", "power", "throughput")
 TARGETS = {"median": 0.10, "p90": 0.20}  # issue #14: leave-one-model-out, every metric
+VLLM_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default (EngineArgs.gpu_memory_utilization); the configs keep it
 GPU_NAMES = {"H100": "H100-SXM5-80GB", "B200": "B200-SXM-180GB"}  # names the ML.ENERGY files use
 
 # (name, lower, upper, initial, prior centre or None, prior σ of log)
@@ -284,6 +285,23 @@ class Problem:
         x += [p.prompt_tokens.get(t, p.default_prompt_tokens) for t in self.tasks]
         return np.array(x, float)
 
+    def resident_context(self, ctx: np.ndarray, b: np.ndarray, sh: SharedParams) -> np.ndarray:
+        """The KV tokens a step attends over: the length-biased estimate, but no more than the
+        KV cache holds. vLLM admits up to max_num_seqs and, when the cache is full, preempts the
+        newest sequences (recomputed later), so the resident context of a full batch is bounded
+        by the cache: (memory x gpu_memory_utilization - weights - activations) / KV bytes per
+        token, per GPU. gpu_memory_utilization is vLLM's default 0.9 (the ML.ENERGY text-task
+        configs do not set it: ml-energy/benchmark configs/vllm/{lm-arena-chat,gpqa}/*/*/
+        monolithic.config.yaml). Sliding-window layers hold at most the window per sequence."""
+        c = self.c
+        free = c.mem_bytes * VLLM_GPU_MEMORY_UTILIZATION - c.weight_bytes_per_gpu - sh.activation_reserve_bytes
+        per_tok = np.maximum(free, 0.0) / (c.kv_bytes_per_token_layer * b)  # layer-tokens per sequence
+        x = per_tok / c.n_layers  # every layer holds the whole context
+        w = np.where(c.window > 0, c.window, np.inf)
+        x_long = (per_tok - c.n_slide_layers * np.minimum(w, 1e30)) / np.maximum(c.n_full_layers, 1.0)
+        cap = np.where(x <= w, x, x_long) * b
+        return np.minimum(ctx, np.maximum(cap, b))
+
     def predict(self, p: ServingParams) -> dict[str, np.ndarray]:
         """Predicted median ITL (s), power per GPU (W) and output throughput (tok/s) per row."""
         unknown = p.unknown_family()
@@ -296,7 +314,7 @@ class Problem:
         prompt = ptab[self.task_idx]
         b = self.batch
         arrivals = b / self.mean_out
-        ctx = b * (prompt + self.biased_out)
+        ctx = self.resident_context(b * (prompt + self.biased_out), b, p.shared)
         # the mean step prefills the mean number of admitted requests; the median step the
         # median of that Poisson count (0 while e^-a > 1/2), smoothed: a^2 / (a + offset)
         t, m, cp, x = step_terms(self.c, famv, p.shared, b + arrivals * prompt, b + arrivals, ctx)
