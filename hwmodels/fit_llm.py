@@ -109,6 +109,7 @@ FAMILY_SPEC = [
     ("power_floor", 0.0, 0.95, 0.3, 0.3, 1.0),
     ("power_mem", 0.0, 30.0, 1.0, 1.0, 1.0),
     ("power_compute", 0.0, 30.0, 3.0, 3.0, 1.0),
+    ("power_kv", 0.0, 30.0, 0.3, None, 0),  # extra power per KV byte over a weight byte (>= 0)
 ]
 FAMILY_FIELDS = [f.name for f in fields(FamilyParams)]
 PROMPT_SPEC = (20.0, 8000.0, 500.0, 500.0, 1.0)  # per task

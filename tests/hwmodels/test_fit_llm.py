@@ -13,14 +13,14 @@ from orrery.hwmodels import fit_llm
 from orrery.hwmodels.llm_perf import DEFAULT_PARAMS_PATH, load_default_params
 
 # Figures of the committed fit's leave-one-model-out cross-validation (all held-out rows): medians
-# 9.0 / 9.5 / 8.3 % (ITL, power, throughput) meet the 10 %; the p90s (27-28 %) miss its 20 %.
+# 8.9 / 8.8 / 8.1 % (ITL, power, throughput) meet the 10 %; the p90s (27-29 %) miss its 20 %.
 # The misses are single-GPU B200 runs whose steps were not steady (median p90/median ITL 1.46 against
 # 1.05-1.10 on H100 and on multi-GPU B200) and 14 adjacent B200 measurements no step model can
-# reproduce (`consistency`); the in-sample p90 is ~23-25 %. These bounds keep the model from
+# reproduce (`consistency`); the in-sample p90 is ~21-25 %. These bounds keep the model from
 # regressing; on the steady rows ITL and throughput meet the 20 % p90 (STEADY_BOUNDS).
 CV_BOUNDS = {"itl_median_abs_err": 0.10, "power_median_abs_err": 0.10, "throughput_median_abs_err": 0.10,
              "itl_p90_abs_err": 0.29, "power_p90_abs_err": 0.30, "throughput_p90_abs_err": 0.30}
-STEADY_BOUNDS = {"itl_p90_abs_err": 0.20, "throughput_p90_abs_err": 0.20, "power_p90_abs_err": 0.28}
+STEADY_BOUNDS = {"itl_p90_abs_err": 0.20, "throughput_p90_abs_err": 0.20, "power_p90_abs_err": 0.25}
 
 
 @pytest.fixture(scope="module")
