@@ -435,7 +435,10 @@ def consistency(rows: list[dict], err: dict[str, np.ndarray]) -> dict:
     """How steady and self-consistent the measurements are, per GPU (not part of the targets):
     the runs' p90 / median ITL (one configuration's steps should take about the same time), the
     adjacent-pair flags of `series_flags`, and the held-out errors over the steady rows (p90 /
-    median ITL <= STEADY_ITL_RATIO), to tell model error from run-to-run behaviour."""
+    median ITL <= STEADY_ITL_RATIO), to tell model error from run-to-run behaviour. (In the
+    ML.ENERGY folder the unsteady runs are single-GPU B200 ones; the benchmark's job generator
+    packs gpus_per_node // num_gpus jobs onto a node, ml-energy/benchmark scripts/generate_jobs.py
+    `generate_pegasus_hosts`, so a 1-GPU job may share its host CPUs with seven others.)"""
     ratio = np.array([r.get("itl_p90_s", float("nan")) / r["itl_s"] for r in rows])
     flags = series_flags(rows)
     per_gpu = {}
