@@ -19,6 +19,12 @@ How a row becomes a model step (the assumptions, stored with the fit):
   prompts). Output throughput = B / mean step, mean step = that step · (1 + mean_step_factor +
   mean_step_per_arrival · a).
 - Prompt lengths are not published: one mean prompt length per task is fitted with the rest.
+- The batch's resident context is at most what the KV cache holds (`Problem.resident_context`:
+  vLLM's default gpu_memory_utilization 0.9, weights and activations off the top; a full cache
+  preempts the newest sequences), which binds at the largest batches on B200.
+- `orrery fit llm --report` also prints how steady and self-consistent the measurements are
+  (`consistency`: the runs' p90/median ITL, adjacent measurements no step model can reproduce,
+  and the held-out errors over the steady rows); the targets are over all rows regardless.
 
 One fit: shared physical parameters plus per-GPU-family ones (`llm_perf.FamilyParams`), by
 robust least squares on log errors of ITL, power per GPU and throughput, with weak priors.
@@ -67,6 +73,8 @@ REQUIRED = ("gpu_model", "num_gpus", "avg_batch_size", "avg_output_len", "median
             "output_throughput_tokens_per_sec")
 METRICS = ("itl", "power", "throughput")
 TARGETS = {"median": 0.10, "p90": 0.20}  # issue #14: leave-one-model-out, every metric
+STEADY_ITL_RATIO = 1.2  # a run whose p90 ITL is at most this x its median ran steady steps (diagnostic)
+VLLM_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default (EngineArgs.gpu_memory_utilization); the configs keep it
 GPU_NAMES = {"H100": "H100-SXM5-80GB", "B200": "B200-SXM-180GB"}  # names the ML.ENERGY files use
 
 # (name, lower, upper, initial, prior centre or None, prior σ of log)
@@ -101,6 +109,7 @@ FAMILY_SPEC = [
     ("power_floor", 0.0, 0.95, 0.3, 0.3, 1.0),
     ("power_mem", 0.0, 30.0, 1.0, 1.0, 1.0),
     ("power_compute", 0.0, 30.0, 3.0, 3.0, 1.0),
+    ("power_kv", 0.0, 30.0, 0.3, None, 0),  # extra power per KV byte over a weight byte (>= 0)
 ]
 FAMILY_FIELDS = [f.name for f in fields(FamilyParams)]
 PROMPT_SPEC = (20.0, 8000.0, 500.0, 500.0, 1.0)  # per task
@@ -118,6 +127,13 @@ def _num(path: Path, i: int, row: dict, key: str, positive: bool = True) -> floa
         raise TraceFormatError(path, f"configuration {i} has {key} = {v!r}", line=i, column=key,
                                expected="a finite number > 0")
     return float(v)
+
+
+def _opt(c: dict, key: str) -> float:
+    """An optional positive number of a configuration (NaN when absent or not a number)."""
+    v = c.get(key)
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return float(v) if ok else float("nan")
 
 
 def _length_moments(path: Path, i: int, c: dict, avg_out: float) -> tuple[float, float]:
@@ -206,7 +222,7 @@ def load_rows(sources) -> list[dict]:
                 "precision": prec, "precision_scope": prec_scope, "gpu": gpu.name, "family": gpu.fit_family,
                 "tp": tp, "ep": ep, "dp": dp, "num_gpus": n, "max_num_seqs": int(c.get("max_num_seqs", 0) or 0),
                 "batch": vals["avg_batch_size"] / dp, "mean_out": mean_out, "biased_out": biased,
-                "itl_s": vals["median_itl_ms"] / 1e3, "power_w": vals["avg_power_watts"] / n,
+                "itl_s": vals["median_itl_ms"] / 1e3, "itl_p90_s": _opt(c, "p90_itl_ms") / 1e3, "power_w": vals["avg_power_watts"] / n,
                 "throughput": vals["output_throughput_tokens_per_sec"],
                 "key": f"{model_id}|{task}|{gpu.name}|tp{tp}|ep{ep}|dp{dp}|seqs{c.get('max_num_seqs')}",
             })
@@ -284,6 +300,23 @@ class Problem:
         x += [p.prompt_tokens.get(t, p.default_prompt_tokens) for t in self.tasks]
         return np.array(x, float)
 
+    def resident_context(self, ctx: np.ndarray, b: np.ndarray, sh: SharedParams) -> np.ndarray:
+        """The KV tokens a step attends over: the length-biased estimate, but no more than the
+        KV cache holds. vLLM admits up to max_num_seqs and, when the cache is full, preempts the
+        newest sequences (recomputed later), so the resident context of a full batch is bounded
+        by the cache: (memory x gpu_memory_utilization - weights - activations) / KV bytes per
+        token, per GPU. gpu_memory_utilization is vLLM's default 0.9 (the ML.ENERGY text-task
+        configs do not set it: ml-energy/benchmark configs/vllm/{lm-arena-chat,gpqa}/*/*/
+        monolithic.config.yaml). Sliding-window layers hold at most the window per sequence."""
+        c = self.c
+        free = c.mem_bytes * VLLM_GPU_MEMORY_UTILIZATION - c.weight_bytes_per_gpu - sh.activation_reserve_bytes
+        per_tok = np.maximum(free, 0.0) / (c.kv_bytes_per_token_layer * b)  # layer-tokens per sequence
+        x = per_tok / c.n_layers  # every layer holds the whole context
+        w = np.where(c.window > 0, c.window, np.inf)
+        x_long = (per_tok - c.n_slide_layers * np.minimum(w, 1e30)) / np.maximum(c.n_full_layers, 1.0)
+        cap = np.where(x <= w, x, x_long) * b
+        return np.minimum(ctx, np.maximum(cap, b))
+
     def predict(self, p: ServingParams) -> dict[str, np.ndarray]:
         """Predicted median ITL (s), power per GPU (W) and output throughput (tok/s) per row."""
         unknown = p.unknown_family()
@@ -296,7 +329,7 @@ class Problem:
         prompt = ptab[self.task_idx]
         b = self.batch
         arrivals = b / self.mean_out
-        ctx = b * (prompt + self.biased_out)
+        ctx = self.resident_context(b * (prompt + self.biased_out), b, p.shared)
         # the mean step prefills the mean number of admitted requests; the median step the
         # median of that Poisson count (0 while e^-a > 1/2), smoothed: a^2 / (a + offset)
         t, m, cp, x = step_terms(self.c, famv, p.shared, b + arrivals * prompt, b + arrivals, ctx)
@@ -366,7 +399,62 @@ def _tables(rows: list[dict], err: dict[str, np.ndarray]) -> dict:
     overall = summarise(err)
     met = all(overall[f"{k}_{s}_abs_err"] <= v for k in METRICS for s, v in TARGETS.items())
     return {"per_model": group("model_id"), "per_gpu": group("gpu"), "overall": overall,
-            "targets": TARGETS, "met": met, "n_rows": len(rows)}
+            "targets": TARGETS, "met": met, "n_rows": len(rows), "consistency": consistency(rows, err)}
+
+
+def series_flags(rows: list[dict]) -> list[dict]:
+    """Adjacent measurements of one series (model, task, GPU, tp, ep, dp; batch grown >= 1.2x)
+    that no step model of the configuration can reproduce: the mean step (batch / throughput) or
+    the median ITL falls by more than 5 % although every sequence of the smaller batch is still
+    in the larger one, or the power per GPU falls by more than 10 % while the mean step grows by
+    more than 30 % (the GPU idles: the time went somewhere other than the GPU's work)."""
+    series: dict[tuple, list[dict]] = {}
+    for r in rows:
+        series.setdefault((r["model_id"], r["task"], r["gpu"], r["tp"], r["ep"], r["dp"]), []).append(r)
+    out = []
+    for key, rs in sorted(series.items()):
+        rs = sorted(rs, key=lambda r: r["batch"])
+        for a, b in zip(rs, rs[1:], strict=False):
+            if b["batch"] < 1.2 * a["batch"]:
+                continue
+            sa, sb = a["batch"] / a["throughput"], b["batch"] / b["throughput"]
+            why = []
+            if sb < 0.95 * sa:
+                why.append(f"mean step {sa * 1e3:.1f} -> {sb * 1e3:.1f} ms")
+            if b["itl_s"] < 0.95 * a["itl_s"]:
+                why.append(f"median ITL {a['itl_s'] * 1e3:.1f} -> {b['itl_s'] * 1e3:.1f} ms")
+            if b["power_w"] < 0.9 * a["power_w"] and sb > 1.3 * sa:
+                why.append(f"power {a['power_w']:.0f} -> {b['power_w']:.0f} W/GPU while the mean step grows x{sb / sa:.1f}")
+            if why:
+                out.append({"series": "|".join(map(str, key)), "gpu": key[2], "num_gpus": a["num_gpus"], "batch": [round(a["batch"], 1),
+                            round(b["batch"], 1)], "why": "; ".join(why)})
+    return out
+
+
+def consistency(rows: list[dict], err: dict[str, np.ndarray]) -> dict:
+    """How steady and self-consistent the measurements are, per GPU (not part of the targets):
+    the runs' p90 / median ITL (one configuration's steps should take about the same time), the
+    adjacent-pair flags of `series_flags`, and the held-out errors over the steady rows (p90 /
+    median ITL <= STEADY_ITL_RATIO), to tell model error from run-to-run behaviour. (In the
+    ML.ENERGY folder the unsteady runs are single-GPU B200 ones; the benchmark's job generator
+    packs gpus_per_node // num_gpus jobs onto a node, ml-energy/benchmark scripts/generate_jobs.py
+    `generate_pegasus_hosts`, so a 1-GPU job may share its host CPUs with seven others.)"""
+    ratio = np.array([r.get("itl_p90_s", float("nan")) / r["itl_s"] for r in rows])
+    flags = series_flags(rows)
+    per_gpu = {}
+
+    def size(r):
+        return "1 GPU" if r["num_gpus"] == 1 else "2+ GPUs"
+
+    for g, k in sorted({(r["gpu"], size(r)) for r in rows}):
+        idx = np.array([r["gpu"] == g and size(r) == k for r in rows])
+        known = ratio[idx & np.isfinite(ratio)]
+        pairs = sum(1 for f in flags if f["gpu"] == g and (f["num_gpus"] == 1) == (k == "1 GPU"))
+        per_gpu[f"{g}, {k}"] = {"n": int(idx.sum()), "itl_p90_over_median": float(np.median(known)) if known.size else None,
+                      "flagged_pairs": pairs}
+    steady = np.isfinite(ratio) & (ratio <= STEADY_ITL_RATIO)
+    return {"per_gpu": per_gpu, "flags": flags, "steady_itl_ratio": STEADY_ITL_RATIO,
+            "steady_rows": int(steady.sum()), "steady": summarise({k: err[k][steady] for k in METRICS})}
 
 
 def fit(sources=None, cv: bool = True) -> dict:
@@ -399,7 +487,8 @@ def fit(sources=None, cv: bool = True) -> dict:
     }
     if cv:
         res = cross_validate(rows)
-        doc["cross_validation"] = {k: res[k] for k in ("per_model", "per_gpu", "overall", "targets", "met", "n_rows")}
+        doc["cross_validation"] = {k: res[k] for k in ("per_model", "per_gpu", "overall", "targets", "met", "n_rows",
+                                                       "consistency")}
         doc["cross_validation"]["scheme"] = "leave-one-model-out (model_id), all held-out rows"
     doc["fit_seconds"] = round(time.perf_counter() - t0, 1)
     return doc
@@ -550,6 +639,21 @@ def print_tables(cvd: dict, out=sys.stdout) -> None:
           f"{_pct(o['throughput_median_abs_err']):>7s} {_pct(o['throughput_p90_abs_err']):>7s}", file=out)
     print(f"targets: median <= {_pct(TARGETS['median'])}, p90 <= {_pct(TARGETS['p90'])} for every metric: "
           f"{'met' if cvd['met'] else 'NOT met'}", file=out)
+    cons = cvd.get("consistency")
+    if cons:
+        print("\ndata consistency (not part of the targets): per GPU, median of the runs' p90/median ITL and the "
+              "adjacent measurements no step model can reproduce", file=out)
+        for g, v in cons["per_gpu"].items():
+            r = v["itl_p90_over_median"]
+            print(f"  {g:28s} {v['n']:4d} rows | p90/median ITL {'n/a' if r is None else f'{r:.2f}'} | "
+                  f"flagged pairs {v['flagged_pairs']}", file=out)
+        for f in cons["flags"]:
+            print(f"    {f['series']} batch {f['batch'][0]:g} -> {f['batch'][1]:g}: {f['why']}", file=out)
+        s = cons["steady"]
+        print(f"{'steady rows (p90/median ITL <= ' + format(cons['steady_itl_ratio'], 'g') + ')':44s} "
+              f"{cons['steady_rows']:4d} | {_pct(s['itl_median_abs_err']):>7s} {_pct(s['itl_p90_abs_err']):>7s} | "
+              f"{_pct(s['power_median_abs_err']):>9s} {_pct(s['power_p90_abs_err']):>7s} | "
+              f"{_pct(s['throughput_median_abs_err']):>7s} {_pct(s['throughput_p90_abs_err']):>7s}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,12 @@ One iteration (a decode step, a prefill, or a mix) on one GPU of a replica of `n
 - Precision (`hwmodels.llm.PRECISIONS`): weight bytes per element by scope (fp8: every decoder
   linear layer; mxfp4: experts only), W8A8 fp8 computes on fp8 tensor cores where the GPU has
   them; weight-only formats dequantise to 16 bit. KV precision scales KV bytes.
-- Power per GPU follows utilisation: u_m = memory time at peak bandwidth / t, u_c = compute
-  time at peak FLOP/s / t, u_x = collective share;
-  P = idle + (TDP − idle) · (f + (1 − f) · (1 − exp(−(a_m·u_m + a_c·u_c + a_x·u_x)))),
+- Power per GPU follows utilisation: u_m = memory time at peak bandwidth / t, u_k = its KV part,
+  u_c = compute time at peak FLOP/s / t, u_x = collective share;
+  P = idle + (TDP − idle) · (f + (1 − f) · (1 − exp(−(a_m·u_m + a_k·u_k + a_c·u_c + a_x·u_x)))),
+  a_k >= 0 (`power_kv`, fitted): decode attention streams the KV *and* runs its dot products and
+  softmax on the SMs, so a KV byte draws at least what a weight byte of a GEMV does (long-context
+  H100 decode drew 20-27 % above the model without it);
   f = floor · (1 − u_x): the busy floor holds outside the collectives (a GPU waiting on its peers
   in a latency-bound all-reduce draws less; multi-GPU decode at small batch was over-predicted by
   20-50 %); saturates below TDP instead of pinning at it.
@@ -120,7 +123,8 @@ class FamilyParams:
     attn_seq_s: float = 1e-9  # per layer and token of context of one sequence (serial floor)
     coll_latency_s: float = 1e-5  # one collective's fixed latency (NVLink generation, NCCL)
     power_floor: float = 0.3  # share of (TDP - idle) drawn by a busy GPU at zero utilisation
-    power_mem: float = 1.0
+    power_mem: float = 1.0  # per unit of memory-streaming utilisation (weights and KV)
+    power_kv: float = 0.0  # extra per unit of KV streaming (decode attention), >= 0 (see module doc)
     power_compute: float = 1.0
 
 
@@ -324,7 +328,9 @@ def step_terms(c, fam, sh, tokens, seqs, ctx_total):
     kv_bytes = c.kv_bytes_per_token_layer * (pairs_layers + c.n_layers * tokens)
     touched = c.n_experts * (1.0 - (1.0 - c.topk_frac) ** tokens)
     expert_bytes = c.n_moe_layers * touched * c.expert_bytes_per_gpu
-    mem_raw = (c.dense_bytes + expert_bytes + kv_bytes) / c.mem_bw
+    # memory utilisation weighted for power: the attention kernels that stream the KV also run
+    # their dot products and softmax on the SMs, so KV bytes draw at least what weight bytes do
+    mem_pw = (fam.power_mem * (c.dense_bytes + expert_bytes + kv_bytes) + fam.power_kv * kv_bytes) / c.mem_bw
     t_mem = (c.dense_bytes + expert_bytes / sh.moe_mem_eff + kv_bytes) / (c.mem_bw * fam.eff_mem)
     attn_flops = c.attn_flops_per_pair * (pairs_layers + 0.5 * c.n_layers * tokens * tokens / seqs)
     comp_raw = (c.flops_q_per_token * tokens) / c.peak_q + (c.flops_u_per_token * tokens + attn_flops) / c.peak_u
@@ -343,12 +349,12 @@ def step_terms(c, fam, sh, tokens, seqs, ctx_total):
              + c.n_moe_layers * (sh.moe_layer_s + c.q_is_fp8 * sh.fp8_moe_layer_s) + c.n_fp8_gemms * sh.fp8_gemm_s)
     t_attn_serial = fam.attn_seq_s * (c.n_full_layers * per_seq_ctx + c.n_slide_layers * slide_ctx / seqs)
     t = t_gpu + t_comm + t_cpu + t_attn_serial
-    return t, mem_raw, comp_raw, t_comm
+    return t, mem_pw, comp_raw, t_comm
 
 
-def power_from_terms(c, fam, sh, t, mem_raw, comp_raw, t_comm):
+def power_from_terms(c, fam, sh, t, mem_pw, comp_raw, t_comm):
     """Per-GPU power of a step that took `t` (see the module doc): saturating, below TDP."""
-    x = (fam.power_mem * mem_raw + fam.power_compute * comp_raw + sh.power_comm * t_comm) / t
+    x = (mem_pw + fam.power_compute * comp_raw + sh.power_comm * t_comm) / t
     floor = fam.power_floor * (1.0 - t_comm / t)
     return c.idle_w + (c.tdp_w - c.idle_w) * (floor + (1.0 - floor) * (1.0 - np.exp(-x)))
 
@@ -407,6 +413,7 @@ class LLMPerfModel:
         self._s_qu = self._s_q + self._s_u
         self._s_raw_qu = c.flops_q_per_token / c.peak_q + c.flops_u_per_token / c.peak_u
         self._s_moe_n = self._s_moe * c.n_experts
+        self._s_pw_w, self._s_pw_kv = f.power_mem / c.mem_bw, (f.power_mem + f.power_kv) / c.mem_bw
         self._s_keep = 1.0 - c.topk_frac
         self._s_serial = f.attn_seq_s * c.n_layers
         self._s_cpu0 = (f.overhead_s + sh.per_layer_s * c.n_layers
@@ -434,9 +441,10 @@ class LLMPerfModel:
         return t_mem, t_comp, serial, moe, kv, attn_pairs
 
     def _raw(self, tokens, moe, kv, attn_pairs):
-        """Memory and compute time at full efficiency (the power model's utilisations)."""
+        """Memory time at full bandwidth weighted for power (power_mem, plus power_kv on the KV
+        bytes) and compute time at peak: the power model's utilisations."""
         c = self.c
-        return ((c.dense_bytes + moe * self.sh.moe_mem_eff + kv) / c.mem_bw,
+        return ((c.dense_bytes + moe * self.sh.moe_mem_eff) * self._s_pw_w + kv * self._s_pw_kv,
                 self._s_raw_qu * tokens + c.attn_flops_per_pair * attn_pairs / c.peak_u)
 
     def _t_scalar(self, tokens, seqs, ctx_total, parts: bool = False):
@@ -459,9 +467,9 @@ class LLMPerfModel:
         rest = t_comm + self._s_cpu0 + self.fam.per_seq_s * seqs + serial
         return (t_comp, t_mem, rest, *self._raw(tokens, moe, kv, attn_pairs), t_comm)
 
-    def _power(self, t, mem_raw, comp_raw, t_comm):
+    def _power(self, t, mem_pw, comp_raw, t_comm):
         c, f = self.c, self.fam
-        u = (f.power_mem * mem_raw + f.power_compute * comp_raw + self.sh.power_comm * t_comm) / t
+        u = (mem_pw + f.power_compute * comp_raw + self.sh.power_comm * t_comm) / t
         e = np.exp(-u)
         floor = f.power_floor * (1.0 - t_comm / t)
         return c.idle_w + (c.tdp_w - c.idle_w) * (floor + (1.0 - floor) * (1.0 - e))
@@ -470,7 +478,7 @@ class LLMPerfModel:
         """Per-GPU power of a step (`power_from_terms`), floats or arrays."""
         t, m, cp, x = self._t_scalar(tokens, seqs, ctx_total, parts=True)
         c, f = self.c, self.fam
-        u = (f.power_mem * m + f.power_compute * cp + self.sh.power_comm * x) / t
+        u = (m + f.power_compute * cp + self.sh.power_comm * x) / t
         e = math.exp(-u) if isinstance(u, float) else np.exp(-u)
         floor = f.power_floor * (1.0 - x / t)
         return c.idle_w + (c.tdp_w - c.idle_w) * (floor + (1.0 - floor) * (1.0 - e))

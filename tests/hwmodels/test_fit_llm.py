@@ -13,11 +13,14 @@ from orrery.hwmodels import fit_llm
 from orrery.hwmodels.llm_perf import DEFAULT_PARAMS_PATH, load_default_params
 
 # Figures of the committed fit's leave-one-model-out cross-validation (all held-out rows): medians
-# 9.8 / 9.8 / 9.2 % (ITL, power, throughput) meet the issue's 10 %; the p90s (27-29 %) miss its 20 %
-# (B200 rows are noisy, non-monotonic in batch; even the in-sample p90 is ~24 %; the H100 rows alone
-# are within 20 %). These bounds keep the model from regressing.
-CV_BOUNDS = {"itl_median_abs_err": 0.11, "power_median_abs_err": 0.11, "throughput_median_abs_err": 0.11,
-             "itl_p90_abs_err": 0.31, "power_p90_abs_err": 0.31, "throughput_p90_abs_err": 0.31}
+# 8.9 / 8.8 / 8.1 % (ITL, power, throughput) meet the issue's 10 %; the p90s (27-29 %) miss its 20 %.
+# The misses are single-GPU B200 runs whose steps were not steady (median p90/median ITL 1.46 against
+# 1.05-1.10 on H100 and on multi-GPU B200) and 14 adjacent B200 measurements no step model can
+# reproduce (`consistency`); the in-sample p90 is ~21-25 %. These bounds keep the model from
+# regressing; on the steady rows ITL and throughput meet the 20 % p90 (STEADY_BOUNDS).
+CV_BOUNDS = {"itl_median_abs_err": 0.10, "power_median_abs_err": 0.10, "throughput_median_abs_err": 0.10,
+             "itl_p90_abs_err": 0.29, "power_p90_abs_err": 0.30, "throughput_p90_abs_err": 0.30}
+STEADY_BOUNDS = {"itl_p90_abs_err": 0.20, "throughput_p90_abs_err": 0.20, "power_p90_abs_err": 0.25}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,12 @@ def test_leave_one_model_out_cross_validation(mlenergy):
         assert o[k] == pytest.approx(v, abs=0.02)  # the shipped table is what this code computes
     met = all(o[f"{k}_{s}_abs_err"] <= t for k in fit_llm.METRICS for s, t in fit_llm.TARGETS.items())
     assert res["met"] == met
+    cons = res["consistency"]
+    for k, bound in STEADY_BOUNDS.items():
+        assert cons["steady"][k] <= bound, (k, cons["steady"][k])
+    assert cons["steady_rows"] >= 120
+    h100 = [v for g, v in cons["per_gpu"].items() if g.startswith("H100")]
+    assert all(v["flagged_pairs"] == 0 and v["itl_p90_over_median"] < 1.15 for v in h100)
     assert len(res["per_model"]) == 10 and sum(v["n"] for v in res["per_model"].values()) == len(rows)
 
 
@@ -114,3 +123,36 @@ def test_trust_levels_say_how_far_a_deployment_lies_from_the_fit():
     t = fit_llm.deployment_trust("deepseek-v3", "h100", tp=8)
     assert t["level"] == "extrapolated" and "active parameters" in t["reasons"][0]
     assert t["expected_error"] == {}
+
+
+def _row(batch, thr, itl_ms, power_w, **kw):
+    return {"model_id": "m", "task": "t", "gpu": "G", "tp": 1, "ep": 1, "dp": 1, "num_gpus": 1,
+            "batch": batch, "throughput": thr, "itl_s": itl_ms / 1e3, "power_w": power_w, **kw}
+
+
+def test_series_flags_name_measurements_no_step_model_can_reproduce():
+    ok = [_row(8, 800, 10, 400), _row(16, 1400, 11.4, 420), _row(64, 3000, 21, 500)]
+    assert fit_llm.series_flags(ok) == []
+    faster = ok + [_row(128, 8000, 16, 520)]  # a larger batch with a shorter step
+    f = fit_llm.series_flags(faster)
+    assert len(f) == 1 and f[0]["batch"] == [64, 128] and "mean step" in f[0]["why"] and "median ITL" in f[0]["why"]
+    idle = ok + [_row(128, 3000, 42, 380)]  # the step doubles while the power drops
+    f = fit_llm.series_flags(idle)
+    assert len(f) == 1 and "power 500 -> 380" in f[0]["why"]
+    assert fit_llm.series_flags([_row(8, 800, 10, 400), _row(9, 700, 9, 300)]) == []  # batch < 1.2x: not compared
+
+
+def test_resident_context_is_bounded_by_the_kv_cache(mlenergy):
+    """A full batch cannot hold more KV than the cache: large batches are capped, small ones not."""
+    import numpy as np
+    rows = [r for r in fit_llm.load_rows([mlenergy / "Qwen__Qwen3-14B__lm-arena-chat.json"]) if "B200" in r["gpu"]]
+    prob = fit_llm.Problem(rows)
+    p = load_default_params()
+    b = prob.batch
+    want = b * 1500.0
+    got = prob.resident_context(want, b, p.shared)
+    c = prob.c
+    cache_tokens = (c.mem_bytes * 0.9 - c.weight_bytes_per_gpu - p.shared.activation_reserve_bytes) / c.kv_bytes_per_token
+    assert np.all(got <= want) and np.all(got <= cache_tokens * (1 + 1e-12))
+    small = b <= 64
+    assert np.array_equal(got[small], want[small]) and np.all(got[b >= 1000] < want[b >= 1000])
