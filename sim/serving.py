@@ -33,6 +33,9 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from functools import reduce
+from itertools import accumulate, cycle, islice, repeat
+from operator import add, mul
 
 import numpy as np
 import pandas as pd
@@ -374,16 +377,16 @@ class SimReplica:
             ctx = (c0 + B * np.arange(n, dtype=np.int64)).astype(float)
             durs = np.asarray(self.latency.decode_time_s(np.full(n, float(B)), ctx), dtype=float).tolist()
         ends = mac.ends
-        t = ends[-1] if ends else mac.t0
+        new = list(accumulate(durs, initial=ends[-1] if ends else mac.t0))  # the clock's sums
+        del new[0]
         h = self.horizon_s
-        for d in durs:
-            t += d
-            ends.append(t)
-            if h is not None and t >= h:  # iterations ending at or after the horizon never run
-                if len(ends) > 1:
-                    ends.pop()  # (one does: the per-iteration path starts it)
-                mac.k = len(ends)
-                break
+        if h is not None and new and new[-1] >= h:  # iterations ending at or after the horizon
+            j = bisect_left(new, h)  # never run (one does when it is the first: the
+            del new[j + (i0 + j == 0):]  # per-iteration path starts it)
+            ends.extend(new)
+            mac.k = len(ends)
+        else:
+            ends.extend(new)
         mac.durs.extend(durs[:len(ends) - i0])
         mac.m = len(ends)
         self._wake_at(ends[-1], self._end_macro)
@@ -408,11 +411,9 @@ class SimReplica:
         d, e = mac.durs[:m], mac.ends[:m]
         power = self._power(B)
         self.iterations += m
-        busy, energy, ng = self.busy_s, self.energy_j, self.n_gpus
-        for x in d:
-            busy += x
-            energy += power * x * ng
-        self.busy_s, self.energy_j = busy, energy
+        # sequential sums as a loop of `busy += x; energy += power * x * n_gpus` makes them
+        self.busy_s = reduce(add, d, self.busy_s)
+        self.energy_j = reduce(add, map(mul, map(mul, repeat(power), d), repeat(self.n_gpus)), self.energy_j)
         block = rs.block
         hist = mac.hist
         if hist is None:
@@ -464,12 +465,8 @@ def _blocks_walk(used0: int, hist: list[int], block: int, m: int) -> list[int]:
     """KV blocks in use after each of m decode iterations of a batch holding `used0` blocks
     whose contexts have the residues `hist` (`_residues`): the i-th iteration (1-based) adds a
     block to the requests with context % block == (1 - i) % block. O(m), not O(m * batch)."""
-    out = []
-    used = used0
-    for i in range(m):
-        used += hist[-i % block]
-        out.append(used)
-    return out
+    pattern = hist[:1] + hist[:0:-1]  # hist[-i % block] for i < block (repeats every block)
+    return list(islice(accumulate(cycle(pattern), initial=used0), 1, m + 1))
 
 
 def kv_blocks(hw: ServingHardware, perf: LLMPerfModel, max_model_len: int) -> int:
