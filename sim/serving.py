@@ -26,7 +26,7 @@ one Python addition per iteration. Results equal the per-iteration path bit for 
 values, durations, energy sums, KV counts and QoE state; the QoE tracker's segments make m fast
 tokens one addition); rows of the `iterations`/`tokens` tables may interleave differently
 across replicas (per replica they stay in time order). The `iterations` log keeps typed columns
-(`IterationLog`, 57 bytes a row), so a million requests' ten million iterations fit in memory.
+(`IterationLog`, 57 bytes a row once flushed), so a million requests' ten million iterations fit in memory.
 """
 
 from __future__ import annotations
@@ -99,18 +99,25 @@ class TokenLatency:
 
 class IterationLog:
     """The `iterations` table of a serving run, kept as typed columns (`array.array`, 8 bytes a
-    value; the kind as a one-byte code): a macro step of m decode iterations appends m values to
-    each column without Python objects per row. `to_frame` gives the recorder's frame (same
-    columns, dtypes and values as rows appended one by one)."""
+    value; the kind as a one-byte code): a macro step of m decode iterations costs three list
+    extensions and one tuple (its start times, durations and KV counts; the columns that repeat
+    or step within it as one (replica, kind, batch, context, m, power) record), moved into the
+    columns by a few numpy calls every `FLUSH_ROWS` rows. `to_frame` gives the recorder's frame
+    (same columns, dtypes and values as rows appended one by one)."""
 
     columns = ("replica", "start_s", "duration_s", "kind", "batch", "context_tokens", "kv_blocks_used",
                "power_w")
     KINDS = ("decode", "prefill")
+    FLUSH_ROWS = 1 << 15
 
     def __init__(self) -> None:
         self.replica, self.start_s, self.duration_s = array("q"), array("d"), array("d")
         self.kind, self.batch, self.context_tokens = array("b"), array("q"), array("q")
         self.kv_blocks_used, self.power_w = array("q"), array("d")
+        self._starts: list[float] = []  # rows not yet in the columns
+        self._durs: list[float] = []
+        self._used: list[int] = []
+        self._runs: list[tuple] = []  # (replica, kind, batch, first context, rows, power) per call
 
     @classmethod
     def of(cls, sim: Simulation) -> IterationLog:
@@ -121,32 +128,47 @@ class IterationLog:
         return log
 
     def __len__(self) -> int:
-        return len(self.start_s)
+        return len(self.start_s) + len(self._starts)
 
     def row(self, replica: int, start_s: float, duration_s: float, kind: int, batch: int, ctx: int,
             used: int, power_w: float) -> None:
-        self.replica.append(replica)
-        self.start_s.append(start_s)
-        self.duration_s.append(duration_s)
-        self.kind.append(kind)
-        self.batch.append(batch)
-        self.context_tokens.append(ctx)
-        self.kv_blocks_used.append(used)
-        self.power_w.append(power_w)
+        self._starts.append(start_s)
+        self._durs.append(duration_s)
+        self._used.append(used)
+        self._runs.append((replica, kind, batch, ctx, 1, power_w))
+        if len(self._starts) >= self.FLUSH_ROWS:
+            self.flush()
 
     def decode_rows(self, replica: int, starts: list, durs: list, batch: int, ctx0: int, used: list,
                     power_w: float) -> None:
-        m = len(durs)
-        self.replica.extend(array("q", (replica,)) * m)  # (repeated values: C-level repeats)
-        self.start_s.extend(starts)
-        self.duration_s.extend(durs)
-        self.kind.frombytes(bytes(m))  # 0: decode
-        self.batch.extend(array("q", (batch,)) * m)
-        self.context_tokens.extend(range(ctx0, ctx0 + batch * m, batch) if batch else [ctx0] * m)
-        self.kv_blocks_used.extend(used)
-        self.power_w.extend(array("d", (power_w,)) * m)
+        """len(durs) decode iterations of `batch` requests from context `ctx0` (each adds batch)."""
+        self._starts.extend(starts)
+        self._durs.extend(durs)
+        self._used.extend(used)
+        self._runs.append((replica, 0, batch, ctx0, len(durs), power_w))  # kind 0: decode
+        if len(self._starts) >= self.FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Move the pending rows into the typed columns."""
+        if not self._runs:
+            return
+        self.start_s.extend(self._starts)
+        self.duration_s.extend(self._durs)
+        self.kv_blocks_used.extend(self._used)
+        rep, kind, batch, ctx0, m, power = zip(*self._runs, strict=True)
+        m = np.array(m, dtype=np.int64)
+        self.replica.frombytes(np.repeat(np.array(rep, dtype=np.int64), m).tobytes())
+        self.kind.frombytes(np.repeat(np.array(kind, dtype=np.int8), m).tobytes())
+        b = np.repeat(np.array(batch, dtype=np.int64), m)
+        self.batch.frombytes(b.tobytes())
+        j = np.arange(int(m.sum()), dtype=np.int64) - np.repeat(np.cumsum(m) - m, m)  # row within its call
+        self.context_tokens.frombytes((np.repeat(np.array(ctx0, dtype=np.int64), m) + b * j).tobytes())
+        self.power_w.frombytes(np.repeat(np.array(power, dtype=float), m).tobytes())
+        self._starts, self._durs, self._used, self._runs = [], [], [], []
 
     def to_frame(self) -> pd.DataFrame:
+        self.flush()
         return pd.DataFrame({
             "replica": np.frombuffer(self.replica, dtype=np.int64).copy(),
             "start_s": np.frombuffer(self.start_s, dtype=float).copy(),
@@ -274,7 +296,7 @@ class SimReplica:
                 if self._start_macro(ids, view):
                     return
         chosen = np.ones(ids.size, dtype=bool) if keep_all else rs.chosen(view, dec)
-        if not chosen.any():
+        if not keep_all and not chosen.any():  # (keep_all: ids is not empty)
             if self._arrivals_done.triggered:
                 raise RuntimeError(
                     f"policy {self.policy.policy_name!r} ran nothing with {ids.size} requests "

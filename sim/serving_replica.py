@@ -158,12 +158,18 @@ class ReplicaState:
         kvb = self.kv_bytes_per_token
         if ids.size <= 64:  # split on Python lists (cheaper than masks on small arrays)
             parts: tuple[list, list, list] = ([], [], [])  # preempted, swapped in, admitted
-            for i, s, c in zip(ids.tolist(), st.tolist(), chosen.tolist(), strict=True):
-                if s == RUNNING:
-                    if not c:
-                        parts[0].append(i)
-                elif c:
-                    parts[1 if s == SWAPPED else 2].append(i)
+            ch_l = chosen.tolist()
+            if False not in ch_l:  # everyone runs (an admission next to a running batch)
+                for i, s in zip(ids.tolist(), st.tolist(), strict=True):
+                    if s != RUNNING:
+                        parts[1 if s == SWAPPED else 2].append(i)
+            else:
+                for i, s, c in zip(ids.tolist(), st.tolist(), ch_l, strict=True):
+                    if s == RUNNING:
+                        if not c:
+                            parts[0].append(i)
+                    elif c:
+                        parts[1 if s == SWAPPED else 2].append(i)
             pre, sin, admit = (np.array(x, dtype=np.int64) for x in parts)
         else:
             pre = ids[(st == RUNNING) & ~chosen]
@@ -192,7 +198,10 @@ class ReplicaState:
             r.state[sin] = RUNNING
         if admit.size:
             kind, run = "prefill", admit
-            self.admitted += int((r.generated[admit] == 0).sum())
+            if admit.size <= 2:
+                self.admitted += sum([1 for i in admit.tolist() if r.generated[i] == 0])
+            else:
+                self.admitted += int((r.generated[admit] == 0).sum())
         else:
             kind, run = "decode", ids[chosen]
         block = self.block
@@ -240,14 +249,24 @@ class ReplicaState:
     def finish(self, done: np.ndarray, now_s: float, policy: Any) -> None:
         """Release the KV of finished requests, drop them from the live set, tell the policy."""
         r = self.r
-        r.state[done] = FINISHED
-        r.finish_s[done] = now_s
-        self.used_blocks -= int(r.held[done].sum())
-        r.held[done] = 0
-        finished = set(done.tolist())
-        self.live = [i for i in self.live if i not in finished]
+        done_l = done.tolist()
+        if len(done_l) <= 2:  # one or two (the usual finish): plain Python, the same integers
+            held = r.held
+            for i in done_l:
+                self.used_blocks -= int(held[i])
+                held[i] = 0
+                r.state[i] = FINISHED
+                r.finish_s[i] = now_s
+                self.live.remove(i)
+        else:
+            r.state[done] = FINISHED
+            r.finish_s[done] = now_s
+            self.used_blocks -= int(r.held[done].sum())
+            r.held[done] = 0
+            finished = set(done_l)
+            self.live = [i for i in self.live if i not in finished]
         self._ids_cache = None
-        for rid in done.tolist():
+        for rid in done_l:
             policy.on_finish(rid, now_s)
 
 
