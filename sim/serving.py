@@ -99,25 +99,23 @@ class TokenLatency:
 
 class IterationLog:
     """The `iterations` table of a serving run, kept as typed columns (`array.array`, 8 bytes a
-    value; the kind as a one-byte code): a macro step of m decode iterations costs three list
-    extensions and one tuple (its start times, durations and KV counts; the columns that repeat
-    or step within it as one (replica, kind, batch, context, m, power) record), moved into the
-    columns by a few numpy calls every `FLUSH_ROWS` rows. `to_frame` gives the recorder's frame
-    (same columns, dtypes and values as rows appended one by one)."""
+    value; the kind as a one-byte code): a macro step of m decode iterations extends the start,
+    duration, context and KV columns by m values; the columns that stay constant within it
+    (replica, kind, batch, power) are kept as one run of m rows, expanded into their columns by
+    a few numpy calls every `FLUSH_RUNS` runs. `to_frame` gives the recorder's frame (same
+    columns, dtypes and values as rows appended one by one)."""
 
     columns = ("replica", "start_s", "duration_s", "kind", "batch", "context_tokens", "kv_blocks_used",
                "power_w")
     KINDS = ("decode", "prefill")
-    FLUSH_ROWS = 1 << 15
+    FLUSH_RUNS = 1 << 13
 
     def __init__(self) -> None:
         self.replica, self.start_s, self.duration_s = array("q"), array("d"), array("d")
         self.kind, self.batch, self.context_tokens = array("b"), array("q"), array("q")
         self.kv_blocks_used, self.power_w = array("q"), array("d")
-        self._starts: list[float] = []  # rows not yet in the columns
-        self._durs: list[float] = []
-        self._used: list[int] = []
-        self._runs: list[tuple] = []  # (replica, kind, batch, first context, rows, power) per call
+        self._runs: list[tuple] = []  # (replica, kind, batch, power) of the rows not yet flushed
+        self._m: list[int] = []  # rows of each run
 
     @classmethod
     def of(cls, sim: Simulation) -> IterationLog:
@@ -128,44 +126,42 @@ class IterationLog:
         return log
 
     def __len__(self) -> int:
-        return len(self.start_s) + len(self._starts)
+        return len(self.start_s)
 
     def row(self, replica: int, start_s: float, duration_s: float, kind: int, batch: int, ctx: int,
             used: int, power_w: float) -> None:
-        self._starts.append(start_s)
-        self._durs.append(duration_s)
-        self._used.append(used)
-        self._runs.append((replica, kind, batch, ctx, 1, power_w))
-        if len(self._starts) >= self.FLUSH_ROWS:
+        self.start_s.append(start_s)
+        self.duration_s.append(duration_s)
+        self.context_tokens.append(ctx)
+        self.kv_blocks_used.append(used)
+        self._runs.append((replica, kind, batch, power_w))
+        self._m.append(1)
+        if len(self._m) >= self.FLUSH_RUNS:
             self.flush()
 
     def decode_rows(self, replica: int, starts: list, durs: list, batch: int, ctx0: int, used: list,
                     power_w: float) -> None:
         """len(durs) decode iterations of `batch` requests from context `ctx0` (each adds batch)."""
-        self._starts.extend(starts)
-        self._durs.extend(durs)
-        self._used.extend(used)
-        self._runs.append((replica, 0, batch, ctx0, len(durs), power_w))  # kind 0: decode
-        if len(self._starts) >= self.FLUSH_ROWS:
+        m = len(durs)
+        self.start_s.extend(starts)
+        self.duration_s.extend(durs)
+        self.context_tokens.extend(range(ctx0, ctx0 + batch * m, batch) if batch else [ctx0] * m)
+        self.kv_blocks_used.extend(used)
+        self._runs.append((replica, 0, batch, power_w))  # kind 0: decode
+        self._m.append(m)
+        if len(self._m) >= self.FLUSH_RUNS:
             self.flush()
 
     def flush(self) -> None:
-        """Move the pending rows into the typed columns."""
-        if not self._runs:
+        """Expand the pending runs into the replica, kind, batch and power columns."""
+        if not self._m:
             return
-        self.start_s.extend(self._starts)
-        self.duration_s.extend(self._durs)
-        self.kv_blocks_used.extend(self._used)
-        rep, kind, batch, ctx0, m, power = zip(*self._runs, strict=True)
-        m = np.array(m, dtype=np.int64)
-        self.replica.frombytes(np.repeat(np.array(rep, dtype=np.int64), m).tobytes())
-        self.kind.frombytes(np.repeat(np.array(kind, dtype=np.int8), m).tobytes())
-        b = np.repeat(np.array(batch, dtype=np.int64), m)
-        self.batch.frombytes(b.tobytes())
-        j = np.arange(int(m.sum()), dtype=np.int64) - np.repeat(np.cumsum(m) - m, m)  # row within its call
-        self.context_tokens.frombytes((np.repeat(np.array(ctx0, dtype=np.int64), m) + b * j).tobytes())
-        self.power_w.frombytes(np.repeat(np.array(power, dtype=float), m).tobytes())
-        self._starts, self._durs, self._used, self._runs = [], [], [], []
+        runs = np.repeat(np.array(self._runs, dtype=float), self._m, axis=0)  # (small ints: exact)
+        self.replica.frombytes(runs[:, 0].astype(np.int64).tobytes())
+        self.kind.frombytes(runs[:, 1].astype(np.int8).tobytes())
+        self.batch.frombytes(runs[:, 2].astype(np.int64).tobytes())
+        self.power_w.frombytes(runs[:, 3].tobytes())
+        self._runs, self._m = [], []
 
     def to_frame(self) -> pd.DataFrame:
         self.flush()

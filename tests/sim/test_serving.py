@@ -209,12 +209,12 @@ def test_macro_plan_kv_blocks_equal_the_per_request_sum():
         assert _blocks_walk(used0, _residues(ctx, block), block, k) == want.tolist()
 
 
-@pytest.mark.parametrize("flush_rows", [1, 2, 3, 1 << 15])
+@pytest.mark.parametrize("flush_rows", [1, 2, 3, 1 << 13])
 def test_iteration_log_frame_equals_the_recorders_rows(monkeypatch, flush_rows):
     from orrery.sim.recorder import Table
     from orrery.sim.serving import IterationLog
 
-    monkeypatch.setattr(IterationLog, "FLUSH_ROWS", flush_rows)  # pending rows moved at any point
+    monkeypatch.setattr(IterationLog, "FLUSH_RUNS", flush_rows)  # pending rows moved at any point
     log = IterationLog()
     log.row(0, 0.0, 0.5, 1, 2, 100, 7, 300.0)
     log.decode_rows(1, [0.5, 0.6], [0.1, 0.2], 3, 40, [8, 9], 250.0)
