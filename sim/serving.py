@@ -46,6 +46,7 @@ from orrery.hwmodels.llm_perf import LLMPerfModel
 from orrery.policies.registry import make_policy
 from orrery.policies.serving.base import ServingPolicy, validate_decision
 from orrery.policies.serving.common import all_running
+from orrery.policies.serving.qoe import SEGMENT_MARGIN_S
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
 from orrery.sim.serving_replica import GiB, ReplicaState, RequestState, summarize_requests
@@ -71,6 +72,9 @@ MAX_MACRO_ITERATIONS = 2048  # decode iterations one macro step may cover
 MACRO_FIRST_CHUNK = 16
 MACRO_SECOND_CHUNK = 128
 PREFILL_CACHE = 1 << 16  # prefill (time, power) pairs a replica remembers
+# `SimReplica._seg_lb` keeps this far below the segments' read-up-to times (s): far above the
+# round-off of absolute times in any simulated span, far below a reading step (~0.2 s)
+SEG_LB_MARGIN_S = 1e-6
 MACRO_SCALAR_MAX = 48  # chunks up to this long take scalar latency calls (numpy costs more below it)
 
 
@@ -233,6 +237,12 @@ class SimReplica:
         self._iter = None  # the iteration in flight (per-iteration path)
         self._macro: _Macro | None = None  # the macro step under way
         self._wake_ev = None  # the one wake-up event that counts (earlier ones are dropped)
+        # A lower bound on the (absolute) read-up-to time of the open QoE segment of every running
+        # request: a token delivered before it joins that segment (see `_commit`). Each delivery at
+        # t leaves a request's segment read up to at least t + its reading step, and every running
+        # request got a token at the end of the iteration that made it run (`_end_iteration`).
+        self._seg_lb = np.inf
+        self._min_step_s = float(reqs.qoe.min_step_s)
 
     # --- events ----------------------------------------------------------------------------
     def _wake_at(self, t_s: float, fn) -> None:
@@ -346,6 +356,7 @@ class SimReplica:
         if self._tok_tab is not None:
             self._tok_tab.extend(request=run, t_s=np.full(run.size, now))
         done = rs.deliver(run, now)
+        self._seg_lb = min(self._seg_lb, now + self._min_step_s - SEG_LB_MARGIN_S)
         if done.size:
             rs.finish(done, now, self.policy)
         self._decide()
@@ -439,7 +450,17 @@ class SimReplica:
         used_i = _blocks_walk(rs.used_blocks, hist, block, m)
         used = used_i[-1]
         self._log.decode_rows(self.i, [mac.t0, *e[:-1]], d, B, mac.ctx_sum, used_i, power)
-        r.qoe.deliver_many(run, e)
+        qoe = r.qoe
+        if e[0] + SEG_LB_MARGIN_S < self._seg_lb and (m == 1 or max(
+                [b - a for a, b in zip(e[:-1], e[1:], strict=True)]) <= qoe.min_step_s - SEGMENT_MARGIN_S):
+            # every token joins its request's open segment (the first arrives before the segment
+            # is read, the rest closer together than a reading step): what deliver_many does then
+            qoe.seg_n[run] += m
+            self._seg_lb += m * self._min_step_s - 1e-9  # (each segment is read m steps further)
+        else:
+            qoe.deliver_many(run, e)
+            self._seg_lb = float((qoe.arrival_s[run] + (qoe.seg_x0[run] + qoe.seg_n[run] * qoe.step_s[run])).min()) \
+                - SEG_LB_MARGIN_S
         if self._tok_tab is not None:
             self._tok_tab.extend(request=np.tile(run, m), t_s=np.repeat(e, B))
         r.generated[run] += m
