@@ -44,7 +44,7 @@ from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.llm_perf import LLMPerfModel
 from orrery.policies.registry import make_policy
-from orrery.policies.serving.base import ServingPolicy, validate_decision
+from orrery.policies.serving.base import ServingPolicy, keeps_all_without_asking, validate_decision
 from orrery.policies.serving.common import all_running
 from orrery.policies.serving.qoe import SEGMENT_MARGIN_S
 from orrery.sim.domains import Domain, RunResult, register_domain
@@ -221,6 +221,9 @@ class SimReplica:
         self.iterations = 0
         self.record_tokens = scn.record_tokens
         self.fast = scn.fast_forward and bool(getattr(policy, "fast_forward", True))
+        # keep-all decisions of a fully running batch that fits taken without the policy's call
+        # (such a decision is always valid, so check_decisions has nothing to check there)
+        self._ask_less = self.fast and keeps_all_without_asking(policy)
         self.horizon_s = scn.horizon_s
         self._decode_s = self.latency.decode_time_s
         series = getattr(perf, "decode_series_s", None)  # (a calibrated model may lack it)
@@ -239,8 +242,9 @@ class SimReplica:
         self._wake_ev = None  # the one wake-up event that counts (earlier ones are dropped)
         # A lower bound on the (absolute) read-up-to time of the open QoE segment of every running
         # request: a token delivered before it joins that segment (see `_commit`). Each delivery at
-        # t leaves a request's segment read up to at least t + its reading step, and every running
-        # request got a token at the end of the iteration that made it run (`_end_iteration`).
+        # t leaves a request's segment read up to at least t + its reading step, and a request that
+        # starts running gets a token at the end of that iteration (`_end_iteration`), except one
+        # swapped in next to a prefill: a swap-in drops the bound (the next commit recomputes it).
         self._seg_lb = np.inf
         self._min_step_s = float(reqs.qoe.min_step_s)
 
@@ -286,6 +290,19 @@ class SimReplica:
             return
         now = sim.now
         ids = rs.ids()
+        if self._ask_less and rs.n_running == ids.size and ids.size <= rs.max_num_seqs:
+            # every live request runs: the policy keeps them all if their next step fits, which is
+            # Σ ceil((context + 1) / block) = the blocks they hold (ceil(context / block) each)
+            # + those whose context ends a block; then a macro step without the view and the call
+            r = self.r
+            gen = r.generated[ids]
+            ctx0 = r.prompt[ids] + gen
+            ctx_l = ctx0.tolist()
+            hist = _residues(ctx_l, rs.block)
+            if rs.used_blocks + hist[0] <= rs.total_blocks:
+                self.policy.kept_all(now)
+                if self._start_macro(ids, gen, ctx0, ctx_l, hist):
+                    return
         view = rs.view(now, ids)
         dec = self.policy.schedule(view)
         if self.check:
@@ -299,7 +316,8 @@ class SimReplica:
             if all_running(view):
                 # pure decode with nothing waiting: the running set stays until an arrival,
                 # a finish or a full KV cache, so run those iterations as one macro step
-                if self._start_macro(ids, view):
+                ctx0 = view.context_tokens  # (prompt + generated)
+                if self._start_macro(ids, view.generated_tokens, ctx0, ctx0.tolist()):
                     return
         chosen = np.ones(ids.size, dtype=bool) if keep_all else rs.chosen(view, dec)
         if not keep_all and not chosen.any():  # (keep_all: ids is not empty)
@@ -315,6 +333,9 @@ class SimReplica:
             swap_s += float(perf.swap_time_s(step.swap_out_bytes)) if step.swap_out_bytes else 0.0
         if step.swapped_in.size:
             swap_s += float(perf.swap_time_s(step.swap_in_bytes))
+            # running again, maybe without a token this iteration (a prefill runs only the
+            # admitted): its segment bound is unknown until the next commit computes it
+            self._seg_lb = -np.inf
         run, ctx_tokens = step.run, step.ctx_tokens
         if step.kind == "prefill":
             compute_s, power = self._prefill(ctx_tokens, int(run.size))
@@ -362,22 +383,22 @@ class SimReplica:
         self._decide()
 
     # --- the macro-step fast path ----------------------------------------------------------
-    def _start_macro(self, run: np.ndarray, view) -> bool:
-        """Plan up to k decode iterations of `run` that need no new decision (k is bounded by
-        the first finish, the KV capacity and the horizon) and wait for the first chunk's end.
+    def _start_macro(self, run: np.ndarray, gen: np.ndarray, ctx0: np.ndarray, ctx_l: list[int],
+                     hist: list[int] | None = None) -> bool:
+        """Plan up to k decode iterations of `run` (tokens generated `gen`, contexts `ctx0`, as a
+        list `ctx_l`, their residues `hist` if at hand) that need no new decision (k is bounded
+        by the first finish, the KV capacity and the horizon) and wait for the first chunk's end.
         False when not even one fits (the per-iteration path then reports the overflow)."""
         r, rs = self.r, self.state
         B = run.size
-        gen = view.generated_tokens
-        ctx0 = view.context_tokens  # (prompt + generated)
         left = (r.output[run] - gen).tolist()  # (small batches: Python lists beat reductions)
         k_fin = min(left)
         k = max(1, min(k_fin, MAX_MACRO_ITERATIONS))
         block = rs.block
         free = rs.total_blocks - rs.used_blocks
-        hist = None
         if free < B * -(-k // block):  # the KV cache may fill: walk the block boundaries
-            hist = _residues(ctx0, block)
+            if hist is None:
+                hist = _residues(ctx_l, block)
             used, total, fit = rs.used_blocks, rs.total_blocks, 0
             while fit < k:
                 used += hist[-fit % block]  # requests whose context crosses a block boundary
@@ -387,7 +408,7 @@ class SimReplica:
             if fit == 0:
                 return False
             k = fit
-        mac = _Macro(run, B, ctx0, left, k_fin, k, sum(ctx0.tolist()), self.sim.now, hist)
+        mac = _Macro(run, B, ctx0, left, k_fin, k, sum(ctx_l), self.sim.now, hist)
         self._macro = mac
         self._extend(mac, MACRO_FIRST_CHUNK)
         return True
@@ -489,13 +510,13 @@ class _Macro:
         self.cut = False
 
 
-def _residues(ctx: np.ndarray, block: int) -> list[int]:
+def _residues(ctx: np.ndarray | list[int], block: int) -> list[int]:
     """hist[x] = #{r: ctx_r % block == x}: after iteration i (1-based) of a macro step the
     requests with ctx % block == (1 - i) % block hold one more KV block."""
-    if ctx.size > 64:
-        return np.bincount(ctx % block, minlength=block).tolist()
+    if len(ctx) > 64:
+        return np.bincount(np.asarray(ctx) % block, minlength=block).tolist()
     hist = [0] * block
-    for c in ctx.tolist():
+    for c in (ctx.tolist() if isinstance(ctx, np.ndarray) else ctx):
         hist[c % block] += 1
     return hist
 

@@ -95,6 +95,7 @@ class ReplicaState:
         self.preemptions = 0
         self.admitted = 0
         self.live: list[int] = []
+        self.n_running = 0  # live requests in state RUNNING
         self._ids_cache: np.ndarray | None = None
 
     # --- the live set --------------------------------------------------------------------
@@ -224,6 +225,7 @@ class ReplicaState:
             r.held[run] = new_held
         if self.used_blocks > self.total_blocks:
             raise RuntimeError(f"KV blocks in use {self.used_blocks} exceed capacity {self.total_blocks}")
+        self.n_running += sin.size + admit.size - pre.size
         return Step(kind, run, ctx_tokens, pre, to_swap, sin, out_bytes, in_bytes)
 
     def deliver(self, run: np.ndarray, now_s: float) -> np.ndarray:
@@ -255,10 +257,13 @@ class ReplicaState:
             for i in done_l:
                 self.used_blocks -= int(held[i])
                 held[i] = 0
+                if r.state[i] == RUNNING:
+                    self.n_running -= 1
                 r.state[i] = FINISHED
                 r.finish_s[i] = now_s
                 self.live.remove(i)
         else:
+            self.n_running -= int((r.state[done] == RUNNING).sum())
             r.state[done] = FINISHED
             r.finish_s[done] = now_s
             self.used_blocks -= int(r.held[done].sum())

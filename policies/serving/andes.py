@@ -167,6 +167,13 @@ class Andes(ServingPolicy):
                 best = vllm_step(view)
         return best
 
+    # all running means no pressure (`_under_pressure`); schedule then clears the plan and keeps
+    # everyone when they fit
+    keeps_all_that_fit = True
+
+    def kept_all(self, now_s: float) -> None:
+        self._plan.clear()
+
     def schedule(self, view: ServingView) -> ServingDecision:
         if not self._under_pressure(view):
             self._plan.clear()
