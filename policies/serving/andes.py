@@ -28,8 +28,10 @@ from orrery.policies.serving.base import (
 from orrery.policies.serving.common import (
     admit_in_order,
     all_running,
+    context_list,
     keeps_everyone,
     shrink_to_fit,
+    state_list,
     step_blocks,
     vllm_step,
 )
@@ -71,10 +73,10 @@ class Andes(ServingPolicy):
         used = view.kv_blocks_total - view.kv_blocks_free
         if used >= self.kv_trigger * view.kv_blocks_total:
             return True
-        st = view.state.tolist()
+        st = state_list(view)
         n_run = st.count(RUNNING)
         if n_run:
-            ctx = view.context_tokens.tolist()
+            ctx = context_list(view)
             ctx_run = sum([c for c, s in zip(ctx, st, strict=True) if s == RUNNING])
             step = float(view.latency.decode_time_s(n_run, ctx_run))
             return step > 1.0 / float(max(view.tds_exp_tok_s.tolist()))
