@@ -319,8 +319,8 @@ class SimReplica:
                 ctx0 = view.context_tokens  # (prompt + generated)
                 if self._start_macro(ids, view.generated_tokens, ctx0, ctx0.tolist()):
                     return
-        chosen = np.ones(ids.size, dtype=bool) if keep_all else rs.chosen(view, dec)
-        if not keep_all and not chosen.any():  # (keep_all: ids is not empty)
+        chosen = None if keep_all else rs.chosen(view, dec)  # (None: every live request)
+        if not keep_all and not chosen.any():
             if self._arrivals_done.triggered:
                 raise RuntimeError(
                     f"policy {self.policy.policy_name!r} ran nothing with {ids.size} requests "

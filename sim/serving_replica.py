@@ -19,11 +19,16 @@ import numpy as np
 import pandas as pd
 
 from orrery.policies.serving.base import RUNNING, SWAPPED, WAITING, ServingDecision, ServingView
+from orrery.policies.serving.common import state_list
 from orrery.policies.serving.qoe import LISTENING_TDS_TOK_S, QOE_METRICS, QoETracker
 from orrery.workloads.serving import Requests
 
 FINISHED = 3
 GiB = 1024**3
+_NO_IDS = np.zeros(0, dtype=np.int64)  # (shared empty results of `apply`: read-only)
+_NO_IDS.flags.writeable = False
+_NO_MASK = np.zeros(0, dtype=bool)
+_NO_MASK.flags.writeable = False
 
 
 class RequestState:
@@ -150,8 +155,10 @@ class ReplicaState:
         mark[r - lo] = True
         return mark[ids - lo]
 
-    def apply(self, view: ServingView, dec: ServingDecision, chosen: np.ndarray) -> Step:
+    def apply(self, view: ServingView, dec: ServingDecision, chosen: np.ndarray | None) -> Step:
         """Preempt, swap in and admit per the decision; grow the KV of what runs by one token.
+        `chosen`: the mask of `ReplicaState.chosen`, or None when the decision keeps every live
+        request.
 
         Swap preemptions go to host memory in order while the swap space holds them (the rest
         are recomputed). Raises if the KV blocks in use would exceed the capacity."""
@@ -159,26 +166,29 @@ class ReplicaState:
         kvb = self.kv_bytes_per_token
         if ids.size <= 64:  # split on Python lists (cheaper than masks on small arrays)
             parts: tuple[list, list, list] = ([], [], [])  # preempted, swapped in, admitted
-            ch_l = chosen.tolist()
-            if False not in ch_l:  # everyone runs (an admission next to a running batch)
-                for i, s in zip(ids.tolist(), st.tolist(), strict=True):
+            ch_l = None if chosen is None else chosen.tolist()
+            if ch_l is None or False not in ch_l:  # everyone runs (an admission next to a running batch)
+                for i, s in zip(ids.tolist(), state_list(view), strict=True):
                     if s != RUNNING:
                         parts[1 if s == SWAPPED else 2].append(i)
             else:
-                for i, s, c in zip(ids.tolist(), st.tolist(), ch_l, strict=True):
+                for i, s, c in zip(ids.tolist(), state_list(view), ch_l, strict=True):
                     if s == RUNNING:
                         if not c:
                             parts[0].append(i)
                     elif c:
                         parts[1 if s == SWAPPED else 2].append(i)
-            pre, sin, admit = (np.array(x, dtype=np.int64) for x in parts)
+            pre, sin, admit = (np.array(x, dtype=np.int64) if x else _NO_IDS for x in parts)
         else:
+            if chosen is None:
+                chosen = np.ones(ids.size, dtype=bool)
             pre = ids[(st == RUNNING) & ~chosen]
             sin = ids[(st == SWAPPED) & chosen]
             admit = ids[(st == WAITING) & chosen]
-        to_swap = np.zeros(pre.size, bool)
+        to_swap = _NO_MASK
         out_bytes = 0.0
         if pre.size:
+            to_swap = np.zeros(pre.size, bool)
             nbytes = r.context(pre) * kvb
             if dec.preempt_mode == "swap":
                 room = self.swap_cap_bytes - self.swap_used_bytes
@@ -204,7 +214,7 @@ class ReplicaState:
             else:
                 self.admitted += int((r.generated[admit] == 0).sum())
         else:
-            kind, run = "decode", ids[chosen]
+            kind, run = "decode", ids if chosen is None else ids[chosen]
         block = self.block
         if run.size <= 2:  # (a prefill of one or two) plain Python, the same integers
             ctx_tokens = delta = 0
