@@ -34,11 +34,13 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from functools import reduce
+from heapq import heappush
 from itertools import accumulate, cycle, islice, repeat
 from operator import add, mul
 
 import numpy as np
 import pandas as pd
+from simpy.events import NORMAL
 
 from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.llm import get_model
@@ -240,6 +242,9 @@ class SimReplica:
         self._iter = None  # the iteration in flight (per-iteration path)
         self._macro: _Macro | None = None  # the macro step under way
         self._wake_ev = None  # the one wake-up event that counts (earlier ones are dropped)
+        self._wake_fn = None
+        self._env = sim.env
+        self._on_wake_cb = (self._on_wake,)
         # A lower bound on the (absolute) read-up-to time of the open QoE segment of every running
         # request: a token delivered before it joins that segment (see `_commit`). Each delivery at
         # t leaves a request's segment read up to at least t + its reading step, and a request that
@@ -250,10 +255,20 @@ class SimReplica:
 
     # --- events ----------------------------------------------------------------------------
     def _wake_at(self, t_s: float, fn) -> None:
-        """Call `fn()` at the absolute time `t_s`; supersedes the wake-up pending before."""
-        ev = self.sim.at(t_s)
-        self._wake_ev = ev
-        ev.callbacks.append(lambda e: fn() if e is self._wake_ev else None)
+        """Call `fn()` at the absolute time `t_s`; supersedes the wake-up pending before. (As
+        `Simulation.at` with one callback, without a simpy event object: the heap entry's event
+        is a `_Wake`, which simpy's step treats alike: it calls its callbacks, checks `_ok`.)"""
+        env = self._env
+        if t_s < env._now:
+            raise ValueError(f"time {t_s} s is in the past (now {env._now} s)")
+        w = _Wake()
+        w.callbacks = self._on_wake_cb
+        self._wake_ev, self._wake_fn = w, fn
+        heappush(env._queue, (t_s, NORMAL, next(env._eid), w))
+
+    def _on_wake(self, ev) -> None:
+        if ev is self._wake_ev:
+            self._wake_fn()
 
     def add(self, rid: int) -> None:
         self.state.add(rid)
@@ -491,6 +506,14 @@ class SimReplica:
         if m == mac.k_fin:
             done = [i for i, x in zip(run.tolist(), mac.left, strict=True) if x == m]
             rs.finish(np.array(done, dtype=np.int64), e[-1], self.policy)
+
+
+class _Wake:
+    """A replica's wake-up on the simulation's heap: what simpy's `Environment.step` reads of an
+    event (its callbacks, `_ok`), nothing else."""
+
+    __slots__ = ("callbacks",)
+    _ok = True
 
 
 class _Macro:
