@@ -171,7 +171,9 @@ class IterationLog:
 
     def to_frame(self) -> pd.DataFrame:
         self.flush()
-        return pd.DataFrame({
+        # one copy of each column (copy=False: the frame keeps these arrays; a second, consolidating
+        # copy would touch as much fresh memory again, ~0.2 s per 1.7M rows here in page faults)
+        return pd.DataFrame(copy=False, data={
             "replica": np.frombuffer(self.replica, dtype=np.int64).copy(),
             "start_s": np.frombuffer(self.start_s, dtype=float).copy(),
             "duration_s": np.frombuffer(self.duration_s, dtype=float).copy(),
