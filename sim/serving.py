@@ -16,8 +16,8 @@ callback chain with the clock values of a process looping over `timeout(t - now)
 Macro steps (`fast_forward`, on by default): when every live request is running and the
 policy keeps them all (and its `fast_forward` contract allows it), the running set cannot
 change before a request finishes, the KV cache fills or a request arrives. The replica then
-plans those decode iterations in chunks (16 from scalar latency calls, then 128 from one array
-call, then the rest; durations are the same floats either way) and waits for the chunk's
+plans those decode iterations in chunks (32, then 48 from scalar latency calls, then the rest
+from one array call; durations are the same floats either way) and waits for the chunk's
 end or the next arrival; after an arrival only the iterations up to the end of the one in
 flight happen, as per-iteration scheduling would see it. KV blocks follow from the contexts'
 residues modulo the block size (`_blocks_walk`), so a macro step costs O(batch + iterations),
@@ -64,15 +64,16 @@ __all__ = ["QoESpec", "RequestState", "ServingHardware", "ServingScenario", "Spe
            "TokenLatency", "build_perf_model", "run_serving", "summarize_requests"]
 
 MAX_MACRO_ITERATIONS = 2048  # decode iterations one macro step may cover
-# Chunks of a macro step: a first one from scalar latency calls (38% of the macro steps at 8
-# requests/s per replica end after one iteration, cut by an arrival; 94% within 16), then one
-# array call for 128, then the rest. Chosen on the recorded (iterations run, iterations possible)
-# of a serving_scale run (30k requests, 32 replicas) through a cost model measured on this
-# machine: ~1.9 us + ~0.4 us an iteration for a scalar chunk (`decode_series_s`), ~31 us an
-# array call, ~6 us a wake-up; 16/128 models 11.8 us a macro step against 15.0 for 4/128
-# (flat from 16 to 48).
-MACRO_FIRST_CHUNK = 16
-MACRO_SECOND_CHUNK = 128
+# Chunks of a macro step: two from scalar latency calls (38% of the macro steps at 8 requests/s
+# per replica end after one iteration, cut by an arrival; 94% within 16), then the rest from one
+# array call. Chosen on the recorded (iterations run, iterations possible) of serving_scale runs
+# through a cost model measured on this machine: ~1.9 us + ~0.4 us an iteration for a scalar
+# chunk (`decode_series_s`), ~31 us an array call, ~6 us a wake-up. Session 5 chose 16/128 on
+# 30k requests (11.8 us a macro step against 15.0 for 4/128); with the one-hour trace (4
+# replicas, ~45 iterations a macro step) in the model too, 32/48 models 5.52 us against 5.72 at
+# 20k requests on 32 replicas and 30.2 against 34.5 us on the hour trace.
+MACRO_FIRST_CHUNK = 32
+MACRO_SECOND_CHUNK = 48
 PREFILL_CACHE = 1 << 16  # prefill (time, power) pairs a replica remembers
 # `SimReplica._seg_lb` keeps this far below the segments' read-up-to times (s): far above the
 # round-off of absolute times in any simulated span, far below a reading step (~0.2 s)
@@ -462,7 +463,7 @@ class SimReplica:
         """The end of a planned chunk, or of the iteration an arrival cut: plan the next
         chunk, or commit the iterations that ran and decide again."""
         mac = self._macro
-        if not mac.cut and mac.m < mac.k:  # 16 iterations, then 128 more, then the rest at once
+        if not mac.cut and mac.m < mac.k:  # 32 iterations, then 48 more, then the rest at once
             self._extend(mac, MACRO_SECOND_CHUNK if mac.m <= MACRO_FIRST_CHUNK else MAX_MACRO_ITERATIONS)
             return
         self._macro = None
