@@ -476,7 +476,7 @@ class SimReplica:
         the per-iteration path's exactly (sequential float additions)."""
         r, rs = self.r, self.state
         run, B = mac.run, mac.B
-        d, e = mac.durs[:m], mac.ends[:m]
+        d, e = (mac.durs, mac.ends) if m == len(mac.durs) else (mac.durs[:m], mac.ends[:m])
         power = self._power(B)
         self.iterations += m
         # sequential sums as a loop of `busy += x; energy += power * x * n_gpus` makes them
@@ -490,8 +490,11 @@ class SimReplica:
         used = used_i[-1]
         self._log.decode_rows(self.i, [mac.t0, *e[:-1]], d, B, mac.ctx_sum, used_i, power)
         qoe = r.qoe
-        if e[0] + SEG_LB_MARGIN_S < self._seg_lb and (m == 1 or max(
-                [b - a for a, b in zip(e[:-1], e[1:], strict=True)]) <= qoe.min_step_s - SEGMENT_MARGIN_S):
+        join_s = qoe.min_step_s - SEGMENT_MARGIN_S  # (deliver_many's test on the gaps between the ends)
+        # a gap e[j+1] - e[j] (exact: adjacent floats) is d[j+1] plus the rounding of the clock's
+        # sum, below 2^-52 e[j+1]: max(d) + 1e-15 e[-1] bounds them all, else the gaps themselves
+        if e[0] + SEG_LB_MARGIN_S < self._seg_lb and (m == 1 or max(d) + 1e-15 * abs(e[-1]) <= join_s or max(
+                [b - a for a, b in zip(e[:-1], e[1:], strict=True)]) <= join_s):
             # every token joins its request's open segment (the first arrives before the segment
             # is read, the rest closer together than a reading step): what deliver_many does then
             qoe.seg_n[run] += m
