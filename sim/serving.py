@@ -36,7 +36,7 @@ from bisect import bisect_left
 from functools import reduce
 from heapq import heappush
 from itertools import accumulate, cycle, islice, repeat
-from operator import add, mul
+from operator import add, attrgetter, mul
 
 import numpy as np
 import pandas as pd
@@ -427,6 +427,7 @@ class SimReplica:
                 return False
             k = fit
         mac = _Macro(run, B, ctx0, left, k_fin, k, sum(ctx_l), self.sim.now, hist)
+        mac.gen = gen
         self._macro = mac
         self._extend(mac, MACRO_FIRST_CHUNK)
         return True
@@ -505,7 +506,7 @@ class SimReplica:
                 - SEG_LB_MARGIN_S
         if self._tok_tab is not None:
             self._tok_tab.extend(request=np.tile(run, m), t_s=np.repeat(e, B))
-        r.generated[run] += m
+        r.generated[run] = mac.gen + m  # (only this commit changes them while the macro step runs)
         # (a running request has had its first token: its prefill iteration delivered it)
         r.held[run] = (mac.ctx0 + (m + block - 1)) // block  # ceil((context + m) / block)
         rs.used_blocks = used
@@ -528,7 +529,7 @@ class _Macro:
     iterations planned so far; `m` those that run (fewer when an arrival cut it)."""
 
     __slots__ = ("run", "B", "ctx0", "left", "k_fin", "k", "ctx_sum", "t0", "hist", "durs", "ends", "m",
-                 "cut")
+                 "cut", "gen")
 
     def __init__(self, run, B, ctx0, left, k_fin, k, ctx_sum, t0, hist):
         self.run, self.B, self.ctx0, self.left, self.k_fin, self.k = run, B, ctx0, left, k_fin, k
@@ -598,6 +599,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
 
     times = state.arrival_s.tolist()
     states = [rep.state for rep in replicas]
+    live_of = attrgetter("live")
     n_rep, nxt, rr = len(replicas), 0, 0
 
     def arrive(_ev=None) -> None:
@@ -614,7 +616,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
                 k = rr % n_rep
                 rr += 1
             else:  # least_loaded: fewest live requests, then lowest index
-                lens = [len(s.live) for s in states]
+                lens = list(map(len, map(live_of, states)))
                 k = lens.index(min(lens))
             state.replica[rid] = k
             replicas[k].add(rid)
