@@ -280,7 +280,7 @@ class SimReplica:
             if mac.cut:
                 return  # an earlier arrival already cut it there
             mac.cut = True
-            now = self.sim.now
+            now = self._env._now
             ends = mac.ends
             j = min(bisect_left(ends, now), len(ends) - 1)
             mac.m = j + 1
@@ -301,12 +301,12 @@ class SimReplica:
 
     # --- one decision ----------------------------------------------------------------------
     def _decide(self) -> None:
-        sim, perf, rs = self.sim, self.perf, self.state
+        perf, rs = self.perf, self.state
         if not rs.live:
             if not self._arrivals_done.triggered:
                 self._idle = True
             return
-        now = sim.now
+        now = self._env._now
         ids = rs.ids()
         if self._ask_less and rs.n_running == ids.size and ids.size <= rs.max_num_seqs:
             # every live request runs: the policy keeps them all if their next step fits, which is
@@ -385,7 +385,7 @@ class SimReplica:
     def _end_iteration(self) -> None:
         step, start, duration, power = self._iter
         self._iter = None
-        rs, now = self.state, self.sim.now
+        rs, now = self.state, self._env._now
         run = step.run
         self.iterations += 1
         self.busy_s += duration
@@ -426,7 +426,7 @@ class SimReplica:
             if fit == 0:
                 return False
             k = fit
-        mac = _Macro(run, B, ctx0, left, k_fin, k, sum(ctx_l), self.sim.now, hist)
+        mac = _Macro(run, B, ctx0, left, k_fin, k, sum(ctx_l), self._env._now, hist)
         mac.gen = gen
         self._macro = mac
         self._extend(mac, MACRO_FIRST_CHUNK)
