@@ -441,7 +441,9 @@ class SimReplica:
         B, c0 = mac.B, mac.ctx_sum + mac.B * i0
         if n <= MACRO_SCALAR_MAX:  # TokenLatency.decode_time_s's scalar path, B-only terms once
             per = self._per_step
-            durs = [t / per for t in self._decode_series(B, c0, n)]
+            durs = self._decode_series(B, c0, n)
+            if per != 1.0:  # (t / 1.0 is t exactly)
+                durs = [t / per for t in durs]
         else:
             ctx = (c0 + B * np.arange(n, dtype=np.int64)).astype(float)
             durs = np.asarray(self.latency.decode_time_s(np.full(n, float(B)), ctx), dtype=float).tolist()
@@ -482,7 +484,10 @@ class SimReplica:
         self.iterations += m
         # sequential sums as a loop of `busy += x; energy += power * x * n_gpus` makes them
         self.busy_s = reduce(add, d, self.busy_s)
-        self.energy_j = reduce(add, map(mul, map(mul, repeat(power), d), repeat(self.n_gpus)), self.energy_j)
+        if self.n_gpus == 1:  # (power * x * 1 is power * x exactly)
+            self.energy_j = reduce(add, map(mul, repeat(power), d), self.energy_j)
+        else:
+            self.energy_j = reduce(add, map(mul, map(mul, repeat(power), d), repeat(self.n_gpus)), self.energy_j)
         block = rs.block
         hist = mac.hist
         if hist is None:
