@@ -24,9 +24,16 @@ residues modulo the block size (`_blocks_walk`), so a macro step costs O(batch +
 and what it commits (counters, energy, QoE, KV, the iteration log) is one pass per batch plus
 one Python addition per iteration. Results equal the per-iteration path bit for bit (same clock
 values, durations, energy sums, KV counts and QoE state; the QoE tracker's segments make m fast
-tokens one addition); rows of the `iterations`/`tokens` tables may interleave differently
+tokens one addition, and a lower bound on the running requests' segment read-up-to times,
+`SimReplica._seg_lb`, tells the commit when none can start a new segment); rows of the
+`iterations`/`tokens` tables may interleave differently
 across replicas (per replica they stay in time order). The `iterations` log keeps typed columns
 (`IterationLog`, 57 bytes a row once flushed), so a million requests' ten million iterations fit in memory.
+
+A policy that declares `keeps_all_that_fit` (Andes, vLLM-FCFS) is not asked when every live
+request runs and their next step fits: that answer is "keep them all", so the replica calls its
+`kept_all` hook and starts the macro step from a few gathers (the fit test is the blocks the
+requests hold, `ReplicaState.used_blocks`, plus those whose context ends a block).
 """
 
 from __future__ import annotations
