@@ -260,3 +260,14 @@ def test_policy_can_opt_out_of_fast_forward(monkeypatch):
     res2 = run_serving(scenario("vllm_fcfs", rate=1.0, n=10, seed=0))
     assert calls["n"] == res2.metrics["iterations"]  # asked at every iteration boundary
     _assert_same_run(res, res2)
+
+
+def test_swap_in_next_to_a_prefill_is_counted_before_a_macro_step():
+    # regression: a request swapped in during a prefill iteration holds no KV blocks in the
+    # accounting until its next decode step; a macro step started then never counted them (the
+    # iteration log's kv_blocks_used fell 251 blocks short of the per-iteration path's for good)
+    kw = dict(seed=1033, util=0.9, replicas=1, dispatcher="least_loaded", qoe={"tds_exp_tok_s": 60.0})
+    fast = run_serving(scenario("andes", rate=7.2612426230443345, n=40, fast_forward=True, **kw))
+    slow = run_serving(scenario("andes", rate=7.2612426230443345, n=40, fast_forward=False, **kw))
+    assert fast.metrics["swap_bytes"] > 0
+    _assert_same_run(fast, slow)
