@@ -16,33 +16,51 @@ callback chain with the clock values of a process looping over `timeout(t - now)
 Macro steps (`fast_forward`, on by default): when every live request is running and the
 policy keeps them all (and its `fast_forward` contract allows it), the running set cannot
 change before a request finishes, the KV cache fills or a request arrives. The replica then
-plans those decode iterations in chunks (16 from scalar latency calls, then 128 from one array
-call, then the rest; durations are the same floats either way) and waits for the chunk's
+plans those decode iterations in chunks (32, then 48 from scalar latency calls, then the rest
+from one array call; durations are the same floats either way) and waits for the chunk's
 end or the next arrival; after an arrival only the iterations up to the end of the one in
 flight happen, as per-iteration scheduling would see it. KV blocks follow from the contexts'
 residues modulo the block size (`_blocks_walk`), so a macro step costs O(batch + iterations),
 and what it commits (counters, energy, QoE, KV, the iteration log) is one pass per batch plus
 one Python addition per iteration. Results equal the per-iteration path bit for bit (same clock
 values, durations, energy sums, KV counts and QoE state; the QoE tracker's segments make m fast
-tokens one addition); rows of the `iterations`/`tokens` tables may interleave differently
+tokens one addition, and a lower bound on the running requests' segment read-up-to times,
+`SimReplica._seg_lb`, tells the commit when none can start a new segment); rows of the
+`iterations`/`tokens` tables may interleave differently
 across replicas (per replica they stay in time order). The `iterations` log keeps typed columns
-(`IterationLog`, 57 bytes a row), so a million requests' ten million iterations fit in memory.
+(`IterationLog`, 57 bytes a row once flushed), so a million requests' ten million iterations fit in memory.
+
+A policy that declares `keeps_all_that_fit` (Andes, vLLM-FCFS) is not asked when every live
+request runs and their next step fits: that answer is "keep them all", so the replica calls its
+`kept_all` hook and starts the macro step from a few gathers (the fit test is the blocks the
+requests hold, `ReplicaState.used_blocks`, plus those whose context ends a block).
 """
 
 from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from functools import reduce
+from heapq import heappush
+from itertools import accumulate, cycle, islice, repeat
+from operator import add, attrgetter, mul
 
 import numpy as np
 import pandas as pd
+from simpy.events import NORMAL
 
 from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.llm_perf import LLMPerfModel
 from orrery.policies.registry import make_policy
-from orrery.policies.serving.base import ServingPolicy, validate_decision
+from orrery.policies.serving.base import (
+    RUNNING,
+    ServingPolicy,
+    keeps_all_without_asking,
+    validate_decision,
+)
 from orrery.policies.serving.common import all_running
+from orrery.policies.serving.qoe import SEGMENT_MARGIN_S
 from orrery.sim.domains import Domain, RunResult, register_domain
 from orrery.sim.engine import Simulation
 from orrery.sim.serving_replica import GiB, ReplicaState, RequestState, summarize_requests
@@ -58,16 +76,20 @@ __all__ = ["QoESpec", "RequestState", "ServingHardware", "ServingScenario", "Spe
            "TokenLatency", "build_perf_model", "run_serving", "summarize_requests"]
 
 MAX_MACRO_ITERATIONS = 2048  # decode iterations one macro step may cover
-# Chunks of a macro step: a first one from scalar latency calls (38% of the macro steps at 8
-# requests/s per replica end after one iteration, cut by an arrival; 94% within 16), then one
-# array call for 128, then the rest. Chosen on the recorded (iterations run, iterations possible)
-# of a serving_scale run (30k requests, 32 replicas) through a cost model measured on this
-# machine: ~1.9 us + ~0.4 us an iteration for a scalar chunk (`decode_series_s`), ~31 us an
-# array call, ~6 us a wake-up; 16/128 models 11.8 us a macro step against 15.0 for 4/128
-# (flat from 16 to 48).
-MACRO_FIRST_CHUNK = 16
-MACRO_SECOND_CHUNK = 128
+# Chunks of a macro step: two from scalar latency calls (38% of the macro steps at 8 requests/s
+# per replica end after one iteration, cut by an arrival; 94% within 16), then the rest from one
+# array call. Chosen on the recorded (iterations run, iterations possible) of serving_scale runs
+# through a cost model measured on this machine: ~1.9 us + ~0.4 us an iteration for a scalar
+# chunk (`decode_series_s`), ~31 us an array call, ~6 us a wake-up. Session 5 chose 16/128 on
+# 30k requests (11.8 us a macro step against 15.0 for 4/128); with the one-hour trace (4
+# replicas, ~45 iterations a macro step) in the model too, 32/48 models 5.52 us against 5.72 at
+# 20k requests on 32 replicas and 30.2 against 34.5 us on the hour trace.
+MACRO_FIRST_CHUNK = 32
+MACRO_SECOND_CHUNK = 48
 PREFILL_CACHE = 1 << 16  # prefill (time, power) pairs a replica remembers
+# `SimReplica._seg_lb` keeps this far below the segments' read-up-to times (s): far above the
+# round-off of absolute times in any simulated span, far below a reading step (~0.2 s)
+SEG_LB_MARGIN_S = 1e-6
 MACRO_SCALAR_MAX = 48  # chunks up to this long take scalar latency calls (numpy costs more below it)
 
 
@@ -96,18 +118,23 @@ class TokenLatency:
 
 class IterationLog:
     """The `iterations` table of a serving run, kept as typed columns (`array.array`, 8 bytes a
-    value; the kind as a one-byte code): a macro step of m decode iterations appends m values to
-    each column without Python objects per row. `to_frame` gives the recorder's frame (same
+    value; the kind as a one-byte code): a macro step of m decode iterations extends the start,
+    duration, context and KV columns by m values; the columns that stay constant within it
+    (replica, kind, batch, power) are kept as one run of m rows, expanded into their columns by
+    a few numpy calls every `FLUSH_RUNS` runs. `to_frame` gives the recorder's frame (same
     columns, dtypes and values as rows appended one by one)."""
 
     columns = ("replica", "start_s", "duration_s", "kind", "batch", "context_tokens", "kv_blocks_used",
                "power_w")
     KINDS = ("decode", "prefill")
+    FLUSH_RUNS = 1 << 13
 
     def __init__(self) -> None:
         self.replica, self.start_s, self.duration_s = array("q"), array("d"), array("d")
         self.kind, self.batch, self.context_tokens = array("b"), array("q"), array("q")
         self.kv_blocks_used, self.power_w = array("q"), array("d")
+        self._runs: list[tuple] = []  # (replica, kind, batch, power) of the rows not yet flushed
+        self._m: list[int] = []  # rows of each run
 
     @classmethod
     def of(cls, sim: Simulation) -> IterationLog:
@@ -122,29 +149,44 @@ class IterationLog:
 
     def row(self, replica: int, start_s: float, duration_s: float, kind: int, batch: int, ctx: int,
             used: int, power_w: float) -> None:
-        self.replica.append(replica)
         self.start_s.append(start_s)
         self.duration_s.append(duration_s)
-        self.kind.append(kind)
-        self.batch.append(batch)
         self.context_tokens.append(ctx)
         self.kv_blocks_used.append(used)
-        self.power_w.append(power_w)
+        self._runs.append((replica, kind, batch, power_w))
+        self._m.append(1)
+        if len(self._m) >= self.FLUSH_RUNS:
+            self.flush()
 
     def decode_rows(self, replica: int, starts: list, durs: list, batch: int, ctx0: int, used: list,
                     power_w: float) -> None:
+        """len(durs) decode iterations of `batch` requests from context `ctx0` (each adds batch)."""
         m = len(durs)
-        self.replica.extend(array("q", (replica,)) * m)  # (repeated values: C-level repeats)
         self.start_s.extend(starts)
         self.duration_s.extend(durs)
-        self.kind.frombytes(bytes(m))  # 0: decode
-        self.batch.extend(array("q", (batch,)) * m)
         self.context_tokens.extend(range(ctx0, ctx0 + batch * m, batch) if batch else [ctx0] * m)
         self.kv_blocks_used.extend(used)
-        self.power_w.extend(array("d", (power_w,)) * m)
+        self._runs.append((replica, 0, batch, power_w))  # kind 0: decode
+        self._m.append(m)
+        if len(self._m) >= self.FLUSH_RUNS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Expand the pending runs into the replica, kind, batch and power columns."""
+        if not self._m:
+            return
+        runs = np.repeat(np.array(self._runs, dtype=float), self._m, axis=0)  # (small ints: exact)
+        self.replica.frombytes(runs[:, 0].astype(np.int64).tobytes())
+        self.kind.frombytes(runs[:, 1].astype(np.int8).tobytes())
+        self.batch.frombytes(runs[:, 2].astype(np.int64).tobytes())
+        self.power_w.frombytes(runs[:, 3].tobytes())
+        self._runs, self._m = [], []
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({
+        self.flush()
+        # one copy of each column (copy=False: the frame keeps these arrays; a second, consolidating
+        # copy would touch as much fresh memory again, ~0.2 s per 1.7M rows here in page faults)
+        return pd.DataFrame(copy=False, data={
             "replica": np.frombuffer(self.replica, dtype=np.int64).copy(),
             "start_s": np.frombuffer(self.start_s, dtype=float).copy(),
             "duration_s": np.frombuffer(self.duration_s, dtype=float).copy(),
@@ -196,6 +238,9 @@ class SimReplica:
         self.iterations = 0
         self.record_tokens = scn.record_tokens
         self.fast = scn.fast_forward and bool(getattr(policy, "fast_forward", True))
+        # keep-all decisions of a fully running batch that fits taken without the policy's call
+        # (such a decision is always valid, so check_decisions has nothing to check there)
+        self._ask_less = self.fast and keeps_all_without_asking(policy)
         self.horizon_s = scn.horizon_s
         self._decode_s = self.latency.decode_time_s
         series = getattr(perf, "decode_series_s", None)  # (a calibrated model may lack it)
@@ -212,13 +257,34 @@ class SimReplica:
         self._iter = None  # the iteration in flight (per-iteration path)
         self._macro: _Macro | None = None  # the macro step under way
         self._wake_ev = None  # the one wake-up event that counts (earlier ones are dropped)
+        self._wake_fn = None
+        self._env = sim.env
+        self._on_wake_cb = (self._on_wake,)
+        # A lower bound on the (absolute) read-up-to time of the open QoE segment of every running
+        # request: a token delivered before it joins that segment (see `_commit`). Each delivery at
+        # t leaves a request's segment read up to at least t + its reading step, and a request that
+        # starts running gets a token at the end of that iteration (`_end_iteration`), except one
+        # swapped in next to a prefill: a swap-in drops the bound (the next commit recomputes it).
+        self._seg_lb = np.inf
+        self._unheld: list[int] = []  # swapped in next to a prefill, KV blocks not counted yet
+        self._min_step_s = float(reqs.qoe.min_step_s)
 
     # --- events ----------------------------------------------------------------------------
     def _wake_at(self, t_s: float, fn) -> None:
-        """Call `fn()` at the absolute time `t_s`; supersedes the wake-up pending before."""
-        ev = self.sim.at(t_s)
-        self._wake_ev = ev
-        ev.callbacks.append(lambda e: fn() if e is self._wake_ev else None)
+        """Call `fn()` at the absolute time `t_s`; supersedes the wake-up pending before. (As
+        `Simulation.at` with one callback, without a simpy event object: the heap entry's event
+        is a `_Wake`, which simpy's step treats alike: it calls its callbacks, checks `_ok`.)"""
+        env = self._env
+        if t_s < env._now:
+            raise ValueError(f"time {t_s} s is in the past (now {env._now} s)")
+        w = _Wake()
+        w.callbacks = self._on_wake_cb
+        self._wake_ev, self._wake_fn = w, fn
+        heappush(env._queue, (t_s, NORMAL, next(env._eid), w))
+
+    def _on_wake(self, ev) -> None:
+        if ev is self._wake_ev:
+            self._wake_fn()
 
     def add(self, rid: int) -> None:
         self.state.add(rid)
@@ -227,7 +293,7 @@ class SimReplica:
             if mac.cut:
                 return  # an earlier arrival already cut it there
             mac.cut = True
-            now = self.sim.now
+            now = self._env._now
             ends = mac.ends
             j = min(bisect_left(ends, now), len(ends) - 1)
             mac.m = j + 1
@@ -248,13 +314,28 @@ class SimReplica:
 
     # --- one decision ----------------------------------------------------------------------
     def _decide(self) -> None:
-        sim, perf, rs = self.sim, self.perf, self.state
+        perf, rs = self.perf, self.state
         if not rs.live:
             if not self._arrivals_done.triggered:
                 self._idle = True
             return
-        now = sim.now
+        now = self._env._now
         ids = rs.ids()
+        if self._ask_less and rs.n_running == ids.size and ids.size <= rs.max_num_seqs:
+            if self._unheld:
+                self._count_unheld()
+            # every live request runs: the policy keeps them all if their next step fits, which is
+            # Σ ceil((context + 1) / block) = the blocks they hold (ceil(context / block) each)
+            # + those whose context ends a block; then a macro step without the view and the call
+            r = self.r
+            gen = r.generated[ids]
+            ctx0 = r.prompt[ids] + gen
+            ctx_l = ctx0.tolist()
+            hist = _residues(ctx_l, rs.block)
+            if rs.used_blocks + hist[0] <= rs.total_blocks:
+                self.policy.kept_all(now)
+                if self._start_macro(ids, gen, ctx0, ctx_l, hist):
+                    return
         view = rs.view(now, ids)
         dec = self.policy.schedule(view)
         if self.check:
@@ -268,10 +349,11 @@ class SimReplica:
             if all_running(view):
                 # pure decode with nothing waiting: the running set stays until an arrival,
                 # a finish or a full KV cache, so run those iterations as one macro step
-                if self._start_macro(ids, view):
+                ctx0 = view.context_tokens  # (prompt + generated)
+                if self._start_macro(ids, view.generated_tokens, ctx0, ctx0.tolist()):
                     return
-        chosen = np.ones(ids.size, dtype=bool) if keep_all else rs.chosen(view, dec)
-        if not chosen.any():
+        chosen = None if keep_all else rs.chosen(view, dec)  # (None: every live request)
+        if not keep_all and not chosen.any():
             if self._arrivals_done.triggered:
                 raise RuntimeError(
                     f"policy {self.policy.policy_name!r} ran nothing with {ids.size} requests "
@@ -284,6 +366,11 @@ class SimReplica:
             swap_s += float(perf.swap_time_s(step.swap_out_bytes)) if step.swap_out_bytes else 0.0
         if step.swapped_in.size:
             swap_s += float(perf.swap_time_s(step.swap_in_bytes))
+            # running again, maybe without a token this iteration (a prefill runs only the
+            # admitted): its segment bound is unknown until the next commit computes it
+            self._seg_lb = -np.inf
+            if step.kind == "prefill":  # (and without its KV blocks counted yet: `_count_unheld`)
+                self._unheld.extend(step.swapped_in.tolist())
         run, ctx_tokens = step.run, step.ctx_tokens
         if step.kind == "prefill":
             compute_s, power = self._prefill(ctx_tokens, int(run.size))
@@ -315,7 +402,7 @@ class SimReplica:
     def _end_iteration(self) -> None:
         step, start, duration, power = self._iter
         self._iter = None
-        rs, now = self.state, self.sim.now
+        rs, now = self.state, self._env._now
         run = step.run
         self.iterations += 1
         self.busy_s += duration
@@ -325,27 +412,30 @@ class SimReplica:
         if self._tok_tab is not None:
             self._tok_tab.extend(request=run, t_s=np.full(run.size, now))
         done = rs.deliver(run, now)
+        self._seg_lb = min(self._seg_lb, now + self._min_step_s - SEG_LB_MARGIN_S)
         if done.size:
             rs.finish(done, now, self.policy)
         self._decide()
 
     # --- the macro-step fast path ----------------------------------------------------------
-    def _start_macro(self, run: np.ndarray, view) -> bool:
-        """Plan up to k decode iterations of `run` that need no new decision (k is bounded by
-        the first finish, the KV capacity and the horizon) and wait for the first chunk's end.
+    def _start_macro(self, run: np.ndarray, gen: np.ndarray, ctx0: np.ndarray, ctx_l: list[int],
+                     hist: list[int] | None = None) -> bool:
+        """Plan up to k decode iterations of `run` (tokens generated `gen`, contexts `ctx0`, as a
+        list `ctx_l`, their residues `hist` if at hand) that need no new decision (k is bounded
+        by the first finish, the KV capacity and the horizon) and wait for the first chunk's end.
         False when not even one fits (the per-iteration path then reports the overflow)."""
         r, rs = self.r, self.state
+        if self._unheld:
+            self._count_unheld()
         B = run.size
-        gen = view.generated_tokens
-        ctx0 = view.context_tokens  # (prompt + generated)
         left = (r.output[run] - gen).tolist()  # (small batches: Python lists beat reductions)
         k_fin = min(left)
         k = max(1, min(k_fin, MAX_MACRO_ITERATIONS))
         block = rs.block
         free = rs.total_blocks - rs.used_blocks
-        hist = None
         if free < B * -(-k // block):  # the KV cache may fill: walk the block boundaries
-            hist = _residues(ctx0, block)
+            if hist is None:
+                hist = _residues(ctx_l, block)
             used, total, fit = rs.used_blocks, rs.total_blocks, 0
             while fit < k:
                 used += hist[-fit % block]  # requests whose context crosses a block boundary
@@ -355,10 +445,27 @@ class SimReplica:
             if fit == 0:
                 return False
             k = fit
-        mac = _Macro(run, B, ctx0, left, k_fin, k, sum(ctx0.tolist()), self.sim.now, hist)
+        mac = _Macro(run, B, ctx0, left, k_fin, k, sum(ctx_l), self._env._now, hist)
+        mac.gen = gen
         self._macro = mac
         self._extend(mac, MACRO_FIRST_CHUNK)
         return True
+
+    def _count_unheld(self) -> None:
+        """Count the KV blocks of requests swapped in next to a prefill. `ReplicaState.apply`
+        gives a request its blocks when it runs a decode step (held 0 -> ceil((context + 1) /
+        block)); one swapped in while a prefill runs only the admitted keeps held 0 until then.
+        A macro step's KV walk starts from blocks held = ceil(context / block) for every running
+        request, so before one starts those requests get theirs: the per-iteration path's first
+        decode step then adds exactly what the walk adds. (Requests preempted again or already
+        decoded since hold their right count and are skipped.)"""
+        r, rs, block = self.r, self.state, self.state.block
+        for i in self._unheld:
+            if r.state[i] == RUNNING and r.held[i] == 0:
+                h = (int(r.prompt[i]) + int(r.generated[i]) + block - 1) // block
+                r.held[i] = h
+                rs.used_blocks += h
+        self._unheld.clear()
 
     def _extend(self, mac: _Macro, n: int) -> None:
         """Plan the macro step's next `n` iterations (at most up to k and the horizon) and wake
@@ -369,21 +476,23 @@ class SimReplica:
         B, c0 = mac.B, mac.ctx_sum + mac.B * i0
         if n <= MACRO_SCALAR_MAX:  # TokenLatency.decode_time_s's scalar path, B-only terms once
             per = self._per_step
-            durs = [t / per for t in self._decode_series(B, c0, n)]
+            durs = self._decode_series(B, c0, n)
+            if per != 1.0:  # (t / 1.0 is t exactly)
+                durs = [t / per for t in durs]
         else:
             ctx = (c0 + B * np.arange(n, dtype=np.int64)).astype(float)
             durs = np.asarray(self.latency.decode_time_s(np.full(n, float(B)), ctx), dtype=float).tolist()
         ends = mac.ends
-        t = ends[-1] if ends else mac.t0
+        new = list(accumulate(durs, initial=ends[-1] if ends else mac.t0))  # the clock's sums
+        del new[0]
         h = self.horizon_s
-        for d in durs:
-            t += d
-            ends.append(t)
-            if h is not None and t >= h:  # iterations ending at or after the horizon never run
-                if len(ends) > 1:
-                    ends.pop()  # (one does: the per-iteration path starts it)
-                mac.k = len(ends)
-                break
+        if h is not None and new and new[-1] >= h:  # iterations ending at or after the horizon
+            j = bisect_left(new, h)  # never run (one does when it is the first: the
+            del new[j + (i0 + j == 0):]  # per-iteration path starts it)
+            ends.extend(new)
+            mac.k = len(ends)
+        else:
+            ends.extend(new)
         mac.durs.extend(durs[:len(ends) - i0])
         mac.m = len(ends)
         self._wake_at(ends[-1], self._end_macro)
@@ -392,7 +501,7 @@ class SimReplica:
         """The end of a planned chunk, or of the iteration an arrival cut: plan the next
         chunk, or commit the iterations that ran and decide again."""
         mac = self._macro
-        if not mac.cut and mac.m < mac.k:  # 16 iterations, then 128 more, then the rest at once
+        if not mac.cut and mac.m < mac.k:  # 32 iterations, then 48 more, then the rest at once
             self._extend(mac, MACRO_SECOND_CHUNK if mac.m <= MACRO_FIRST_CHUNK else MAX_MACRO_ITERATIONS)
             return
         self._macro = None
@@ -405,14 +514,15 @@ class SimReplica:
         the per-iteration path's exactly (sequential float additions)."""
         r, rs = self.r, self.state
         run, B = mac.run, mac.B
-        d, e = mac.durs[:m], mac.ends[:m]
+        d, e = (mac.durs, mac.ends) if m == len(mac.durs) else (mac.durs[:m], mac.ends[:m])
         power = self._power(B)
         self.iterations += m
-        busy, energy, ng = self.busy_s, self.energy_j, self.n_gpus
-        for x in d:
-            busy += x
-            energy += power * x * ng
-        self.busy_s, self.energy_j = busy, energy
+        # sequential sums as a loop of `busy += x; energy += power * x * n_gpus` makes them
+        self.busy_s = reduce(add, d, self.busy_s)
+        if self.n_gpus == 1:  # (power * x * 1 is power * x exactly)
+            self.energy_j = reduce(add, map(mul, repeat(power), d), self.energy_j)
+        else:
+            self.energy_j = reduce(add, map(mul, map(mul, repeat(power), d), repeat(self.n_gpus)), self.energy_j)
         block = rs.block
         hist = mac.hist
         if hist is None:
@@ -420,10 +530,23 @@ class SimReplica:
         used_i = _blocks_walk(rs.used_blocks, hist, block, m)
         used = used_i[-1]
         self._log.decode_rows(self.i, [mac.t0, *e[:-1]], d, B, mac.ctx_sum, used_i, power)
-        r.qoe.deliver_many(run, e)
+        qoe = r.qoe
+        join_s = qoe.min_step_s - SEGMENT_MARGIN_S  # (deliver_many's test on the gaps between the ends)
+        # a gap e[j+1] - e[j] (exact: adjacent floats) is d[j+1] plus the rounding of the clock's
+        # sum, below 2^-52 e[j+1]: max(d) + 1e-15 e[-1] bounds them all, else the gaps themselves
+        if e[0] + SEG_LB_MARGIN_S < self._seg_lb and (m == 1 or max(d) + 1e-15 * abs(e[-1]) <= join_s or max(
+                [b - a for a, b in zip(e[:-1], e[1:], strict=True)]) <= join_s):
+            # every token joins its request's open segment (the first arrives before the segment
+            # is read, the rest closer together than a reading step): what deliver_many does then
+            qoe.seg_n[run] += m
+            self._seg_lb += m * self._min_step_s - 1e-9  # (each segment is read m steps further)
+        else:
+            qoe.deliver_many(run, e)
+            self._seg_lb = float((qoe.arrival_s[run] + (qoe.seg_x0[run] + qoe.seg_n[run] * qoe.step_s[run])).min()) \
+                - SEG_LB_MARGIN_S
         if self._tok_tab is not None:
             self._tok_tab.extend(request=np.tile(run, m), t_s=np.repeat(e, B))
-        r.generated[run] += m
+        r.generated[run] = mac.gen + m  # (only this commit changes them while the macro step runs)
         # (a running request has had its first token: its prefill iteration delivered it)
         r.held[run] = (mac.ctx0 + (m + block - 1)) // block  # ceil((context + m) / block)
         rs.used_blocks = used
@@ -432,13 +555,21 @@ class SimReplica:
             rs.finish(np.array(done, dtype=np.int64), e[-1], self.policy)
 
 
+class _Wake:
+    """A replica's wake-up on the simulation's heap: what simpy's `Environment.step` reads of an
+    event (its callbacks, `_ok`), nothing else."""
+
+    __slots__ = ("callbacks",)
+    _ok = True
+
+
 class _Macro:
     """A macro step under way: `k` planned decode iterations of `run` (B requests, contexts
     `ctx0`, tokens `left` to go, the first finish after `k_fin`) from `t0`; `durs`/`ends` the
     iterations planned so far; `m` those that run (fewer when an arrival cut it)."""
 
     __slots__ = ("run", "B", "ctx0", "left", "k_fin", "k", "ctx_sum", "t0", "hist", "durs", "ends", "m",
-                 "cut")
+                 "cut", "gen")
 
     def __init__(self, run, B, ctx0, left, k_fin, k, ctx_sum, t0, hist):
         self.run, self.B, self.ctx0, self.left, self.k_fin, self.k = run, B, ctx0, left, k_fin, k
@@ -449,13 +580,13 @@ class _Macro:
         self.cut = False
 
 
-def _residues(ctx: np.ndarray, block: int) -> list[int]:
+def _residues(ctx: np.ndarray | list[int], block: int) -> list[int]:
     """hist[x] = #{r: ctx_r % block == x}: after iteration i (1-based) of a macro step the
     requests with ctx % block == (1 - i) % block hold one more KV block."""
-    if ctx.size > 64:
-        return np.bincount(ctx % block, minlength=block).tolist()
+    if len(ctx) > 64:
+        return np.bincount(np.asarray(ctx) % block, minlength=block).tolist()
     hist = [0] * block
-    for c in ctx.tolist():
+    for c in (ctx.tolist() if isinstance(ctx, np.ndarray) else ctx):
         hist[c % block] += 1
     return hist
 
@@ -464,12 +595,8 @@ def _blocks_walk(used0: int, hist: list[int], block: int, m: int) -> list[int]:
     """KV blocks in use after each of m decode iterations of a batch holding `used0` blocks
     whose contexts have the residues `hist` (`_residues`): the i-th iteration (1-based) adds a
     block to the requests with context % block == (1 - i) % block. O(m), not O(m * batch)."""
-    out = []
-    used = used0
-    for i in range(m):
-        used += hist[-i % block]
-        out.append(used)
-    return out
+    pattern = hist[:1] + hist[:0:-1]  # hist[-i % block] for i < block (repeats every block)
+    return list(islice(accumulate(cycle(pattern), initial=used0), 1, m + 1))
 
 
 def kv_blocks(hw: ServingHardware, perf: LLMPerfModel, max_model_len: int) -> int:
@@ -512,6 +639,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
 
     times = state.arrival_s.tolist()
     states = [rep.state for rep in replicas]
+    live_of = attrgetter("live")
     n_rep, nxt, rr = len(replicas), 0, 0
 
     def arrive(_ev=None) -> None:
@@ -528,7 +656,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
                 k = rr % n_rep
                 rr += 1
             else:  # least_loaded: fewest live requests, then lowest index
-                lens = [len(s.live) for s in states]
+                lens = list(map(len, map(live_of, states)))
                 k = lens.index(min(lens))
             state.replica[rid] = k
             replicas[k].add(rid)

@@ -19,11 +19,16 @@ import numpy as np
 import pandas as pd
 
 from orrery.policies.serving.base import RUNNING, SWAPPED, WAITING, ServingDecision, ServingView
+from orrery.policies.serving.common import state_list
 from orrery.policies.serving.qoe import LISTENING_TDS_TOK_S, QOE_METRICS, QoETracker
 from orrery.workloads.serving import Requests
 
 FINISHED = 3
 GiB = 1024**3
+_NO_IDS = np.zeros(0, dtype=np.int64)  # (shared empty results of `apply`: read-only)
+_NO_IDS.flags.writeable = False
+_NO_MASK = np.zeros(0, dtype=bool)
+_NO_MASK.flags.writeable = False
 
 
 class RequestState:
@@ -95,6 +100,7 @@ class ReplicaState:
         self.preemptions = 0
         self.admitted = 0
         self.live: list[int] = []
+        self.n_running = 0  # live requests in state RUNNING
         self._ids_cache: np.ndarray | None = None
 
     # --- the live set --------------------------------------------------------------------
@@ -149,8 +155,10 @@ class ReplicaState:
         mark[r - lo] = True
         return mark[ids - lo]
 
-    def apply(self, view: ServingView, dec: ServingDecision, chosen: np.ndarray) -> Step:
+    def apply(self, view: ServingView, dec: ServingDecision, chosen: np.ndarray | None) -> Step:
         """Preempt, swap in and admit per the decision; grow the KV of what runs by one token.
+        `chosen`: the mask of `ReplicaState.chosen`, or None when the decision keeps every live
+        request.
 
         Swap preemptions go to host memory in order while the swap space holds them (the rest
         are recomputed). Raises if the KV blocks in use would exceed the capacity."""
@@ -158,20 +166,29 @@ class ReplicaState:
         kvb = self.kv_bytes_per_token
         if ids.size <= 64:  # split on Python lists (cheaper than masks on small arrays)
             parts: tuple[list, list, list] = ([], [], [])  # preempted, swapped in, admitted
-            for i, s, c in zip(ids.tolist(), st.tolist(), chosen.tolist(), strict=True):
-                if s == RUNNING:
-                    if not c:
-                        parts[0].append(i)
-                elif c:
-                    parts[1 if s == SWAPPED else 2].append(i)
-            pre, sin, admit = (np.array(x, dtype=np.int64) for x in parts)
+            ch_l = None if chosen is None else chosen.tolist()
+            if ch_l is None or False not in ch_l:  # everyone runs (an admission next to a running batch)
+                for i, s in zip(ids.tolist(), state_list(view), strict=True):
+                    if s != RUNNING:
+                        parts[1 if s == SWAPPED else 2].append(i)
+            else:
+                for i, s, c in zip(ids.tolist(), state_list(view), ch_l, strict=True):
+                    if s == RUNNING:
+                        if not c:
+                            parts[0].append(i)
+                    elif c:
+                        parts[1 if s == SWAPPED else 2].append(i)
+            pre, sin, admit = (np.array(x, dtype=np.int64) if x else _NO_IDS for x in parts)
         else:
+            if chosen is None:
+                chosen = np.ones(ids.size, dtype=bool)
             pre = ids[(st == RUNNING) & ~chosen]
             sin = ids[(st == SWAPPED) & chosen]
             admit = ids[(st == WAITING) & chosen]
-        to_swap = np.zeros(pre.size, bool)
+        to_swap = _NO_MASK
         out_bytes = 0.0
         if pre.size:
+            to_swap = np.zeros(pre.size, bool)
             nbytes = r.context(pre) * kvb
             if dec.preempt_mode == "swap":
                 room = self.swap_cap_bytes - self.swap_used_bytes
@@ -192,9 +209,12 @@ class ReplicaState:
             r.state[sin] = RUNNING
         if admit.size:
             kind, run = "prefill", admit
-            self.admitted += int((r.generated[admit] == 0).sum())
+            if admit.size <= 2:
+                self.admitted += sum([1 for i in admit.tolist() if r.generated[i] == 0])
+            else:
+                self.admitted += int((r.generated[admit] == 0).sum())
         else:
-            kind, run = "decode", ids[chosen]
+            kind, run = "decode", ids if chosen is None else ids[chosen]
         block = self.block
         if run.size <= 2:  # (a prefill of one or two) plain Python, the same integers
             ctx_tokens = delta = 0
@@ -215,6 +235,7 @@ class ReplicaState:
             r.held[run] = new_held
         if self.used_blocks > self.total_blocks:
             raise RuntimeError(f"KV blocks in use {self.used_blocks} exceed capacity {self.total_blocks}")
+        self.n_running += sin.size + admit.size - pre.size
         return Step(kind, run, ctx_tokens, pre, to_swap, sin, out_bytes, in_bytes)
 
     def deliver(self, run: np.ndarray, now_s: float) -> np.ndarray:
@@ -240,14 +261,27 @@ class ReplicaState:
     def finish(self, done: np.ndarray, now_s: float, policy: Any) -> None:
         """Release the KV of finished requests, drop them from the live set, tell the policy."""
         r = self.r
-        r.state[done] = FINISHED
-        r.finish_s[done] = now_s
-        self.used_blocks -= int(r.held[done].sum())
-        r.held[done] = 0
-        finished = set(done.tolist())
-        self.live = [i for i in self.live if i not in finished]
+        done_l = done.tolist()
+        if len(done_l) <= 2:  # one or two (the usual finish): plain Python, the same integers
+            held = r.held
+            for i in done_l:
+                self.used_blocks -= int(held[i])
+                held[i] = 0
+                if r.state[i] == RUNNING:
+                    self.n_running -= 1
+                r.state[i] = FINISHED
+                r.finish_s[i] = now_s
+                self.live.remove(i)
+        else:
+            self.n_running -= int((r.state[done] == RUNNING).sum())
+            r.state[done] = FINISHED
+            r.finish_s[done] = now_s
+            self.used_blocks -= int(r.held[done].sum())
+            r.held[done] = 0
+            finished = set(done_l)
+            self.live = [i for i in self.live if i not in finished]
         self._ids_cache = None
-        for rid in done.tolist():
+        for rid in done_l:
             policy.on_finish(rid, now_s)
 
 

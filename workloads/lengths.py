@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
 
 from orrery.core.errors import OrreryInputError
 from orrery.traces.llm import LengthSamples
@@ -103,6 +102,8 @@ class LogNormalMixture:
     def log_cdf_grid(self) -> tuple[np.ndarray, np.ndarray]:
         """(log-count grid, truncated CDF on it), for inversion by interpolation."""
         y = np.linspace(np.log(self.min_tokens - 0.5), np.log(self.max_tokens + 0.5), _GRID)
+        from scipy.special import ndtr  # (imported on use: scipy costs ~0.2 s to import)
+
         w, mu, s = (np.asarray(v)[:, None] for v in (self.weights, self.mu, self.sigma))
         c = (w * ndtr((y[None, :] - mu) / s)).sum(axis=0)
         c = (c - c[0]) / max(c[-1] - c[0], 1e-300)
@@ -160,6 +161,8 @@ class SyntheticLengths:
         max_total_tokens: int | None = DEFAULT_MAX_TOTAL_TOKENS,
     ) -> tuple[np.ndarray, np.ndarray]:
         """n (prompt, output) int64 pairs; None for max_total_tokens disables the total clip."""
+        from scipy.special import ndtr  # (imported on use: scipy costs ~0.2 s to import)
+
         n = _check_n(n)
         rho = self.params.copula_rho
         z = rng.standard_normal((n, 2))

@@ -28,8 +28,10 @@ from orrery.policies.serving.base import (
 from orrery.policies.serving.common import (
     admit_in_order,
     all_running,
+    context_list,
     keeps_everyone,
     shrink_to_fit,
+    state_list,
     step_blocks,
     vllm_step,
 )
@@ -71,10 +73,10 @@ class Andes(ServingPolicy):
         used = view.kv_blocks_total - view.kv_blocks_free
         if used >= self.kv_trigger * view.kv_blocks_total:
             return True
-        st = view.state.tolist()
+        st = state_list(view)
         n_run = st.count(RUNNING)
         if n_run:
-            ctx = view.context_tokens.tolist()
+            ctx = context_list(view)
             ctx_run = sum([c for c, s in zip(ctx, st, strict=True) if s == RUNNING])
             step = float(view.latency.decode_time_s(n_run, ctx_run))
             return step > 1.0 / float(max(view.tds_exp_tok_s.tolist()))
@@ -166,6 +168,13 @@ class Andes(ServingPolicy):
             if step_blocks(view)[best].sum() > view.kv_blocks_total:
                 best = vllm_step(view)
         return best
+
+    # all running means no pressure (`_under_pressure`); schedule then clears the plan and keeps
+    # everyone when they fit
+    keeps_all_that_fit = True
+
+    def kept_all(self, now_s: float) -> None:
+        self._plan.clear()
 
     def schedule(self, view: ServingView) -> ServingDecision:
         if not self._under_pressure(view):

@@ -92,12 +92,33 @@ class ServingPolicy(ABC):
     decode iterations without asking again until a request arrives or finishes or memory runs
     out; set False for policies that preempt with nothing waiting."""
 
+    keeps_all_that_fit: bool = False
+    """True when `schedule` returns `view.ids` whenever every live request is running, there
+    are at most max_num_seqs of them and their next decode step fits in the KV cache
+    (`common.keeps_everyone`), with no effect on later decisions other than `kept_all`'s. A
+    backend may then skip building the view and the call, and call `kept_all` instead."""
+
     @abstractmethod
     def schedule(self, view: ServingView) -> ServingDecision:
         """Choose the running set for the next iteration."""
 
+    def kept_all(self, now_s: float) -> None:  # noqa: B027 - optional hook
+        """What `schedule` does to the policy's state when it keeps everyone (see
+        `keeps_all_that_fit`); called instead of `schedule` in that case."""
+
     def on_finish(self, request_id: int, now_s: float) -> None:  # noqa: B027 - optional hook
         """Called when a request finishes (optional)."""
+
+
+def keeps_all_without_asking(policy: ServingPolicy) -> bool:
+    """`policy.keeps_all_that_fit`, unless a subclass replaced `schedule` below the class that
+    set the flag (the promise is about that class's `schedule`)."""
+    if not policy.keeps_all_that_fit:
+        return False
+    mro = type(policy).__mro__
+    flag_owner = next((c for c in mro if "keeps_all_that_fit" in c.__dict__), ServingPolicy)
+    schedule_owner = next(c for c in mro if "schedule" in c.__dict__)
+    return issubclass(flag_owner, schedule_owner)
 
 
 def blocks_after_step(view: ServingView, running_mask: np.ndarray) -> int:
@@ -208,5 +229,6 @@ __all__ = [
     "ServingPolicy",
     "ServingView",
     "blocks_after_step",
+    "keeps_all_without_asking",
     "validate_decision",
 ]

@@ -14,11 +14,30 @@ def step_blocks(view: ServingView) -> np.ndarray:
     return view.blocks_for(view.context_tokens + 1)
 
 
+def state_list(view: ServingView) -> list[int]:
+    """`view.state` as a Python list, remembered on the view (a view does not change during a
+    decision; the policy's steps and the backend each read it)."""
+    d = view.__dict__
+    st = d.get("_state_list")
+    if st is None:
+        st = d["_state_list"] = view.state.tolist()
+    return st
+
+
+def context_list(view: ServingView) -> list[int]:
+    """`view.context_tokens` as a Python list, remembered on the view (see `state_list`)."""
+    d = view.__dict__
+    c = d.get("_context_list")
+    if c is None:
+        c = d["_context_list"] = view.context_tokens.tolist()
+    return c
+
+
 def step_blocks_list(view: ServingView, context: list[int] | None = None) -> list[int]:
     """`step_blocks` as a Python list, for small batches: ceil((context + 1) / block) =
     (context + block) // block. `context`: the view's context tokens as a list, if at hand."""
     b = view.block_size
-    return [(c + b) // b for c in (view.context_tokens.tolist() if context is None else context)]
+    return [(c + b) // b for c in (context_list(view) if context is None else context)]
 
 
 def all_running(view: ServingView) -> bool:
@@ -27,7 +46,7 @@ def all_running(view: ServingView) -> bool:
     d = view.__dict__
     flag = d.get("_all_running")
     if flag is None:
-        st = view.state.tolist()
+        st = state_list(view)
         flag = d["_all_running"] = st.count(RUNNING) == len(st)
     return flag
 
@@ -57,25 +76,37 @@ def admit_in_order(
     Constraints: max_num_seqs, KV blocks after the step, and the prefill token budget for
     requests coming from WAITING. Returns the updated mask (a copy).
     """
+    chosen_l = chosen.tolist() if isinstance(chosen, np.ndarray) else list(chosen)
+    return np.array(_admit_list(view, chosen_l, order, stop_at_first_misfit, watermark_blocks), dtype=bool)
+
+
+def _admit_list(view: ServingView, chosen_l: list[bool], order, stop_at_first_misfit: bool,
+                watermark_blocks: int) -> list[bool]:
+    """`admit_in_order` on Python lists (numpy scalars and small-array calls cost more than the
+    loop's work); updates and returns `chosen_l`."""
     budget = view.max_num_batched_tokens
     cap = view.kv_blocks_total - watermark_blocks
     max_seqs = view.max_num_seqs
-    # plain Python lists (numpy scalars and small-array calls cost more than the loop's work)
-    ctx_l = view.context_tokens.tolist()
-    need_l = step_blocks_list(view, ctx_l)
-    waiting_l = [s == WAITING for s in view.state.tolist()]
-    chosen_l = chosen.tolist()
-    used = sum([x for x, c in zip(need_l, chosen_l, strict=True) if c])
-    n = chosen_l.count(True)
-    prefill_tokens = sum([x for x, c, w in zip(ctx_l, chosen_l, waiting_l, strict=True) if c and w])
-    order = order.tolist() if isinstance(order, np.ndarray) else list(order)
+    ctx_l = context_list(view)
+    b = view.block_size
+    st = state_list(view)
+    used = n = prefill_tokens = 0
+    for c, ch, s in zip(ctx_l, chosen_l, st, strict=True):
+        if ch:
+            used += (c + b) // b
+            n += 1
+            if s == WAITING:
+                prefill_tokens += c
+    order = order.tolist() if isinstance(order, np.ndarray) else order
     for j in order:
         if chosen_l[j]:
             continue
-        tokens = ctx_l[j] if waiting_l[j] else 0
+        c = ctx_l[j]
+        need = (c + b) // b
+        tokens = c if st[j] == WAITING else 0
         fits = (
             n + 1 <= max_seqs
-            and used + need_l[j] <= cap
+            and used + need <= cap
             and (prefill_tokens + tokens <= budget or (tokens and prefill_tokens == 0))
         )
         if not fits:
@@ -83,10 +114,10 @@ def admit_in_order(
                 break
             continue
         chosen_l[j] = True
-        used += need_l[j]
+        used += need
         n += 1
         prefill_tokens += tokens
-    return np.array(chosen_l, dtype=bool)
+    return chosen_l
 
 
 def shrink_to_fit(view: ServingView, chosen: np.ndarray, drop_order: np.ndarray) -> np.ndarray:
@@ -112,18 +143,19 @@ def vllm_step(view: ServingView, priority: np.ndarray | None = None) -> np.ndarr
     requests back in when room allows. `priority` is a permutation of positions, highest
     first (default: arrival order).
     """
-    running = view.state == RUNNING
     if keeps_everyone(view):
-        return running  # pure decode that fits: keep everyone (what the steps below return)
-    order = np.arange(view.ids.size) if priority is None else priority
-    st = view.state.tolist()
+        return view.state == RUNNING  # pure decode that fits: keep everyone (what the steps below return)
+    st = state_list(view)
     swapped_any = SWAPPED in st
     if not swapped_any and WAITING in st:
         before = st.count(RUNNING)
-        admitted = admit_in_order(view, running, [j for j in order.tolist() if st[j] == WAITING],
-                                  watermark_blocks=0)
-        if admitted.tolist().count(True) > before:  # some waiting request got in
-            return admitted
+        waiting = ([j for j, s in enumerate(st) if s == WAITING] if priority is None
+                   else [j for j in priority.tolist() if st[j] == WAITING])
+        admitted = _admit_list(view, [s == RUNNING for s in st], waiting, True, 0)
+        if admitted.count(True) > before:  # some waiting request got in
+            return np.array(admitted, dtype=bool)
+    running = view.state == RUNNING
+    order = np.arange(view.ids.size) if priority is None else priority
     chosen = shrink_to_fit(view, running, order[running[order]][::-1])
     if swapped_any:
         swapped = view.state == SWAPPED

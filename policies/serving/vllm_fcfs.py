@@ -20,6 +20,8 @@ class VLLMFCFS(ServingPolicy):
             raise ValueError(f"preempt_mode must be 'recompute' or 'swap', got {preempt_mode!r}")
         self.preempt_mode = preempt_mode
 
+    keeps_all_that_fit = True  # (schedule's first case; the policy keeps no state)
+
     def schedule(self, view: ServingView) -> ServingDecision:
         if keeps_everyone(view):  # (vllm_step's first case, without building masks)
             return ServingDecision(view.ids, self.preempt_mode)

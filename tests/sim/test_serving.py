@@ -209,19 +209,27 @@ def test_macro_plan_kv_blocks_equal_the_per_request_sum():
         assert _blocks_walk(used0, _residues(ctx, block), block, k) == want.tolist()
 
 
-def test_iteration_log_frame_equals_the_recorders_rows():
+@pytest.mark.parametrize("flush_rows", [1, 2, 3, 1 << 13])
+def test_iteration_log_frame_equals_the_recorders_rows(monkeypatch, flush_rows):
     from orrery.sim.recorder import Table
     from orrery.sim.serving import IterationLog
 
+    monkeypatch.setattr(IterationLog, "FLUSH_RUNS", flush_rows)  # pending rows moved at any point
     log = IterationLog()
     log.row(0, 0.0, 0.5, 1, 2, 100, 7, 300.0)
     log.decode_rows(1, [0.5, 0.6], [0.1, 0.2], 3, 40, [8, 9], 250.0)
+    log.row(2, 0.6, 0.3, 0, 0, 0, 9, 90.0)
+    log.decode_rows(0, [0.7, 0.8, 0.9], [0.1, 0.1, 0.1], 2, 11, [9, 10, 10], 200.0)
     ref = Table("iterations", IterationLog.columns)
     ref.append(0, 0.0, 0.5, "prefill", 2, 100, 7, 300.0)
     ref.append(1, 0.5, 0.1, "decode", 3, 40, 8, 250.0)
     ref.append(1, 0.6, 0.2, "decode", 3, 43, 9, 250.0)
-    assert len(log) == 3
+    ref.append(2, 0.6, 0.3, "decode", 0, 0, 9, 90.0)
+    for j, (t, u) in enumerate(zip([0.7, 0.8, 0.9], [9, 10, 10], strict=True)):
+        ref.append(0, t, 0.1, "decode", 2, 11 + 2 * j, u, 200.0)
+    assert len(log) == 7
     pd.testing.assert_frame_equal(log.to_frame(), ref.to_frame(), check_exact=True)
+    assert len(log) == 7  # (after the flush)
 
 
 @pytest.mark.parametrize("horizon", [3.0, 7.5])
@@ -252,3 +260,14 @@ def test_policy_can_opt_out_of_fast_forward(monkeypatch):
     res2 = run_serving(scenario("vllm_fcfs", rate=1.0, n=10, seed=0))
     assert calls["n"] == res2.metrics["iterations"]  # asked at every iteration boundary
     _assert_same_run(res, res2)
+
+
+def test_swap_in_next_to_a_prefill_is_counted_before_a_macro_step():
+    # regression: a request swapped in during a prefill iteration holds no KV blocks in the
+    # accounting until its next decode step; a macro step started then never counted them (the
+    # iteration log's kv_blocks_used fell 251 blocks short of the per-iteration path's for good)
+    kw = dict(seed=1033, util=0.9, replicas=1, dispatcher="least_loaded", qoe={"tds_exp_tok_s": 60.0})
+    fast = run_serving(scenario("andes", rate=7.2612426230443345, n=40, fast_forward=True, **kw))
+    slow = run_serving(scenario("andes", rate=7.2612426230443345, n=40, fast_forward=False, **kw))
+    assert fast.metrics["swap_bytes"] > 0
+    _assert_same_run(fast, slow)
