@@ -54,7 +54,6 @@ from orrery.hwmodels.llm import get_model
 from orrery.hwmodels.llm_perf import LLMPerfModel
 from orrery.policies.registry import make_policy
 from orrery.policies.serving.base import (
-    RUNNING,
     ServingPolicy,
     keeps_all_without_asking,
     validate_decision,
@@ -266,7 +265,6 @@ class SimReplica:
         # starts running gets a token at the end of that iteration (`_end_iteration`), except one
         # swapped in next to a prefill: a swap-in drops the bound (the next commit recomputes it).
         self._seg_lb = np.inf
-        self._unheld: list[int] = []  # swapped in next to a prefill, KV blocks not counted yet
         self._min_step_s = float(reqs.qoe.min_step_s)
 
     # --- events ----------------------------------------------------------------------------
@@ -322,8 +320,6 @@ class SimReplica:
         now = self._env._now
         ids = rs.ids()
         if self._ask_less and rs.n_running == ids.size and ids.size <= rs.max_num_seqs:
-            if self._unheld:
-                self._count_unheld()
             # every live request runs: the policy keeps them all if their next step fits, which is
             # Σ ceil((context + 1) / block) = the blocks they hold (ceil(context / block) each)
             # + those whose context ends a block; then a macro step without the view and the call
@@ -369,8 +365,6 @@ class SimReplica:
             # running again, maybe without a token this iteration (a prefill runs only the
             # admitted): its segment bound is unknown until the next commit computes it
             self._seg_lb = -np.inf
-            if step.kind == "prefill":  # (and without its KV blocks counted yet: `_count_unheld`)
-                self._unheld.extend(step.swapped_in.tolist())
         run, ctx_tokens = step.run, step.ctx_tokens
         if step.kind == "prefill":
             compute_s, power = self._prefill(ctx_tokens, int(run.size))
@@ -425,8 +419,6 @@ class SimReplica:
         by the first finish, the KV capacity and the horizon) and wait for the first chunk's end.
         False when not even one fits (the per-iteration path then reports the overflow)."""
         r, rs = self.r, self.state
-        if self._unheld:
-            self._count_unheld()
         B = run.size
         left = (r.output[run] - gen).tolist()  # (small batches: Python lists beat reductions)
         k_fin = min(left)
@@ -450,22 +442,6 @@ class SimReplica:
         self._macro = mac
         self._extend(mac, MACRO_FIRST_CHUNK)
         return True
-
-    def _count_unheld(self) -> None:
-        """Count the KV blocks of requests swapped in next to a prefill. `ReplicaState.apply`
-        gives a request its blocks when it runs a decode step (held 0 -> ceil((context + 1) /
-        block)); one swapped in while a prefill runs only the admitted keeps held 0 until then.
-        A macro step's KV walk starts from blocks held = ceil(context / block) for every running
-        request, so before one starts those requests get theirs: the per-iteration path's first
-        decode step then adds exactly what the walk adds. (Requests preempted again or already
-        decoded since hold their right count and are skipped.)"""
-        r, rs, block = self.r, self.state, self.state.block
-        for i in self._unheld:
-            if r.state[i] == RUNNING and r.held[i] == 0:
-                h = (int(r.prompt[i]) + int(r.generated[i]) + block - 1) // block
-                r.held[i] = h
-                rs.used_blocks += h
-        self._unheld.clear()
 
     def _extend(self, mac: _Macro, n: int) -> None:
         """Plan the macro step's next `n` iterations (at most up to k and the horizon) and wake

@@ -207,6 +207,11 @@ class ReplicaState:
             self.swap_used_bytes = max(0.0, self.swap_used_bytes - in_bytes)
             self.swap_bytes += in_bytes
             r.state[sin] = RUNNING
+            # a swap-in copies the request's KV back into GPU blocks at once (also next to a
+            # prefill, which runs only the admitted): ceil(context / block) of them
+            back = (r.context(sin) + (self.block - 1)) // self.block
+            self.used_blocks += int(back.sum())
+            r.held[sin] = back
         if admit.size:
             kind, run = "prefill", admit
             if admit.size <= 2:

@@ -117,3 +117,22 @@ def test_the_view_gives_absolute_digest_times_as_andes_reads_them():
                          r.qoe.delivered[v.ids], v.digest_last_s)  # tokens delivered to the tracker
     assert np.allclose(r.qoe.lost_area_if(np.array([0, 1]), 101.2, 2.0, np.inf), lost_abs)
     assert lost_abs[0] == 0.0 < lost_abs[1]
+
+
+def test_a_swap_in_next_to_a_prefill_holds_its_blocks_at_once():
+    # a prefill runs only the admitted requests; one swapped in beside it has its KV copied back
+    # into GPU blocks in that same iteration, so the accounting (and the next view's free
+    # blocks) counts them then, not at its next decode step
+    r, rs = replica([100, 30, 20], [5, 5, 5], swap_cap_bytes=1e6)
+    step(rs, [0, 1])
+    rs.deliver(np.array([0, 1]), 1.0)
+    step(rs, [1], mode="swap")  # 0 goes to host memory (context 101 tokens)
+    assert r.state[0] == SWAPPED and r.held[0] == 0
+    used_before = rs.used_blocks
+    s = step(rs, [0, 1, 2])  # swap 0 in while 2 is admitted: a prefill of 2 alone
+    assert s.kind == "prefill" and list(s.run) == [2] and list(s.swapped_in) == [0]
+    assert r.held[0] == 7  # ceil(101 / 16)
+    assert rs.used_blocks == used_before + 7 + 2  # + request 2's ceil(21 / 16)
+    assert rs.view(2.0).kv_blocks_free == 64 - rs.used_blocks
+    s = step(rs, [0, 1, 2])  # its first decode step adds only the block its new token needs
+    assert s.kind == "decode" and r.held[0] == 7 and rs.used_blocks == int(r.held[[0, 1, 2]].sum())
