@@ -16,6 +16,7 @@ class FakeMemory:
 class FakeNVML:
     """Enough of pynvml for discovery, monitoring and actuation. Power in mW, energy in mJ."""
 
+    Error = FakeNVMLError  # (tests reach it through the class: every conftest is module "conftest")
     NVML_CLOCK_SM = 1
     NVML_TEMPERATURE_GPU = 0
 

@@ -121,7 +121,6 @@ def test_every_signal_restores_power_and_clocks_then_hands_on(fake_nvml, signame
 def test_sighup_with_the_default_action_restores_before_the_process_dies(tmp_path):
     """A real SIGHUP to a process whose SIGHUP action is the default (it dies of it)."""
     import subprocess
-    import sys
     import textwrap
 
     state = tmp_path / "state.json"
@@ -164,7 +163,7 @@ def test_sighup_with_the_default_action_restores_before_the_process_dies(tmp_pat
 
 
 def test_failed_power_limit_restore_does_not_skip_the_clock_reset(fake_nvml_cls):
-    error = sys.modules[fake_nvml_cls.__module__].FakeNVMLError
+    error = fake_nvml_cls.Error
 
     class FailingPowerRestore(fake_nvml_cls):
         fail = True
