@@ -107,6 +107,12 @@ def check_policy(domain: str, policy: type | object, *, seed: int = 0) -> list[s
     if repr(da) != repr(db):
         problems.append(f"{cls.__name__} is not deterministic: same views gave different decisions")
     done.append("deterministic")
+    if contract.promises is not None:
+        try:
+            problems.extend(contract.promises(fresh, copy.deepcopy(views)))
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"{cls.__name__} raised while its promises were checked: {err!r}")
+        done.append("keeps what it declares of itself")
     if problems:
         raise PolicyContractError(f"{cls.__name__} ({domain}): " + "; ".join(dict.fromkeys(problems)))
     return done

@@ -28,7 +28,9 @@ class Contract:
 
     base: the abstract policy class; sample_views(rng) -> list of views to probe a policy with;
     validate(view, decision) -> list of problems (empty when the decision is valid);
-    drive(policy, views) -> list of decisions (default: `policy.schedule(v)` for each view).
+    drive(policy, views) -> list of decisions (default: `policy.schedule(v)` for each view);
+    promises(fresh, views) -> list of problems with what a policy declares of itself (flags a
+    backend relies on), given `fresh()`, which makes a new policy as the checker does.
     """
 
     domain: str
@@ -36,6 +38,7 @@ class Contract:
     sample_views: Callable[[Any], list]
     validate: Callable[[Any, Any], list[str]]
     drive: Callable[[Any, list], list] | None = None
+    promises: Callable[[Callable[[], Any], list], list[str]] | None = None
 
 
 _POLICIES: dict[str, dict[str, type]] = {}

@@ -191,6 +191,11 @@ def sample_views(rng: np.random.Generator, n: int = 24) -> list[ServingView]:
         while held.sum() > total and order.size:
             state[order[-1]], held[order[-1]] = WAITING, 0
             order = order[:-1]
+        if i % 4 == 3 and k:  # everyone running, within max_num_seqs and the KV cache
+            state[:] = RUNNING
+            gen = np.maximum(gen, 1)
+            held = -(-(prompt + gen) // block)
+            total = max(total, int((-(-(prompt + gen + 1) // block)).sum()) + int(rng.integers(0, 20)))
         now = 100.0 + float(rng.uniform(0, 10))
         views.append(
             ServingView(
@@ -209,7 +214,7 @@ def sample_views(rng: np.random.Generator, n: int = 24) -> list[ServingView]:
                 block_size=block,
                 kv_blocks_total=total,
                 kv_blocks_free=int(total - held.sum()),
-                max_num_seqs=int(rng.choice([8, 64, 256])),
+                max_num_seqs=int(rng.choice([8, 64, 256])) if i % 4 != 3 else 256,
                 max_num_batched_tokens=4096,
                 latency=_SampleLatency(),
             )
@@ -217,8 +222,38 @@ def sample_views(rng: np.random.Generator, n: int = 24) -> list[ServingView]:
     return views
 
 
+def check_promises(fresh, views: list[ServingView]) -> list[str]:
+    """`keeps_all_that_fit`: on every sample view where all live requests run, there are at most
+    max_num_seqs of them and their next step fits, `schedule` returns `view.ids`; and `kept_all`
+    in place of that call leaves the policy deciding the later views exactly as after it."""
+    policy = fresh()
+    if not keeps_all_without_asking(policy):
+        return []
+    name = type(policy).__name__
+    keep = [i for i, v in enumerate(views)
+            if v.ids.size and bool((v.state == RUNNING).all()) and v.ids.size <= v.max_num_seqs
+            and blocks_after_step(v, np.ones(v.ids.size, dtype=bool)) <= v.kv_blocks_total]
+    if not keep:
+        return ["no sample view keeps everyone: keeps_all_that_fit goes unchecked"]
+    problems = []
+    asked, told = fresh(), fresh()
+    for i, v in enumerate(views):
+        d = asked.schedule(v)
+        if i in keep:
+            if d.running.tolist() != v.ids.tolist():
+                problems.append(f"view {i}: {name} sets keeps_all_that_fit but did not keep every "
+                                f"running request although they fit")
+            told.kept_all(v.now_s)
+        elif repr(told.schedule(v)) != repr(d):
+            problems.append(f"view {i}: {name}.kept_all left it deciding otherwise than "
+                            f"after schedule on the views that kept everyone")
+            break
+    return problems
+
+
 register_contract(
-    Contract(domain="serving", base=ServingPolicy, sample_views=sample_views, validate=validate_decision)
+    Contract(domain="serving", base=ServingPolicy, sample_views=sample_views, validate=validate_decision,
+             promises=check_promises)
 )
 
 __all__ = [

@@ -6,9 +6,11 @@ hook instead of `schedule` then)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orrery.policies.check import PolicyContractError, check_policy
 from orrery.policies.registry import make_policy, shipped_policies
 from orrery.policies.serving.andes import Andes
 from orrery.policies.serving.base import RUNNING, ServingView, keeps_all_without_asking
@@ -42,9 +44,12 @@ def _view(now_s, prompt, generated, kv_total, max_seqs, tds, block=16) -> Servin
         max_num_batched_tokens=4096, latency=_Latency())
 
 
+PROMISING = [n for n in shipped_policies("serving") if keeps_all_without_asking(make_policy("serving", n, {}))]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
-    policy=st.sampled_from(["andes", "vllm_fcfs"]),
+    policy=st.sampled_from(PROMISING),
     ctx=st.lists(st.tuples(st.integers(1, 3000), st.integers(1, 500)), min_size=1, max_size=40),
     slack=st.integers(-20, 50),
     max_seqs=st.integers(1, 64),
@@ -88,3 +93,33 @@ def test_a_subclass_that_replaces_schedule_is_asked():
     for name in shipped_policies("serving"):
         pol = make_policy("serving", name, {})
         assert keeps_all_without_asking(pol) == (name in ("andes", "vllm_fcfs"))
+
+
+def test_the_contract_checker_holds_every_policy_to_its_promise():
+    assert set(PROMISING) >= {"andes", "vllm_fcfs"}
+
+    class Drops(VLLMFCFS):  # promises to keep everyone, then drops the newest
+        keeps_all_that_fit = True
+
+        def schedule(self, view):
+            dec = super().schedule(view)
+            return type(dec)(dec.running[:-1], dec.preempt_mode) if dec.running.size > 1 else dec
+
+    with pytest.raises(PolicyContractError, match="did not keep every running request"):
+        check_policy("serving", Drops)
+
+    class Counts(VLLMFCFS):  # schedule changes state that kept_all (the default no-op) does not
+        keeps_all_that_fit = True
+
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def schedule(self, view):
+            self.n += 1
+            dec = super().schedule(view)
+            return type(dec)(dec.running, "swap" if self.n % 2 else "recompute")
+
+    with pytest.raises(PolicyContractError, match="kept_all left it deciding otherwise"):
+        check_policy("serving", Counts)
+    assert "keeps what it declares of itself" in check_policy("serving", VLLMFCFS)
