@@ -408,17 +408,10 @@ class VFCurve:
 
 
 def _nonneg_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares of y = A c with c >= 0 (two columns: drop the one that comes out negative)."""
-    c = np.linalg.lstsq(A, y, rcond=None)[0]
-    if np.all(c >= 0):
-        return c
-    out = np.zeros(2)
-    for j in (0, 1):
-        cj = max(float(A[:, j] @ y / (A[:, j] @ A[:, j])), 0.0)
-        if np.sum((A[:, j] * cj - y) ** 2) < np.sum((A @ out - y) ** 2):
-            out = np.zeros(2)
-            out[j] = cj
-    return out
+    """Least squares of y = A c with c >= 0 (scipy's NNLS)."""
+    from scipy.optimize import nnls
+
+    return nnls(A, y)[0]
 
 
 def fit_vf_curve(family: str, df, power_limit_w: float) -> VFCurve:
