@@ -416,6 +416,7 @@ class LLMPerfModel:
         self._s_pw_w, self._s_pw_kv = f.power_mem / c.mem_bw, (f.power_mem + f.power_kv) / c.mem_bw
         self._s_keep = 1.0 - c.topk_frac
         self._s_serial = f.attn_seq_s * c.n_layers
+        self._series_of: dict[int, tuple] = {}  # decode_series_s's batch-only terms (`_series_terms`)
         self._s_cpu0 = (f.overhead_s + sh.per_layer_s * c.n_layers
                         + c.n_moe_layers * (sh.moe_layer_s + c.q_is_fp8 * sh.fp8_moe_layer_s)
                         + c.n_fp8_gemms * sh.fp8_gemm_s)
@@ -539,25 +540,16 @@ class LLMPerfModel:
         """`[decode_time_s(batch_size, context_tokens + batch_size * i) for i in range(n)]`, the
         same floats bit for bit (a macro step's decode iterations: the batch stays, each
         iteration adds one token to every context). The terms that depend on the batch size
-        only are computed once; the per-iteration terms keep `_t_scalar`'s operations in order.
-        A subclass that replaces the step formula, speculative decoding with a draft cost and
-        sliding-window attention take the generic per-iteration calls."""
-        cls = type(self)
-        if (self._draft or self.c.window > 0 or not batch_size > 0 or cls._t_scalar is not LLMPerfModel._t_scalar
-                or cls._core is not LLMPerfModel._core or cls.decode_time_s is not LLMPerfModel.decode_time_s):
-            return [self.decode_time_s(batch_size, context_tokens + batch_size * i) for i in range(n)]
-        c, g1 = self.c, self._g1
-        b = float(batch_size)
-        tok = b * g1  # decode_time_s's scalar path: _t_scalar(b * g1, b, ctx * g1)
-        nl = c.n_layers
-        moe = self._s_moe_n * (1.0 - _pow_same(self._s_keep, tok)) if c.n_experts else 0.0
-        kv_tok = nl * tok
-        mem0 = c.dense_bytes + moe
-        pairs_q = 0.5 * nl * tok * tok / b
-        comp0 = self._s_qu * tok
-        t_comm = self._s_comm0 + self._s_comm1 * tok
-        cpu0, per_seq = self._s_cpu0, self.fam.per_seq_s * b
-        kvl, bw, att, ser = c.kv_bytes_per_token_layer, self._s_bw, self._s_attn, self._s_serial
+        only are computed once per batch size (`_series_terms`, remembered on the instance);
+        the per-iteration terms keep `_t_scalar`'s operations in order. A subclass that replaces
+        the step formula, speculative decoding with a draft cost and sliding-window attention
+        take the generic per-iteration calls."""
+        terms = self._series_of.get(batch_size)
+        if terms is None:
+            terms = self._series_terms(batch_size)
+            if terms is None:
+                return [self.decode_time_s(batch_size, context_tokens + batch_size * i) for i in range(n)]
+        b, g1, nl, kv_tok, mem0, pairs_q, comp0, t_comm, cpu0, per_seq, kvl, bw, att, ser = terms
         sqrt = math.sqrt
         out = []
         for i in range(n):
@@ -568,6 +560,26 @@ class LLMPerfModel:
             a2, b2 = t_mem * t_mem, t_comp * t_comp
             out.append(sqrt(sqrt(a2 * a2 + b2 * b2)) + t_comm + cpu0 + per_seq + ser * (x / b))
         return out
+
+    def _series_terms(self, batch_size: int) -> tuple | None:
+        """`decode_series_s`'s batch-only terms for `batch_size` (remembered, at most 4096 batch
+        sizes), or None where it takes the generic per-iteration calls (not remembered)."""
+        cls = type(self)
+        if (self._draft or self.c.window > 0 or not batch_size > 0 or cls._t_scalar is not LLMPerfModel._t_scalar
+                or cls._core is not LLMPerfModel._core or cls.decode_time_s is not LLMPerfModel.decode_time_s):
+            return None
+        c, g1 = self.c, self._g1
+        b = float(batch_size)
+        tok = b * g1  # decode_time_s's scalar path: _t_scalar(b * g1, b, ctx * g1)
+        nl = c.n_layers
+        moe = self._s_moe_n * (1.0 - _pow_same(self._s_keep, tok)) if c.n_experts else 0.0
+        terms = (b, g1, nl, nl * tok, c.dense_bytes + moe, 0.5 * nl * tok * tok / b, self._s_qu * tok,
+                 self._s_comm0 + self._s_comm1 * tok, self._s_cpu0, self.fam.per_seq_s * b,
+                 c.kv_bytes_per_token_layer, self._s_bw, self._s_attn, self._s_serial)
+        if len(self._series_of) >= 4096:
+            self._series_of.clear()
+        self._series_of[batch_size] = terms
+        return terms
 
     # ---- power ---------------------------------------------------------------------------
     def power_w(self, batch_size, busy: bool = True):

@@ -34,6 +34,7 @@ from orrery.policies.serving.common import (
     state_list,
     step_blocks,
     vllm_step,
+    vllm_step_ids,
 )
 from orrery.policies.serving.qoe import expected_area, lost_area
 
@@ -181,8 +182,7 @@ class Andes(ServingPolicy):
             self._plan.clear()
             if keeps_everyone(view):  # (vllm_step's first case, without building masks)
                 return ServingDecision(view.ids, self.preempt_mode)
-            chosen = vllm_step(view)
-            return ServingDecision(view.ids[chosen], self.preempt_mode)
+            return ServingDecision(vllm_step_ids(view), self.preempt_mode)
         chosen = None
         if view.now_s - self._plan_time < self.replan_interval_s and self._plan:
             chosen = np.fromiter((i in self._plan for i in view.ids.tolist()), bool, view.ids.size)

@@ -145,6 +145,25 @@ def vllm_step(view: ServingView, priority: np.ndarray | None = None) -> np.ndarr
     """
     if keeps_everyone(view):
         return view.state == RUNNING  # pure decode that fits: keep everyone (what the steps below return)
+    chosen = _vllm_step(view, priority)
+    return np.array(chosen, dtype=bool) if isinstance(chosen, list) else chosen
+
+
+def vllm_step_ids(view: ServingView, priority: np.ndarray | None = None) -> np.ndarray:
+    """`view.ids[vllm_step(view, priority)]`: the ids the step runs; `view.ids` itself when it
+    keeps every running request that fits or admits next to them so that every live request
+    runs (the usual admission; a decision whose `running` is the view's ids needs no
+    comparison of ids to be read as "everyone"), else a fresh array."""
+    if keeps_everyone(view):
+        return view.ids
+    chosen = _vllm_step(view, priority)
+    if isinstance(chosen, list):
+        return view.ids if False not in chosen else view.ids[np.array(chosen, dtype=bool)]
+    return view.ids[chosen]
+
+
+def _vllm_step(view: ServingView, priority: np.ndarray | None) -> np.ndarray | list[bool]:
+    """`vllm_step` past its first case: the mask, or a list of bools when an admission made it."""
     st = state_list(view)
     swapped_any = SWAPPED in st
     if not swapped_any and WAITING in st:
@@ -153,7 +172,7 @@ def vllm_step(view: ServingView, priority: np.ndarray | None = None) -> np.ndarr
                    else [j for j in priority.tolist() if st[j] == WAITING])
         admitted = _admit_list(view, [s == RUNNING for s in st], waiting, True, 0)
         if admitted.count(True) > before:  # some waiting request got in
-            return np.array(admitted, dtype=bool)
+            return admitted
     running = view.state == RUNNING
     order = np.arange(view.ids.size) if priority is None else priority
     chosen = shrink_to_fit(view, running, order[running[order]][::-1])

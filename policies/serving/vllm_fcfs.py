@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from orrery.policies.registry import register
 from orrery.policies.serving.base import PreemptMode, ServingDecision, ServingPolicy, ServingView
-from orrery.policies.serving.common import keeps_everyone, vllm_step
+from orrery.policies.serving.common import keeps_everyone, vllm_step_ids
 
 
 @register("serving", "vllm_fcfs")
@@ -25,5 +25,4 @@ class VLLMFCFS(ServingPolicy):
     def schedule(self, view: ServingView) -> ServingDecision:
         if keeps_everyone(view):  # (vllm_step's first case, without building masks)
             return ServingDecision(view.ids, self.preempt_mode)
-        chosen = vllm_step(view)
-        return ServingDecision(view.ids[chosen], self.preempt_mode)
+        return ServingDecision(vllm_step_ids(view), self.preempt_mode)
