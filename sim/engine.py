@@ -52,6 +52,15 @@ class _At(simpy.Event):
         self._ok = True
 
 
+class Wake:
+    """The lightest thing simpy's `Environment.step` can fire: it reads only an event's
+    `callbacks` and `_ok`. `Simulation.push_at` schedules one; a caller that sets one shared
+    `callbacks` tuple makes no event object or closure per wake-up (the serving replica's)."""
+
+    __slots__ = ("callbacks",)
+    _ok = True
+
+
 class Simulation:
     """A simpy environment with seeded streams and a recorder.
 
@@ -80,10 +89,14 @@ class Simulation:
         """An event that fires at the absolute time `t_s` exactly (a timeout of `t_s - now`
         fires at `now + (t_s - now)`, which float round-off may move by an ulp). Macro steps use
         it to land on the same clock values as one timeout per iteration would."""
+        return self.push_at(t_s, _At(self.env, value))
+
+    def push_at(self, t_s: float, ev):
+        """Schedule the triggered event `ev` (a simpy event or a `Wake`) at the absolute time
+        `t_s`; returns it."""
         env = self.env
-        if t_s < env.now:
-            raise ValueError(f"time {t_s} s is in the past (now {env.now} s)")
-        ev = _At(env, value)
+        if t_s < env._now:
+            raise ValueError(f"time {t_s} s is in the past (now {env._now} s)")
         # simpy.Environment.schedule adds a delay to now; push the absolute time instead
         heappush(env._queue, (t_s, simpy.events.NORMAL, next(env._eid), ev))
         return ev

@@ -41,13 +41,11 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from functools import reduce
-from heapq import heappush
 from itertools import accumulate, cycle, islice, repeat
 from operator import add, attrgetter, mul
 
 import numpy as np
 import pandas as pd
-from simpy.events import NORMAL
 
 from orrery.core.errors import OrreryInputError
 from orrery.hwmodels.llm import get_model
@@ -61,7 +59,7 @@ from orrery.policies.serving.base import (
 from orrery.policies.serving.common import all_running
 from orrery.policies.serving.qoe import SEGMENT_MARGIN_S
 from orrery.sim.domains import Domain, RunResult, register_domain
-from orrery.sim.engine import Simulation
+from orrery.sim.engine import Simulation, Wake
 from orrery.sim.serving_replica import GiB, ReplicaState, RequestState, summarize_requests
 from orrery.sim.serving_scenario import (
     QoESpec,
@@ -258,6 +256,7 @@ class SimReplica:
         self._wake_ev = None  # the one wake-up event that counts (earlier ones are dropped)
         self._wake_fn = None
         self._env = sim.env
+        self._push_at = sim.push_at
         self._on_wake_cb = (self._on_wake,)
         # A lower bound on the (absolute) read-up-to time of the open QoE segment of every running
         # request: a token delivered before it joins that segment (see `_commit`). Each delivery at
@@ -269,16 +268,12 @@ class SimReplica:
 
     # --- events ----------------------------------------------------------------------------
     def _wake_at(self, t_s: float, fn) -> None:
-        """Call `fn()` at the absolute time `t_s`; supersedes the wake-up pending before. (As
-        `Simulation.at` with one callback, without a simpy event object: the heap entry's event
-        is a `_Wake`, which simpy's step treats alike: it calls its callbacks, checks `_ok`.)"""
-        env = self._env
-        if t_s < env._now:
-            raise ValueError(f"time {t_s} s is in the past (now {env._now} s)")
-        w = _Wake()
+        """Call `fn()` at the absolute time `t_s`; supersedes the wake-up pending before (as
+        `Simulation.at` with one callback, on a `Wake` that shares the replica's callback)."""
+        w = Wake()
         w.callbacks = self._on_wake_cb
         self._wake_ev, self._wake_fn = w, fn
-        heappush(env._queue, (t_s, NORMAL, next(env._eid), w))
+        self._push_at(t_s, w)
 
     def _on_wake(self, ev) -> None:
         if ev is self._wake_ev:
@@ -529,14 +524,6 @@ class SimReplica:
         if m == mac.k_fin:
             done = [i for i, x in zip(run.tolist(), mac.left, strict=True) if x == m]
             rs.finish(np.array(done, dtype=np.int64), e[-1], self.policy)
-
-
-class _Wake:
-    """A replica's wake-up on the simulation's heap: what simpy's `Environment.step` reads of an
-    event (its callbacks, `_ok`), nothing else."""
-
-    __slots__ = ("callbacks",)
-    _ok = True
 
 
 class _Macro:
