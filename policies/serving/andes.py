@@ -29,7 +29,6 @@ from orrery.policies.serving.common import (
     admit_in_order,
     all_running,
     context_list,
-    keeps_everyone,
     shrink_to_fit,
     state_list,
     step_blocks,
@@ -180,9 +179,7 @@ class Andes(ServingPolicy):
     def schedule(self, view: ServingView) -> ServingDecision:
         if not self._under_pressure(view):
             self._plan.clear()
-            if keeps_everyone(view):  # (vllm_step's first case, without building masks)
-                return ServingDecision(view.ids, self.preempt_mode)
-            return ServingDecision(vllm_step_ids(view), self.preempt_mode)
+            return ServingDecision(vllm_step_ids(view), self.preempt_mode)  # (view.ids when all keep)
         chosen = None
         if view.now_s - self._plan_time < self.replan_interval_s and self._plan:
             chosen = np.fromiter((i in self._plan for i in view.ids.tolist()), bool, view.ids.size)

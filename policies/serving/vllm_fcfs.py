@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from orrery.policies.registry import register
 from orrery.policies.serving.base import PreemptMode, ServingDecision, ServingPolicy, ServingView
-from orrery.policies.serving.common import keeps_everyone, vllm_step_ids
+from orrery.policies.serving.common import vllm_step_ids
 
 
 @register("serving", "vllm_fcfs")
@@ -20,9 +20,7 @@ class VLLMFCFS(ServingPolicy):
             raise ValueError(f"preempt_mode must be 'recompute' or 'swap', got {preempt_mode!r}")
         self.preempt_mode = preempt_mode
 
-    keeps_all_that_fit = True  # (schedule's first case; the policy keeps no state)
+    keeps_all_that_fit = True  # (vllm_step_ids' first case; the policy keeps no state)
 
     def schedule(self, view: ServingView) -> ServingDecision:
-        if keeps_everyone(view):  # (vllm_step's first case, without building masks)
-            return ServingDecision(view.ids, self.preempt_mode)
-        return ServingDecision(vllm_step_ids(view), self.preempt_mode)
+        return ServingDecision(vllm_step_ids(view), self.preempt_mode)  # (view.ids when all keep)
