@@ -8,9 +8,11 @@ the length stream drew one more number.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import time
+from contextlib import contextmanager
 from heapq import heappush
 
 import numpy as np
@@ -103,7 +105,12 @@ class Simulation:
 
     def run(self, until: float | simpy.Event | None = None) -> None:
         """Advance to `until`; with a progress reporter installed (`sim.progress.reporting`),
-        report (simulated time, horizon, events) about every `progress.INTERVAL_S` of wall time."""
+        report (simulated time, horizon, events) about every `progress.INTERVAL_S` of wall time.
+        The objects made before the run stay out of the cyclic collector's way (`_gc_frozen`)."""
+        with _gc_frozen():
+            self._run(until)
+
+    def _run(self, until: float | simpy.Event | None) -> None:
         fn = progress.current()
         if fn is None:
             self.env.run(until=until)
@@ -128,3 +135,19 @@ class Simulation:
         finally:
             del env.step
             fn(float(env.now), horizon, state["n"])
+
+
+@contextmanager
+def _gc_frozen():
+    """Keep the objects that exist before a run (modules, inputs, the model) out of the cyclic
+    collector's passes during it (`gc.freeze`; put back after): its full passes then visit only
+    what the run made (2% of a serving run's time at 100k requests). Leaves alone a process
+    that froze objects itself."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -38,11 +38,10 @@ requests hold, `ReplicaState.used_blocks`, plus those whose context ends a block
 
 from __future__ import annotations
 
-from array import array
 from bisect import bisect_left
 from functools import reduce
 from itertools import accumulate, cycle, islice, repeat
-from operator import add, attrgetter, mul
+from operator import add, mul
 
 import numpy as np
 import pandas as pd
@@ -114,23 +113,28 @@ class TokenLatency:
 
 
 class IterationLog:
-    """The `iterations` table of a serving run, kept as typed columns (`array.array`, 8 bytes a
-    value; the kind as a one-byte code): a macro step of m decode iterations extends the start,
-    duration, context and KV columns by m values; the columns that stay constant within it
-    (replica, kind, batch, power) are kept as one run of m rows, expanded into their columns by
-    a few numpy calls every `FLUSH_RUNS` runs. `to_frame` gives the recorder's frame (same
-    columns, dtypes and values as rows appended one by one)."""
+    """The `iterations` table of a serving run, kept as typed columns: a macro step of m decode
+    iterations adds m start and duration floats and m KV counts to pending Python lists (a
+    pointer copy each) and one run (replica, kind, batch, power, first context) for the columns
+    that stay constant or grow by the batch within it. Every `FLUSH_RUNS` runs the pending rows
+    become numpy chunks (8 bytes a value; the kind as a one-byte code; the contexts expanded as
+    first context + batch x the row's place in its run). `to_frame` gives the recorder's frame
+    (same columns, dtypes and values as rows appended one by one)."""
 
     columns = ("replica", "start_s", "duration_s", "kind", "batch", "context_tokens", "kv_blocks_used",
                "power_w")
     KINDS = ("decode", "prefill")
     FLUSH_RUNS = 1 << 13
+    _DTYPES = {"replica": np.int64, "start_s": float, "duration_s": float, "kind": np.int8, "batch": np.int64,
+               "context_tokens": np.int64, "kv_blocks_used": np.int64, "power_w": float}
 
     def __init__(self) -> None:
-        self.replica, self.start_s, self.duration_s = array("q"), array("d"), array("d")
-        self.kind, self.batch, self.context_tokens = array("b"), array("q"), array("q")
-        self.kv_blocks_used, self.power_w = array("q"), array("d")
-        self._runs: list[tuple] = []  # (replica, kind, batch, power) of the rows not yet flushed
+        self._chunks: dict[str, list[np.ndarray]] = {c: [] for c in self.columns}
+        self._flushed = 0
+        self._start: list[float] = []  # pending rows
+        self._dur: list[float] = []
+        self._kv: list[int] = []
+        self._runs: list[tuple] = []  # (replica, kind, batch, power, first context) of the pending runs
         self._m: list[int] = []  # rows of each run
 
     @classmethod
@@ -142,15 +146,14 @@ class IterationLog:
         return log
 
     def __len__(self) -> int:
-        return len(self.start_s)
+        return self._flushed + len(self._start)
 
     def row(self, replica: int, start_s: float, duration_s: float, kind: int, batch: int, ctx: int,
             used: int, power_w: float) -> None:
-        self.start_s.append(start_s)
-        self.duration_s.append(duration_s)
-        self.context_tokens.append(ctx)
-        self.kv_blocks_used.append(used)
-        self._runs.append((replica, kind, batch, power_w))
+        self._start.append(start_s)
+        self._dur.append(duration_s)
+        self._kv.append(used)
+        self._runs.append((replica, kind, batch, power_w, ctx))
         self._m.append(1)
         if len(self._m) >= self.FLUSH_RUNS:
             self.flush()
@@ -158,41 +161,50 @@ class IterationLog:
     def decode_rows(self, replica: int, starts: list, durs: list, batch: int, ctx0: int, used: list,
                     power_w: float) -> None:
         """len(durs) decode iterations of `batch` requests from context `ctx0` (each adds batch)."""
-        m = len(durs)
-        self.start_s.extend(starts)
-        self.duration_s.extend(durs)
-        self.context_tokens.extend(range(ctx0, ctx0 + batch * m, batch) if batch else [ctx0] * m)
-        self.kv_blocks_used.extend(used)
-        self._runs.append((replica, 0, batch, power_w))  # kind 0: decode
-        self._m.append(m)
+        self._start.extend(starts)
+        self._dur.extend(durs)
+        self._kv.extend(used)
+        self._runs.append((replica, 0, batch, power_w, ctx0))  # kind 0: decode
+        self._m.append(len(durs))
         if len(self._m) >= self.FLUSH_RUNS:
             self.flush()
 
     def flush(self) -> None:
-        """Expand the pending runs into the replica, kind, batch and power columns."""
+        """Move the pending rows into the columns' numpy chunks."""
         if not self._m:
             return
-        runs = np.repeat(np.array(self._runs, dtype=float), self._m, axis=0)  # (small ints: exact)
-        self.replica.frombytes(runs[:, 0].astype(np.int64).tobytes())
-        self.kind.frombytes(runs[:, 1].astype(np.int8).tobytes())
-        self.batch.frombytes(runs[:, 2].astype(np.int64).tobytes())
-        self.power_w.frombytes(runs[:, 3].tobytes())
-        self._runs, self._m = [], []
+        m = np.array(self._m, dtype=np.int64)
+        n = int(m.sum())
+        replica, kind, batch, power, ctx0 = zip(*self._runs, strict=True)
+        place = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(m) - m, m)  # row within its run
+        batch_rows = np.repeat(np.array(batch, dtype=np.int64), m)
+        cols = {
+            "replica": np.repeat(np.array(replica, dtype=np.int64), m),
+            "start_s": np.array(self._start, dtype=float),
+            "duration_s": np.array(self._dur, dtype=float),
+            "kind": np.repeat(np.array(kind, dtype=np.int8), m),
+            "batch": batch_rows,
+            "context_tokens": np.repeat(np.array(ctx0, dtype=np.int64), m) + batch_rows * place,
+            "kv_blocks_used": np.array(self._kv, dtype=np.int64),
+            "power_w": np.repeat(np.array(power, dtype=float), m),
+        }
+        for c, v in cols.items():
+            self._chunks[c].append(v)
+        self._flushed += n
+        self._start, self._dur, self._kv, self._runs, self._m = [], [], [], [], []
 
     def to_frame(self) -> pd.DataFrame:
         self.flush()
         # one copy of each column (copy=False: the frame keeps these arrays; a second, consolidating
-        # copy would touch as much fresh memory again, ~0.2 s per 1.7M rows here in page faults)
-        return pd.DataFrame(copy=False, data={
-            "replica": np.frombuffer(self.replica, dtype=np.int64).copy(),
-            "start_s": np.frombuffer(self.start_s, dtype=float).copy(),
-            "duration_s": np.frombuffer(self.duration_s, dtype=float).copy(),
-            "kind": _decode_kinds(np.frombuffer(self.kind, dtype=np.int8), self.KINDS),
-            "batch": np.frombuffer(self.batch, dtype=np.int64).copy(),
-            "context_tokens": np.frombuffer(self.context_tokens, dtype=np.int64).copy(),
-            "kv_blocks_used": np.frombuffer(self.kv_blocks_used, dtype=np.int64).copy(),
-            "power_w": np.frombuffer(self.power_w, dtype=float).copy(),
-        })
+        # copy would touch as much fresh memory again, ~0.2 s per 1.7M rows here in page faults);
+        # the log keeps the joined column in place of its chunks (shared with the frame)
+        data = {}
+        for c, ch in self._chunks.items():
+            col = np.concatenate(ch) if len(ch) > 1 else (ch[0] if ch else np.zeros(0, dtype=self._DTYPES[c]))
+            self._chunks[c] = [col]
+            data[c] = col
+        data["kind"] = _decode_kinds(data["kind"], self.KINDS)
+        return pd.DataFrame(copy=False, data=data)
 
 
 def _decode_kinds(codes: np.ndarray, names: tuple[str, ...]):
@@ -218,7 +230,8 @@ class SimReplica:
     process that starts it."""
 
     def __init__(self, index: int, sim: Simulation, scn: ServingScenario, perf: LLMPerfModel,
-                 policy: ServingPolicy, reqs: RequestState, max_model_len: int):
+                 policy: ServingPolicy, reqs: RequestState, max_model_len: int,
+                 live_counts: list[int] | None = None):
         hw = scn.hardware
         self.i, self.sim, self.perf, self.policy, self.r = index, sim, perf, policy, reqs
         self.latency = TokenLatency(perf)
@@ -229,7 +242,7 @@ class SimReplica:
             reqs, block_size=hw.block_size, total_blocks=total_blocks, max_num_seqs=hw.max_num_seqs,
             max_num_batched_tokens=hw.max_num_batched_tokens or max(max_model_len, 2048),
             swap_cap_bytes=hw.swap_space_gib * GiB, kv_bytes_per_token=perf.kv_bytes_per_token,
-            latency=self.latency, index=index)
+            latency=self.latency, index=index, live_counts=live_counts)
         self.busy_s = 0.0
         self.energy_j = 0.0
         self.iterations = 0
@@ -518,12 +531,14 @@ class SimReplica:
         if self._tok_tab is not None:
             self._tok_tab.extend(request=np.tile(run, m), t_s=np.repeat(e, B))
         r.generated[run] = mac.gen + m  # (only this commit changes them while the macro step runs)
-        # (a running request has had its first token: its prefill iteration delivered it)
-        r.held[run] = (mac.ctx0 + (m + block - 1)) // block  # ceil((context + m) / block)
+        # (a running request has had its first token: its prefill iteration delivered it; the
+        # blocks it holds follow from its context, `RequestState.held`)
         rs.used_blocks = used
-        if m == mac.k_fin:
-            done = [i for i, x in zip(run.tolist(), mac.left, strict=True) if x == m]
-            rs.finish(np.array(done, dtype=np.int64), e[-1], self.policy)
+        if m == mac.k_fin:  # the requests with m tokens left finish (usually one: a slice of run)
+            left = mac.left
+            j = left.index(m)
+            done = run[j:j + 1] if left.count(m) == 1 else run[[i for i, x in enumerate(left) if x == m]]
+            rs.finish(done, e[-1], self.policy)
 
 
 class _Macro:
@@ -594,15 +609,15 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
     if len(reqs) == 0:
         raise OrreryInputError("the workload generated no requests; raise n_requests or duration_s")
     state = RequestState(reqs, scn.qoe, sim.rng["qoe"])
+    loads = [0] * scn.replicas  # live requests per replica (the replicas keep it)
     replicas = [
-        SimReplica(i, sim, scn, perf, make_policy("serving", scn.policy, scn.policy_params), state, max_model_len)
+        SimReplica(i, sim, scn, perf, make_policy("serving", scn.policy, scn.policy_params), state, max_model_len,
+                   loads)
         for i in range(scn.replicas)
     ]
     arrivals_done = sim.env.event()
 
     times = state.arrival_s.tolist()
-    states = [rep.state for rep in replicas]
-    live_of = attrgetter("live")
     n_rep, nxt, rr = len(replicas), 0, 0
 
     def arrive(_ev=None) -> None:
@@ -619,8 +634,7 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
                 k = rr % n_rep
                 rr += 1
             else:  # least_loaded: fewest live requests, then lowest index
-                lens = list(map(len, map(live_of, states)))
-                k = lens.index(min(lens))
+                k = loads.index(min(loads))
             state.replica[rid] = k
             replicas[k].add(rid)
         if nxt < len(times):

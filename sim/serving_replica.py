@@ -13,6 +13,7 @@ Neither backend's own machinery (simpy processes, macro steps; torch, cache slot
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from orrery.workloads.serving import Requests
 
 FINISHED = 3
 GiB = 1024**3
-_NO_IDS = np.zeros(0, dtype=np.int64)  # (shared empty results of `apply`: read-only)
+_NO_IDS = np.zeros(0, dtype=np.int64)  # (shared empty results of `apply` and `deliver`: read-only)
 _NO_IDS.flags.writeable = False
 _NO_MASK = np.zeros(0, dtype=bool)
 _NO_MASK.flags.writeable = False
@@ -43,7 +44,6 @@ class RequestState:
         self.output = np.asarray(reqs.output_tokens, dtype=np.int64)
         self.generated = np.zeros(n, dtype=np.int64)
         self.state = np.full(n, WAITING, dtype=np.int8)
-        self.held = np.zeros(n, dtype=np.int64)
         self.n_preempt = np.zeros(n, dtype=np.int64)
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
@@ -57,6 +57,13 @@ class RequestState:
     def context(self, ids: np.ndarray) -> np.ndarray:
         """Tokens of context (prompt + generated) of each request in `ids`."""
         return self.prompt[ids] + self.generated[ids]
+
+    def held(self, ids: np.ndarray, block: int) -> np.ndarray:
+        """GPU KV blocks each request of `ids` holds with blocks of `block` tokens: ceil(context
+        / block) when running, else 0. (Between iterations that is exact: a step that makes a
+        token allocates its block at `apply` and the token lands at `deliver`; a swap-in gets
+        its blocks back at once. No array keeps it, so a macro step's commit writes none.)"""
+        return np.where(self.state[ids] == RUNNING, -(-self.context(ids) // block), 0)
 
 
 @dataclass
@@ -84,7 +91,9 @@ class ReplicaState:
 
     def __init__(self, reqs: RequestState, *, block_size: int, total_blocks: int, max_num_seqs: int,
                  max_num_batched_tokens: int, swap_cap_bytes: float, kv_bytes_per_token: float,
-                 latency: Any, index: int = 0):
+                 latency: Any, index: int = 0, live_counts: list[int] | None = None):
+        """`live_counts`: a list the replicas of one run share, `live_counts[index]` kept equal to
+        this replica's number of live requests (a dispatcher reads them all at once)."""
         self.r = reqs
         self.i = index
         self.block = block_size
@@ -100,12 +109,14 @@ class ReplicaState:
         self.preemptions = 0
         self.admitted = 0
         self.live: list[int] = []
+        self._counts = live_counts if live_counts is not None else [0] * (index + 1)
         self.n_running = 0  # live requests in state RUNNING
         self._ids_cache: np.ndarray | None = None
 
     # --- the live set --------------------------------------------------------------------
     def add(self, rid: int) -> None:
         self.live.append(rid)
+        self._counts[self.i] += 1
         self._ids_cache = None
 
     def ids(self) -> np.ndarray:
@@ -168,9 +179,9 @@ class ReplicaState:
             parts: tuple[list, list, list] = ([], [], [])  # preempted, swapped in, admitted
             ch_l = None if chosen is None else chosen.tolist()
             if ch_l is None or False not in ch_l:  # everyone runs (an admission next to a running batch)
-                for i, s in zip(ids.tolist(), state_list(view), strict=True):
-                    if s != RUNNING:
-                        parts[1 if s == SWAPPED else 2].append(i)
+                st_l = state_list(view)
+                for i, s in compress(zip(ids.tolist(), st_l, strict=True), map(RUNNING.__ne__, st_l)):
+                    parts[1 if s == SWAPPED else 2].append(i)
             else:
                 for i, s, c in zip(ids.tolist(), state_list(view), ch_l, strict=True):
                     if s == RUNNING:
@@ -189,12 +200,12 @@ class ReplicaState:
         out_bytes = 0.0
         if pre.size:
             to_swap = np.zeros(pre.size, bool)
-            nbytes = r.context(pre) * kvb
+            ctx_pre = r.context(pre)
+            nbytes = ctx_pre * kvb
             if dec.preempt_mode == "swap":
                 room = self.swap_cap_bytes - self.swap_used_bytes
                 to_swap = np.cumsum(nbytes) <= room
-            self.used_blocks -= int(r.held[pre].sum())
-            r.held[pre] = 0
+            self.used_blocks -= int((-(-ctx_pre // self.block)).sum())  # (running: ceil(context / block))
             r.state[pre] = np.where(to_swap, SWAPPED, WAITING)
             r.n_preempt[pre] += 1
             self.preemptions += pre.size
@@ -209,9 +220,7 @@ class ReplicaState:
             r.state[sin] = RUNNING
             # a swap-in copies the request's KV back into GPU blocks at once (also next to a
             # prefill, which runs only the admitted): ceil(context / block) of them
-            back = (r.context(sin) + (self.block - 1)) // self.block
-            self.used_blocks += int(back.sum())
-            r.held[sin] = back
+            self.used_blocks += int(((r.context(sin) + (self.block - 1)) // self.block).sum())
         if admit.size:
             kind, run = "prefill", admit
             if admit.size <= 2:
@@ -220,24 +229,24 @@ class ReplicaState:
                 self.admitted += int((r.generated[admit] == 0).sum())
         else:
             kind, run = "decode", ids if chosen is None else ids[chosen]
+        # the blocks of the token this step makes: ceil((context + 1) / block) minus what the
+        # request holds, nothing when admitted (waiting), ceil(context / block) when running (or
+        # just swapped in): one block exactly where the context fills its last block
         block = self.block
+        prefill = kind == "prefill"
         if run.size <= 2:  # (a prefill of one or two) plain Python, the same integers
             ctx_tokens = delta = 0
             for i in run.tolist():
                 c = int(r.prompt[i]) + int(r.generated[i])
                 ctx_tokens += c
                 r.state[i] = RUNNING
-                h = (c + block) // block  # ceil((context + 1) / block)
-                delta += h - int(r.held[i])
-                r.held[i] = h
+                delta += (c + block) // block if prefill else c % block == 0
             self.used_blocks += delta
         else:
             ctx = r.context(run)
             ctx_tokens = int(ctx.sum())
             r.state[run] = RUNNING
-            new_held = (ctx + block) // block  # ceil((context + the token this step makes) / block)
-            self.used_blocks += int((new_held - r.held[run]).sum())
-            r.held[run] = new_held
+            self.used_blocks += int(((ctx + block) // block).sum()) if prefill else int((ctx % block == 0).sum())
         if self.used_blocks > self.total_blocks:
             raise RuntimeError(f"KV blocks in use {self.used_blocks} exceed capacity {self.total_blocks}")
         self.n_running += sin.size + admit.size - pre.size
@@ -257,7 +266,7 @@ class ReplicaState:
                     r.first_token_s[i] = now_s
                 if g >= r.output[i]:
                     done.append(i)
-            return np.array(done, dtype=np.int64)
+            return np.array(done, dtype=np.int64) if done else _NO_IDS
         r.generated[run] += 1
         fresh = run[np.isnan(r.first_token_s[run])]
         r.first_token_s[fresh] = now_s
@@ -268,23 +277,22 @@ class ReplicaState:
         r = self.r
         done_l = done.tolist()
         if len(done_l) <= 2:  # one or two (the usual finish): plain Python, the same integers
-            held = r.held
+            block = self.block
             for i in done_l:
-                self.used_blocks -= int(held[i])
-                held[i] = 0
-                if r.state[i] == RUNNING:
+                if r.state[i] == RUNNING:  # its blocks: ceil(context / block)
+                    self.used_blocks -= -(-(int(r.prompt[i]) + int(r.generated[i])) // block)
                     self.n_running -= 1
                 r.state[i] = FINISHED
                 r.finish_s[i] = now_s
                 self.live.remove(i)
         else:
+            self.used_blocks -= int(r.held(done, self.block).sum())
             self.n_running -= int((r.state[done] == RUNNING).sum())
             r.state[done] = FINISHED
             r.finish_s[done] = now_s
-            self.used_blocks -= int(r.held[done].sum())
-            r.held[done] = 0
             finished = set(done_l)
             self.live = [i for i in self.live if i not in finished]
+        self._counts[self.i] -= len(done_l)
         self._ids_cache = None
         for rid in done_l:
             policy.on_finish(rid, now_s)
@@ -304,7 +312,6 @@ class _LazyView(ServingView):
         "qoe_deficit": lambda r, ids: r.qoe.deficit_of(ids),
         # absolute time, as ServingView documents (the tracker keeps it relative to arrival)
         "digest_last_s": lambda r, ids: r.arrival_s[ids] + r.qoe.digest_last_of(ids),
-        "kv_blocks_held": lambda r, ids: r.held[ids],
     }
 
     @property
@@ -315,6 +322,15 @@ class _LazyView(ServingView):
         if c is None:
             c = d["_context_tokens"] = d["prompt_tokens"] + d["generated_tokens"]
         return c
+
+    @property
+    def kv_blocks_held(self) -> np.ndarray:
+        """ceil(context / block) when running, else 0 (`RequestState.held`), computed once per view."""
+        d = self.__dict__
+        h = d.get("_kv_blocks_held")
+        if h is None:
+            h = d["_kv_blocks_held"] = np.where(d["state"] == RUNNING, -(-self.context_tokens // d["block_size"]), 0)
+        return h
 
     def __getattr__(self, name: str):
         gather = _LazyView._GATHER.get(name)

@@ -47,7 +47,7 @@ def test_admit_decode_finish_keeps_kv_accounting():
     pol = _Policy()
     rs.finish(done, 1.0, pol)
     assert pol.finished == [(1, 1.0)] and r.state[1] == FINISHED and rs.live == [0]
-    assert rs.used_blocks == 2 and r.held[1] == 0
+    assert rs.used_blocks == 2 and r.held([1], rs.block)[0] == 0
     s = step(rs, [0])
     assert s.kind == "decode" and s.ctx_tokens == 21 and rs.used_blocks == 2
 
@@ -87,7 +87,7 @@ def test_lazy_view_fields_equal_the_request_state():
     for name, want in [("arrival_s", r.arrival_s[ids]), ("n_preemptions", r.n_preempt[ids]),
                        ("ttft_exp_s", r.ttft[ids]), ("tds_exp_tok_s", r.tds[ids]),
                        ("qoe_deficit", r.qoe.deficit[ids]), ("digest_last_s", r.arrival_s[ids] + r.qoe.digest_last_s[ids]),
-                       ("kv_blocks_held", r.held[ids])]:
+                       ("kv_blocks_held", r.held(ids, rs.block))]:
         assert np.array_equal(getattr(v, name), want), name
     assert v.digest_last_s is v.digest_last_s  # gathered once, then cached
     with pytest.raises(AttributeError):
@@ -127,12 +127,14 @@ def test_a_swap_in_next_to_a_prefill_holds_its_blocks_at_once():
     step(rs, [0, 1])
     rs.deliver(np.array([0, 1]), 1.0)
     step(rs, [1], mode="swap")  # 0 goes to host memory (context 101 tokens)
-    assert r.state[0] == SWAPPED and r.held[0] == 0
+    assert r.state[0] == SWAPPED and r.held([0], rs.block)[0] == 0
     used_before = rs.used_blocks
     s = step(rs, [0, 1, 2])  # swap 0 in while 2 is admitted: a prefill of 2 alone
     assert s.kind == "prefill" and list(s.run) == [2] and list(s.swapped_in) == [0]
-    assert r.held[0] == 7  # ceil(101 / 16)
+    assert r.held([0], rs.block)[0] == 7  # ceil(101 / 16)
     assert rs.used_blocks == used_before + 7 + 2  # + request 2's ceil(21 / 16)
     assert rs.view(2.0).kv_blocks_free == 64 - rs.used_blocks
     s = step(rs, [0, 1, 2])  # its first decode step adds only the block its new token needs
-    assert s.kind == "decode" and r.held[0] == 7 and rs.used_blocks == int(r.held[[0, 1, 2]].sum())
+    assert s.kind == "decode" and r.held([0], rs.block)[0] == 7
+    rs.deliver(s.run, 3.0)  # (blocks follow the contexts between iterations)
+    assert rs.used_blocks == int(r.held([0, 1, 2], rs.block).sum())
