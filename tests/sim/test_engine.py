@@ -85,3 +85,44 @@ def test_at_fires_at_the_absolute_time_exactly():
     sim.process(proc())
     sim.run()
     assert seen == [True]
+
+
+def test_run_keeps_pre_run_objects_frozen_only_while_it_runs():
+    import gc
+
+    seen = []
+    sim = Simulation(0)
+
+    def proc():
+        seen.append(gc.get_freeze_count())  # inside the run: the objects made before it are frozen
+        yield sim.timeout(1.0)
+
+    sim.process(proc())
+    assert gc.get_freeze_count() == 0
+    sim.run(until=2.0)
+    assert seen and seen[0] > 0 and gc.get_freeze_count() == 0  # put back after
+    # a process that froze objects itself keeps them frozen (the run leaves its freeze alone)
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        sim2 = Simulation(0)
+        sim2.process(proc())
+        sim2.run(until=1.5)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_run_unfreezes_when_an_event_raises():
+    import gc
+
+    sim = Simulation(0)
+
+    def boom():
+        yield sim.timeout(1.0)
+        raise ValueError("boom")
+
+    sim.process(boom())
+    with pytest.raises(ValueError, match="boom"):
+        sim.run(until=3.0)
+    assert gc.get_freeze_count() == 0

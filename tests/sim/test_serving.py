@@ -77,6 +77,41 @@ def test_invariants_hold(policy, rate, seed, util, replicas, dispatcher, metric)
     check_invariants(scn, run_serving(scn))
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    policy=st.sampled_from(shipped_policies("serving")),
+    rate=st.floats(1.0, 12.0),
+    seed=st.integers(0, 10_000),
+    util=st.sampled_from([0.42, 0.9]),
+    replicas=st.integers(1, 3),
+    fast=st.booleans(),
+)
+def test_every_decision_sees_kv_blocks_that_follow_from_the_contexts(policy, rate, seed, util, replicas, fast):
+    """No array keeps the blocks a request holds (`RequestState.held` derives them): at every
+    decision the replica's count of blocks in use is their sum over its live requests, within
+    the capacity, and the dispatcher's live counts are the live sets' sizes."""
+    from orrery.sim.serving import SimReplica
+
+    decide = SimReplica._decide
+    seen = []
+
+    def checked(self):
+        rs = self.state
+        live = np.array(rs.live, dtype=np.int64)
+        assert rs.used_blocks == int(rs.r.held(live, rs.block).sum()) <= rs.total_blocks
+        assert rs._counts[rs.i] == len(rs.live)
+        seen.append(rs.used_blocks)
+        decide(self)
+
+    scn = scenario(policy, rate, n=30, seed=seed, util=util, replicas=replicas, dispatcher="least_loaded",
+                   fast_forward=fast)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SimReplica, "_decide", checked)
+        res = run_serving(scn)
+    check_invariants(scn, res)
+    assert len(seen) >= 30 and max(seen) > 0
+
+
 @pytest.mark.parametrize("policy", ["vllm_fcfs", "andes"])
 @pytest.mark.parametrize("mode", ["recompute", "swap"])
 def test_preemption_modes_under_memory_pressure(policy, mode):
