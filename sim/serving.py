@@ -134,8 +134,13 @@ class IterationLog:
         self._start: list[float] = []  # pending rows
         self._dur: list[float] = []
         self._kv: list[int] = []
-        self._runs: list[tuple] = []  # (replica, kind, batch, power, first context) of the pending runs
-        self._m: list[int] = []  # rows of each run
+        # the pending runs: replica, kind, batch, power, first context and rows of each
+        self._rep: list[int] = []
+        self._kind: list[int] = []
+        self._batch: list[int] = []
+        self._power: list[float] = []
+        self._ctx0: list[int] = []
+        self._m: list[int] = []
 
     @classmethod
     def of(cls, sim: Simulation) -> IterationLog:
@@ -146,15 +151,22 @@ class IterationLog:
         return log
 
     def __len__(self) -> int:
-        return self._flushed + len(self._start)
+        return self._flushed + len(self._start)  # (a run's rows all pend or are all flushed)
 
     def row(self, replica: int, start_s: float, duration_s: float, kind: int, batch: int, ctx: int,
             used: int, power_w: float) -> None:
         self._start.append(start_s)
         self._dur.append(duration_s)
         self._kv.append(used)
-        self._runs.append((replica, kind, batch, power_w, ctx))
-        self._m.append(1)
+        self._run(replica, kind, batch, power_w, ctx, 1)
+
+    def _run(self, replica: int, kind: int, batch: int, power_w: float, ctx0: int, m: int) -> None:
+        self._rep.append(replica)
+        self._kind.append(kind)
+        self._batch.append(batch)
+        self._power.append(power_w)
+        self._ctx0.append(ctx0)
+        self._m.append(m)
         if len(self._m) >= self.FLUSH_RUNS:
             self.flush()
 
@@ -164,8 +176,7 @@ class IterationLog:
         self._start.extend(starts)
         self._dur.extend(durs)
         self._kv.extend(used)
-        self._runs.append((replica, 0, batch, power_w, ctx0))  # kind 0: decode
-        self._m.append(len(durs))
+        self._run(replica, 0, batch, power_w, ctx0, len(durs))  # kind 0: decode
         if len(self._m) >= self.FLUSH_RUNS:
             self.flush()
 
@@ -175,23 +186,23 @@ class IterationLog:
             return
         m = np.array(self._m, dtype=np.int64)
         n = int(m.sum())
-        replica, kind, batch, power, ctx0 = zip(*self._runs, strict=True)
         place = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(m) - m, m)  # row within its run
-        batch_rows = np.repeat(np.array(batch, dtype=np.int64), m)
+        batch_rows = np.repeat(np.array(self._batch, dtype=np.int64), m)
         cols = {
-            "replica": np.repeat(np.array(replica, dtype=np.int64), m),
+            "replica": np.repeat(np.array(self._rep, dtype=np.int64), m),
             "start_s": np.array(self._start, dtype=float),
             "duration_s": np.array(self._dur, dtype=float),
-            "kind": np.repeat(np.array(kind, dtype=np.int8), m),
+            "kind": np.repeat(np.array(self._kind, dtype=np.int8), m),
             "batch": batch_rows,
-            "context_tokens": np.repeat(np.array(ctx0, dtype=np.int64), m) + batch_rows * place,
+            "context_tokens": np.repeat(np.array(self._ctx0, dtype=np.int64), m) + batch_rows * place,
             "kv_blocks_used": np.array(self._kv, dtype=np.int64),
-            "power_w": np.repeat(np.array(power, dtype=float), m),
+            "power_w": np.repeat(np.array(self._power, dtype=float), m),
         }
         for c, v in cols.items():
             self._chunks[c].append(v)
         self._flushed += n
-        self._start, self._dur, self._kv, self._runs, self._m = [], [], [], [], []
+        self._start, self._dur, self._kv = [], [], []
+        self._rep, self._kind, self._batch, self._power, self._ctx0, self._m = [], [], [], [], [], []
 
     def to_frame(self) -> pd.DataFrame:
         self.flush()
@@ -638,10 +649,13 @@ def run_serving(scn: ServingScenario, perf_model: LLMPerfModel | None = None) ->
             state.replica[rid] = k
             replicas[k].add(rid)
         if nxt < len(times):
-            sim.at(now + (times[nxt] - now)).callbacks.append(arrive)
+            w = Wake()
+            w.callbacks = arrive_cb
+            sim.push_at(now + (times[nxt] - now), w)
         else:
             arrivals_done.succeed()
 
+    arrive_cb = (arrive,)
     arrive()
     for rep in replicas:
         sim.process(rep.loop(arrivals_done))

@@ -13,7 +13,6 @@ Neither backend's own machinery (simpy processes, macro steps; torch, cache slot
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -179,9 +178,9 @@ class ReplicaState:
             parts: tuple[list, list, list] = ([], [], [])  # preempted, swapped in, admitted
             ch_l = None if chosen is None else chosen.tolist()
             if ch_l is None or False not in ch_l:  # everyone runs (an admission next to a running batch)
-                st_l = state_list(view)
-                for i, s in compress(zip(ids.tolist(), st_l, strict=True), map(RUNNING.__ne__, st_l)):
-                    parts[1 if s == SWAPPED else 2].append(i)
+                for i, s in zip(ids.tolist(), state_list(view), strict=True):
+                    if s != RUNNING:
+                        parts[1 if s == SWAPPED else 2].append(i)
             else:
                 for i, s, c in zip(ids.tolist(), state_list(view), ch_l, strict=True):
                     if s == RUNNING:

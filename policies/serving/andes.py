@@ -13,8 +13,6 @@ request (P) prevent thrashing. Otherwise (no pressure) it behaves like vLLM-FCFS
 
 from __future__ import annotations
 
-from itertools import compress
-
 import numpy as np
 
 from orrery.policies.registry import register
@@ -79,7 +77,7 @@ class Andes(ServingPolicy):
         n_run = st.count(RUNNING)
         if n_run:
             ctx = context_list(view)
-            ctx_run = sum(compress(ctx, map(RUNNING.__eq__, st)))
+            ctx_run = sum([c for c, s in zip(ctx, st, strict=True) if s == RUNNING])
             step = float(view.latency.decode_time_s(n_run, ctx_run))
             return step > 1.0 / float(max(view.tds_exp_tok_s.tolist()))
         return False

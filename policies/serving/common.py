@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from itertools import compress
-
 import numpy as np
 
 from orrery.policies.serving.base import RUNNING, SWAPPED, WAITING, ServingView
@@ -92,12 +90,13 @@ def _admit_list(view: ServingView, chosen_l: list[bool], order, stop_at_first_mi
     ctx_l = context_list(view)
     b = view.block_size
     st = state_list(view)
-    # the chosen requests' blocks after the step, count and prefill tokens (C-level passes)
-    n = chosen_l.count(True)
-    used = sum([(c + b) // b for c in compress(ctx_l, chosen_l)])
-    prefill_tokens = 0
-    if WAITING in compress(st, chosen_l):
-        prefill_tokens = sum([c for c, s in compress(zip(ctx_l, st, strict=True), chosen_l) if s == WAITING])
+    used = n = prefill_tokens = 0
+    for c, ch, s in zip(ctx_l, chosen_l, st, strict=True):
+        if ch:
+            used += (c + b) // b
+            n += 1
+            if s == WAITING:
+                prefill_tokens += c
     order = order.tolist() if isinstance(order, np.ndarray) else order
     for j in order:
         if chosen_l[j]:
@@ -169,9 +168,9 @@ def _vllm_step(view: ServingView, priority: np.ndarray | None) -> np.ndarray | l
     swapped_any = SWAPPED in st
     if not swapped_any and WAITING in st:
         before = st.count(RUNNING)
-        waiting = (list(compress(range(len(st)), map(WAITING.__eq__, st))) if priority is None
+        waiting = ([j for j, s in enumerate(st) if s == WAITING] if priority is None
                    else [j for j in priority.tolist() if st[j] == WAITING])
-        admitted = _admit_list(view, list(map(RUNNING.__eq__, st)), waiting, True, 0)
+        admitted = _admit_list(view, [s == RUNNING for s in st], waiting, True, 0)
         if admitted.count(True) > before:  # some waiting request got in
             return admitted
     running = view.state == RUNNING
