@@ -101,8 +101,13 @@ class TokenLatency:
         self.perf = perf
         self.kv_bytes_per_token = perf.kv_bytes_per_token
         self._per_step = float(perf.tokens_per_step)
+        # (the model's series of one: the same float as its scalar call, from the terms it keeps
+        # per batch size; a calibrated model may lack it)
+        self._series = getattr(perf, "decode_series_s", None)
 
     def decode_time_s(self, batch_size, context_tokens):
+        if type(batch_size) is int and type(context_tokens) is int and batch_size > 0 and self._series is not None:
+            return self._series(batch_size, context_tokens, 1)[0] / self._per_step
         return self.perf.decode_time_s(batch_size, context_tokens) / self._per_step
 
     def prefill_time_s(self, n_tokens: int, n_seqs: int = 1, context_tokens: int = 0) -> float:

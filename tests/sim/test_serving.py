@@ -293,3 +293,22 @@ def test_swap_in_next_to_a_prefill_is_counted_before_a_macro_step():
     slow = run_serving(scenario("andes", rate=7.2612426230443345, n=40, fast_forward=False, **kw))
     assert fast.metrics["swap_bytes"] > 0
     _assert_same_run(fast, slow)
+
+
+@pytest.mark.parametrize("spec", [None, {"acceptance": 0.7, "draft_len": 3, "draft_cost": 0.05}])
+def test_token_latency_scalar_calls_equal_the_model_over_tokens_per_step(spec):
+    """TokenLatency answers integer calls from the model's per-batch-size series terms: the same
+    floats as the model's scalar call (and numpy or float arguments take that call itself)."""
+    from orrery.sim.serving import TokenLatency
+    from orrery.sim.serving_scenario import ServingHardware, build_perf_model
+
+    hw = ServingHardware.model_validate({"gpu": "h100", "model": "llama-3.1-8b",
+                                         **({"spec_decode": spec} if spec else {})})
+    perf = build_perf_model(hw, None)
+    lat = TokenLatency(perf)
+    for b, c in ((1, 1), (7, 3000), (64, 64 * 2048), (256, 10**6)):
+        want = perf.decode_time_s(b, c) / float(perf.tokens_per_step)
+        assert lat.decode_time_s(b, c) == want and type(lat.decode_time_s(b, c)) is float
+        assert lat.decode_time_s(np.int64(b), float(c)) == want
+    assert np.array_equal(lat.decode_time_s(np.array([3, 5]), np.array([300.0, 500.0])),
+                          perf.decode_time_s(np.array([3, 5]), np.array([300.0, 500.0])) / float(perf.tokens_per_step))
