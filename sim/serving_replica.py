@@ -1,8 +1,9 @@
 """One serving replica's bookkeeping, shared by the simulator and the real engine (numpy only).
 
 `RequestState` holds every request's state in arrays indexed by request id. A `ReplicaState`
-is one replica's view of them: its live requests, the paged KV accounting (blocks held per
-request, blocks in use, host swap space) and its counters. Per iteration a backend asks it for
+is one replica's view of them: its live requests, the paged KV accounting (blocks in use,
+host swap space; the blocks a request holds follow from its context and state,
+`RequestState.held`, so nothing writes them) and its counters. Per iteration a backend asks it for
 the `ServingView`, passes the policy's decision to `apply` (preemptions, swap-ins, admission,
 KV growth; it returns what to execute), executes that (simulated time in `sim/serving.py`,
 torch and the wall clock in `realbackend/serving.py`), then calls `deliver` and `finish`.
