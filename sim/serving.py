@@ -182,8 +182,6 @@ class IterationLog:
         self._dur.extend(durs)
         self._kv.extend(used)
         self._run(replica, 0, batch, power_w, ctx0, len(durs))  # kind 0: decode
-        if len(self._m) >= self.FLUSH_RUNS:
-            self.flush()
 
     def flush(self) -> None:
         """Move the pending rows into the columns' numpy chunks."""

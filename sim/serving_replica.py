@@ -32,6 +32,17 @@ _NO_MASK = np.zeros(0, dtype=bool)
 _NO_MASK.flags.writeable = False
 
 
+def held_blocks(state, context, block: int):
+    """GPU KV blocks of requests in `state` with `context` tokens, blocks of `block` tokens:
+    ceil(context / block) when running, else 0 (arrays; a running request's blocks as a plain
+    int). Between iterations that is exact: a step that makes a token allocates its block at
+    `apply` and the token lands at `deliver`; a swap-in gets its blocks back at once. No array
+    keeps it, so a macro step's commit writes none."""
+    if isinstance(state, int):
+        return -(-context // block) if state == RUNNING else 0
+    return np.where(state == RUNNING, -(-context // block), 0)
+
+
 class RequestState:
     """Mutable per-request state, all numpy arrays indexed by request id."""
 
@@ -59,11 +70,8 @@ class RequestState:
         return self.prompt[ids] + self.generated[ids]
 
     def held(self, ids: np.ndarray, block: int) -> np.ndarray:
-        """GPU KV blocks each request of `ids` holds with blocks of `block` tokens: ceil(context
-        / block) when running, else 0. (Between iterations that is exact: a step that makes a
-        token allocates its block at `apply` and the token lands at `deliver`; a swap-in gets
-        its blocks back at once. No array keeps it, so a macro step's commit writes none.)"""
-        return np.where(self.state[ids] == RUNNING, -(-self.context(ids) // block), 0)
+        """GPU KV blocks each request of `ids` holds (`held_blocks`)."""
+        return held_blocks(self.state[ids], self.context(ids), block)
 
 
 @dataclass
@@ -205,7 +213,7 @@ class ReplicaState:
             if dec.preempt_mode == "swap":
                 room = self.swap_cap_bytes - self.swap_used_bytes
                 to_swap = np.cumsum(nbytes) <= room
-            self.used_blocks -= int((-(-ctx_pre // self.block)).sum())  # (running: ceil(context / block))
+            self.used_blocks -= int(held_blocks(r.state[pre], ctx_pre, self.block).sum())
             r.state[pre] = np.where(to_swap, SWAPPED, WAITING)
             r.n_preempt[pre] += 1
             self.preemptions += pre.size
@@ -214,13 +222,14 @@ class ReplicaState:
             self.swap_bytes += out_bytes
         in_bytes = 0.0
         if sin.size:
-            in_bytes = float((r.context(sin) * kvb).sum())
+            ctx_in = r.context(sin)
+            in_bytes = float((ctx_in * kvb).sum())
             self.swap_used_bytes = max(0.0, self.swap_used_bytes - in_bytes)
             self.swap_bytes += in_bytes
             r.state[sin] = RUNNING
             # a swap-in copies the request's KV back into GPU blocks at once (also next to a
             # prefill, which runs only the admitted): ceil(context / block) of them
-            self.used_blocks += int(((r.context(sin) + (self.block - 1)) // self.block).sum())
+            self.used_blocks += int(held_blocks(r.state[sin], ctx_in, self.block).sum())
         if admit.size:
             kind, run = "prefill", admit
             if admit.size <= 2:
@@ -277,10 +286,10 @@ class ReplicaState:
         r = self.r
         done_l = done.tolist()
         if len(done_l) <= 2:  # one or two (the usual finish): plain Python, the same integers
-            block = self.block
             for i in done_l:
-                if r.state[i] == RUNNING:  # its blocks: ceil(context / block)
-                    self.used_blocks -= -(-(int(r.prompt[i]) + int(r.generated[i])) // block)
+                st = int(r.state[i])
+                self.used_blocks -= held_blocks(st, int(r.prompt[i]) + int(r.generated[i]), self.block)
+                if st == RUNNING:
                     self.n_running -= 1
                 r.state[i] = FINISHED
                 r.finish_s[i] = now_s
@@ -325,11 +334,11 @@ class _LazyView(ServingView):
 
     @property
     def kv_blocks_held(self) -> np.ndarray:
-        """ceil(context / block) when running, else 0 (`RequestState.held`), computed once per view."""
+        """`held_blocks` of the view's requests, computed once per view."""
         d = self.__dict__
         h = d.get("_kv_blocks_held")
         if h is None:
-            h = d["_kv_blocks_held"] = np.where(d["state"] == RUNNING, -(-self.context_tokens // d["block_size"]), 0)
+            h = d["_kv_blocks_held"] = held_blocks(d["state"], self.context_tokens, d["block_size"])
         return h
 
     def __getattr__(self, name: str):
